@@ -1,0 +1,235 @@
+//! Element types: the [`DType`] tag, the [`Element`] trait every stored type implements, and the
+//! [`Float`] trait of the types CPU arithmetic runs in (f32, f64).
+
+use std::fmt;
+
+use half::{bf16, f16};
+
+use crate::storage::CpuStorage;
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float: the default everywhere.
+    F32,
+    /// 64-bit float: CPU references and gradient checks.
+    F64,
+    /// bfloat16: GPU compute.
+    BF16,
+    /// IEEE half: GPU compute.
+    F16,
+    /// Bytes: images and masks.
+    U8,
+    /// 64-bit integers: labels, indices, timesteps.
+    I64,
+}
+
+impl DType {
+    /// Every dtype, in declaration order.
+    pub const ALL: [DType; 6] = [DType::F32, DType::F64, DType::BF16, DType::F16, DType::U8, DType::I64];
+
+    /// Size of one element in bytes.
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::BF16 | DType::F16 => 2,
+            DType::U8 => 1,
+        }
+    }
+
+    /// Whether the dtype holds floating-point values.
+    pub fn is_float(self) -> bool {
+        !matches!(self, DType::U8 | DType::I64)
+    }
+
+    /// Short lowercase name: `f32`, `bf16`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
+            DType::U8 => "u8",
+            DType::I64 => "i64",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A type a tensor can store. Conversions go through f64, which holds every value of every
+/// element type exactly except i64 beyond 2^53.
+pub trait Element: Copy + Send + Sync + Default + fmt::Debug + PartialEq + 'static {
+    /// The matching dtype tag.
+    const DTYPE: DType;
+    /// Converts from f64 (rounding to nearest, saturating for integers).
+    fn from_f64(v: f64) -> Self;
+    /// Converts to f64.
+    fn to_f64(self) -> f64;
+    /// Borrows the storage's elements if they are of this type.
+    fn slice(storage: &CpuStorage) -> Option<&[Self]>;
+    /// Wraps a vector of this type as storage.
+    fn into_storage(v: Vec<Self>) -> CpuStorage;
+}
+
+macro_rules! element {
+    ($t:ty, $variant:ident, $from:expr, $to:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                ($from)(v)
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                ($to)(self)
+            }
+            fn slice(storage: &CpuStorage) -> Option<&[Self]> {
+                match storage {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn into_storage(v: Vec<Self>) -> CpuStorage {
+                CpuStorage::$variant(v)
+            }
+        }
+    };
+}
+
+element!(f32, F32, |v: f64| v as f32, |x: f32| x as f64);
+element!(f64, F64, |v: f64| v, |x: f64| x);
+element!(bf16, BF16, bf16::from_f64, bf16::to_f64);
+element!(f16, F16, f16::from_f64, f16::to_f64);
+element!(u8, U8, |v: f64| v.round() as u8, |x: u8| x as f64);
+element!(i64, I64, |v: f64| v.round() as i64, |x: i64| x as f64);
+
+/// The float types CPU arithmetic is written for. Kernels are generic over it, so one piece of code
+/// serves f32 and f64.
+pub trait Float:
+    Element
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + std::iter::Sum
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// Negative infinity (the identity of max).
+    const NEG_INFINITY: Self;
+    /// Positive infinity (the identity of min).
+    const INFINITY: Self;
+    /// e^x.
+    fn exp(self) -> Self;
+    /// ln x.
+    fn ln(self) -> Self;
+    /// √x.
+    fn sqrt(self) -> Self;
+    /// tanh x.
+    fn tanh(self) -> Self;
+    /// |x|.
+    fn abs(self) -> Self;
+    /// x^e.
+    fn powf(self, e: Self) -> Self;
+    /// The error function.
+    fn erf(self) -> Self;
+    /// The larger of two values.
+    fn max(self, other: Self) -> Self;
+    /// The smaller of two values.
+    fn min(self, other: Self) -> Self;
+}
+
+macro_rules! float {
+    ($t:ty, $erf:path) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            const INFINITY: Self = <$t>::INFINITY;
+            #[inline]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline]
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            #[inline]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline]
+            fn max(self, other: Self) -> Self {
+                <$t>::max(self, other)
+            }
+            #[inline]
+            fn min(self, other: Self) -> Self {
+                <$t>::min(self, other)
+            }
+        }
+    };
+}
+
+float!(f32, libm::erff);
+float!(f64, libm::erf);
+
+/// Runs `$body` with `$T` bound to the Rust element type of the dtype `$dtype`.
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::bf16;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = $crate::f16;
+                $body
+            }
+            $crate::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+        }
+    };
+}

@@ -1,0 +1,36 @@
+//! # tensor
+//!
+//! N-dimensional arrays for difftune: a [`Tensor`] is shared storage plus a [`Layout`] (shape,
+//! strides, offset), so reshape, permute, transpose, narrow, broadcast and (un)squeeze are free
+//! views; `contiguous()` copies only when needed. Ops return `Result` with an [`Error`] that names
+//! the op and the shapes or dtypes involved.
+//!
+//! CPU kernels live in `cpu/`, one file per family, generic over f32 and f64. bf16 and f16 are
+//! storage types on the CPU (cast them to compute); the CUDA backend computes in them.
+//!
+//! ```
+//! use tensor::{DType, Device, Generator, Tensor};
+//! let mut gen = Generator::new(0);
+//! let x = Tensor::randn(&[2, 3], 0.0, 1.0, DType::F32, Device::Cpu, &mut gen).unwrap();
+//! let w = Tensor::ones(&[3, 4], DType::F32, Device::Cpu).unwrap();
+//! let y = x.matmul(&w).unwrap().relu().unwrap();
+//! assert_eq!(y.shape(), &[2, 4]);
+//! ```
+
+mod cpu;
+mod device;
+mod dtype;
+mod error;
+mod layout;
+// pub mod safetensors;
+mod storage;
+mod tensor;
+
+pub use cpu::{BinaryOp, CmpOp, UnaryOp};
+pub use device::Device;
+pub use dtype::{DType, Element, Float};
+pub use error::{Error, Result};
+pub use half::{bf16, f16};
+pub use layout::{broadcast_shapes, contiguous_strides, Layout};
+pub use storage::{memory, CpuStorage};
+pub use tensor::{Generator, Tensor};
