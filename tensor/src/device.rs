@@ -45,7 +45,9 @@ impl FromStr for Device {
             "cuda" => Device::cuda(0),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => Device::cuda(i),
-                _ => Err(Error::msg(format!("device `{s}`: expected `cpu` or `cuda:N`"))),
+                _ => Err(Error::msg(format!(
+                    "device `{s}`: expected `cpu` or `cuda:N`"
+                ))),
             },
         }
     }

@@ -26,7 +26,14 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 6] = [DType::F32, DType::F64, DType::BF16, DType::F16, DType::U8, DType::I64];
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::F64,
+        DType::BF16,
+        DType::F16,
+        DType::U8,
+        DType::I64,
+    ];
 
     /// Size of one element in bytes.
     pub fn size_in_bytes(self) -> usize {

@@ -55,12 +55,18 @@ pub enum Error {
 impl Error {
     /// A shape error for `op`.
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape { op, msg: msg.into() }
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
 
     /// A dtype error for `op`: `found` is not among what the op supports.
     pub fn dtype(op: &'static str, found: DType, expected: &str) -> Self {
-        Error::DType { op, msg: format!("got {found}, expected {expected}") }
+        Error::DType {
+            op,
+            msg: format!("got {found}, expected {expected}"),
+        }
     }
 
     /// An error with a free-form message.

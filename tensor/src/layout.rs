@@ -26,13 +26,26 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(Error::shape(op, format!("shapes {a:?} and {b:?} do not broadcast"))),
+            _ => {
+                return Err(Error::shape(
+                    op,
+                    format!("shapes {a:?} and {b:?} do not broadcast"),
+                ))
+            }
         };
     }
     Ok(out)
@@ -41,12 +54,20 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
 impl Layout {
     /// The contiguous row-major layout of `shape`.
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     /// A layout from its parts (no checks: the caller guarantees it stays inside the storage).
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
-        Layout { shape, strides, offset }
+        Layout {
+            shape,
+            strides,
+            offset,
+        }
     }
 
     /// The logical shape.
@@ -83,7 +104,8 @@ impl Layout {
 
     /// The range of storage indices a contiguous layout covers.
     pub fn contiguous_range(&self) -> Option<std::ops::Range<usize>> {
-        self.is_contiguous().then(|| self.offset..self.offset + self.elem_count())
+        self.is_contiguous()
+            .then(|| self.offset..self.offset + self.elem_count())
     }
 
     /// The view of this layout broadcast to `shape`.
@@ -103,18 +125,33 @@ impl Layout {
             if d == shape[i] {
                 strides[i] = s;
             } else if d != 1 {
-                return Err(Error::shape("broadcast_as", format!("cannot broadcast {:?} to {:?}", self.shape, shape)));
+                return Err(Error::shape(
+                    "broadcast_as",
+                    format!("cannot broadcast {:?} to {:?}", self.shape, shape),
+                ));
             }
         }
-        Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        Ok(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// The view with dimensions reordered: output dim `i` is input dim `dims[i]`.
     pub fn permute(&self, dims: &[usize]) -> Result<Layout> {
         let n = self.shape.len();
         let mut seen = vec![false; n];
-        let valid = dims.len() == n && dims.iter().all(|&d| d < n && !std::mem::replace(&mut seen[d], true));
-        ensure_shape!(valid, "permute", "{dims:?} is not a permutation of the {n} dims of {:?}", self.shape);
+        let valid = dims.len() == n
+            && dims
+                .iter()
+                .all(|&d| d < n && !std::mem::replace(&mut seen[d], true));
+        ensure_shape!(
+            valid,
+            "permute",
+            "{dims:?} is not a permutation of the {n} dims of {:?}",
+            self.shape
+        );
         Ok(Layout {
             shape: dims.iter().map(|&d| self.shape[d]).collect(),
             strides: dims.iter().map(|&d| self.strides[d]).collect(),
@@ -124,7 +161,12 @@ impl Layout {
 
     /// The view of `len` elements from `start` along `dim`.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Layout> {
-        ensure_shape!(dim < self.shape.len(), "narrow", "dim {dim} out of range for shape {:?}", self.shape);
+        ensure_shape!(
+            dim < self.shape.len(),
+            "narrow",
+            "dim {dim} out of range for shape {:?}",
+            self.shape
+        );
         ensure_shape!(
             start + len <= self.shape[dim],
             "narrow",
@@ -142,9 +184,18 @@ impl Layout {
 
     /// The view with a size-1 dimension inserted at `dim`.
     pub fn unsqueeze(&self, dim: usize) -> Result<Layout> {
-        ensure_shape!(dim <= self.shape.len(), "unsqueeze", "dim {dim} out of range for shape {:?}", self.shape);
+        ensure_shape!(
+            dim <= self.shape.len(),
+            "unsqueeze",
+            "dim {dim} out of range for shape {:?}",
+            self.shape
+        );
         let mut out = self.clone();
-        let stride = if dim < self.shape.len() { self.strides[dim] * self.shape[dim] } else { 1 };
+        let stride = if dim < self.shape.len() {
+            self.strides[dim] * self.shape[dim]
+        } else {
+            1
+        };
         out.shape.insert(dim, 1);
         out.strides.insert(dim, stride);
         Ok(out)
@@ -168,17 +219,23 @@ impl Layout {
     /// (always for contiguous layouts); `None` when a copy is needed. The element count must match.
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() || self.elem_count() == 0 {
-            return Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset });
+            return Some(Layout {
+                shape: shape.to_vec(),
+                strides: contiguous_strides(shape),
+                offset: self.offset,
+            });
         }
         // Walk old dims from the innermost, in chunks that are contiguous within themselves; each
         // chunk must be split exactly by a run of new dims, which then take strides from the chunk.
         let (old, old_strides) = (&self.shape, &self.strides);
         let mut strides = vec![0; shape.len()];
         let mut view_d = shape.len();
-        let (mut chunk_stride, mut chunk_numel, mut view_numel) = (old_strides[old.len() - 1], 1, 1);
+        let (mut chunk_stride, mut chunk_numel, mut view_numel) =
+            (old_strides[old.len() - 1], 1, 1);
         for d in (0..old.len()).rev() {
             chunk_numel *= old[d];
-            let chunk_ends = d == 0 || (old[d - 1] != 1 && old_strides[d - 1] != chunk_numel * chunk_stride);
+            let chunk_ends =
+                d == 0 || (old[d - 1] != 1 && old_strides[d - 1] != chunk_numel * chunk_stride);
             if chunk_ends {
                 while view_d > 0 && (view_numel < chunk_numel || shape[view_d - 1] == 1) {
                     view_d -= 1;
@@ -193,12 +250,21 @@ impl Layout {
                 }
             }
         }
-        (view_d == 0).then(|| Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        (view_d == 0).then(|| Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// Storage index of the element at multi-index `idx`.
     pub fn index_of(&self, idx: &[usize]) -> usize {
-        self.offset + idx.iter().zip(&self.strides).map(|(i, s)| i * s).sum::<usize>()
+        self.offset
+            + idx
+                .iter()
+                .zip(&self.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>()
     }
 }
 

@@ -46,8 +46,17 @@ impl Tensor {
     /// A contiguous tensor over `storage` (on the CPU).
     pub fn from_storage(storage: CpuStorage, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
-        ensure_shape!(storage.len() == n, "from_storage", "{} elements do not fill shape {shape:?}", storage.len());
-        Ok(Tensor { storage: Arc::new(Storage::new(storage)), layout: Layout::contiguous(shape), device: Device::Cpu })
+        ensure_shape!(
+            storage.len() == n,
+            "from_storage",
+            "{} elements do not fill shape {shape:?}",
+            storage.len()
+        );
+        Ok(Tensor {
+            storage: Arc::new(Storage::new(storage)),
+            layout: Layout::contiguous(shape),
+            device: Device::Cpu,
+        })
     }
 
     /// A tensor of `shape` taking ownership of `data` (row-major).
@@ -102,26 +111,53 @@ impl Tensor {
 
     /// The 1-D tensor `start, start + step, ..` up to but excluding `end`.
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
-        ensure_shape!(step != 0.0 && (end - start) / step >= 0.0, "arange", "empty or infinite range {start}..{end} step {step}");
+        ensure_shape!(
+            step != 0.0 && (end - start) / step >= 0.0,
+            "arange",
+            "empty or infinite range {start}..{end} step {step}"
+        );
         let n = ((end - start) / step).ceil() as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Tensor::from_vec(values, &[n])?.to_device(device)?.to_dtype(dtype)
+        Tensor::from_vec(values, &[n])?
+            .to_device(device)?
+            .to_dtype(dtype)
     }
 
     /// Uniform samples in `[lo, hi)`.
-    pub fn rand(shape: &[usize], lo: f64, hi: f64, dtype: DType, device: Device, gen: &mut Generator) -> Result<Tensor> {
+    pub fn rand(
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Tensor> {
         let n = shape.iter().product();
         let values: Vec<f64> = (0..n).map(|_| gen.0.random_range(lo..hi)).collect();
-        Tensor::from_vec(values, shape)?.to_device(device)?.to_dtype(dtype)
+        Tensor::from_vec(values, shape)?
+            .to_device(device)?
+            .to_dtype(dtype)
     }
 
     /// Normal samples with the given mean and standard deviation.
-    pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, device: Device, gen: &mut Generator) -> Result<Tensor> {
+    pub fn randn(
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        device: Device,
+        gen: &mut Generator,
+    ) -> Result<Tensor> {
         let n = shape.iter().product();
         let values: Vec<f64> = (0..n)
-            .map(|_| mean + std * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut gen.0))
+            .map(|_| {
+                mean + std
+                    * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut gen.0)
+            })
             .collect();
-        Tensor::from_vec(values, shape)?.to_device(device)?.to_dtype(dtype)
+        Tensor::from_vec(values, shape)?
+            .to_device(device)?
+            .to_dtype(dtype)
     }
 
     /// A copy on `device` (the same tensor when it is already there).
@@ -142,10 +178,12 @@ impl Tensor {
 
     /// Size of dimension `dim`, or a shape error naming `op`.
     pub fn dim(&self, op: &'static str, dim: usize) -> Result<usize> {
-        self.shape()
-            .get(dim)
-            .copied()
-            .ok_or_else(|| Error::shape(op, format!("dim {dim} out of range for shape {:?}", self.shape())))
+        self.shape().get(dim).copied().ok_or_else(|| {
+            Error::shape(
+                op,
+                format!("dim {dim} out of range for shape {:?}", self.shape()),
+            )
+        })
     }
 
     /// Number of elements.
@@ -189,12 +227,17 @@ impl Tensor {
     }
 
     fn view(&self, layout: Layout) -> Tensor {
-        Tensor { storage: self.storage.clone(), layout, device: self.device }
+        Tensor {
+            storage: self.storage.clone(),
+            layout,
+            device: self.device,
+        }
     }
 
     /// The elements in row-major order, as `T` (which must be the dtype).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        let data = T::slice(self.storage.cpu()).ok_or_else(|| Error::dtype("to_vec", self.dtype(), T::DTYPE.as_str()))?;
+        let data = T::slice(self.storage.cpu())
+            .ok_or_else(|| Error::dtype("to_vec", self.dtype(), T::DTYPE.as_str()))?;
         Ok(match self.layout.contiguous_range() {
             Some(r) => data[r].to_vec(),
             None => map1(data, &self.layout, |x| x),
@@ -208,7 +251,12 @@ impl Tensor {
 
     /// The single value of a one-element tensor, as f64.
     pub fn to_scalar(&self) -> Result<f64> {
-        ensure_shape!(self.elem_count() == 1, "to_scalar", "expected one element, got shape {:?}", self.shape());
+        ensure_shape!(
+            self.elem_count() == 1,
+            "to_scalar",
+            "expected one element, got shape {:?}",
+            self.shape()
+        );
         Ok(self.to_f64_vec()?[0])
     }
 
@@ -235,7 +283,8 @@ impl Tensor {
             return Ok(self.clone());
         }
         let layout = &self.layout;
-        let storage = with_elements!(self.storage.cpu(), v => Element::into_storage(map1(v, layout, |x| x)));
+        let storage =
+            with_elements!(self.storage.cpu(), v => Element::into_storage(map1(v, layout, |x| x)));
         self.with_storage(storage, self.shape())
     }
 
@@ -256,7 +305,12 @@ impl Tensor {
 
     /// Flattens dims `from..` into one.
     pub fn flatten_from(&self, from: usize) -> Result<Tensor> {
-        ensure_shape!(from <= self.rank(), "flatten", "dim {from} out of range for shape {:?}", self.shape());
+        ensure_shape!(
+            from <= self.rank(),
+            "flatten",
+            "dim {from} out of range for shape {:?}",
+            self.shape()
+        );
         let mut shape = self.shape()[..from].to_vec();
         shape.push(self.shape()[from..].iter().product());
         self.reshape(&shape)
@@ -270,7 +324,12 @@ impl Tensor {
     /// A view with dims `a` and `b` swapped.
     pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor> {
         let n = self.rank();
-        ensure_shape!(a < n && b < n, "transpose", "dims {a} and {b} out of range for shape {:?}", self.shape());
+        ensure_shape!(
+            a < n && b < n,
+            "transpose",
+            "dims {a} and {b} out of range for shape {:?}",
+            self.shape()
+        );
         let mut dims: Vec<usize> = (0..n).collect();
         dims.swap(a, b);
         self.permute(&dims)
@@ -292,7 +351,10 @@ impl Tensor {
     pub fn split(&self, size: usize, dim: usize) -> Result<Vec<Tensor>> {
         let total = self.dim("split", dim)?;
         ensure_shape!(size > 0, "split", "split size must be positive");
-        (0..total).step_by(size).map(|start| self.narrow(dim, start, size.min(total - start))).collect()
+        (0..total)
+            .step_by(size)
+            .map(|start| self.narrow(dim, start, size.min(total - start)))
+            .collect()
     }
 
     /// A view broadcast to `shape` (broadcast dims get stride 0).
@@ -313,10 +375,21 @@ impl Tensor {
     /// Checks that `other` has this tensor's dtype and device, for binary ops.
     pub(crate) fn same_kind(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.dtype() != other.dtype() {
-            return Err(Error::DType { op, msg: format!("operands are {} and {}, expected the same dtype", self.dtype(), other.dtype()) });
+            return Err(Error::DType {
+                op,
+                msg: format!(
+                    "operands are {} and {}, expected the same dtype",
+                    self.dtype(),
+                    other.dtype()
+                ),
+            });
         }
         if self.device != other.device {
-            return Err(Error::Device { op, device: other.device, msg: format!("expected {}", self.device) });
+            return Err(Error::Device {
+                op,
+                device: other.device,
+                msg: format!("expected {}", self.device),
+            });
         }
         Ok(())
     }
@@ -325,13 +398,23 @@ impl Tensor {
 fn check_cpu(op: &'static str, device: Device) -> Result<()> {
     match device {
         Device::Cpu => Ok(()),
-        Device::Cuda(_) => Err(Error::Device { op, device, msg: "this build has no CUDA backend yet; use the cpu".into() }),
+        Device::Cuda(_) => Err(Error::Device {
+            op,
+            device,
+            msg: "this build has no CUDA backend yet; use the cpu".into(),
+        }),
     }
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor[{:?}, {}, {}]", self.shape(), self.dtype(), self.device)?;
+        write!(
+            f,
+            "Tensor[{:?}, {}, {}]",
+            self.shape(),
+            self.dtype(),
+            self.device
+        )?;
         if self.elem_count() <= 16 {
             if let Ok(v) = self.to_f64_vec() {
                 write!(f, " {v:?}")?;

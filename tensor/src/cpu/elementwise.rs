@@ -87,9 +87,13 @@ impl UnaryOp {
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Relu => x.max(T::ZERO),
             UnaryOp::Silu => x * sigmoid(x),
-            UnaryOp::GeluErf => c(0.5) * x * (T::ONE + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+            UnaryOp::GeluErf => {
+                c(0.5) * x * (T::ONE + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf())
+            }
             UnaryOp::GeluTanh => {
-                c(0.5) * x * (T::ONE + (c(SQRT_2_OVER_PI) * (x + c(GELU_TANH_C) * x * x * x)).tanh())
+                c(0.5)
+                    * x
+                    * (T::ONE + (c(SQRT_2_OVER_PI) * (x + c(GELU_TANH_C) * x * x * x)).tanh())
             }
             UnaryOp::Powf(e) => x.powf(c(e)),
             UnaryOp::Clamp(lo, hi) => x.max(c(lo)).min(c(hi)),
@@ -272,7 +276,11 @@ impl Tensor {
     /// `op` applied to every element.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         let l = self.layout();
-        let out = float_op!(op.name(), self.cpu_storage(), |v: T| T::into_storage(map1(v, l, |x| op.forward(x))));
+        let out = float_op!(op.name(), self.cpu_storage(), |v: T| T::into_storage(map1(
+            v,
+            l,
+            |x| op.forward(x)
+        )));
         self.with_storage(out, self.shape())
     }
 
@@ -281,7 +289,13 @@ impl Tensor {
         // f'(x, y) first, then times grad: two passes, but each is a plain map over matching shapes.
         let (x, y) = (self.cpu_storage(), output.cpu_storage());
         let (lx, ly) = (self.layout(), output.layout());
-        let d = float_op2!(op.name(), x, y, |x, y: T| T::into_storage(map2(x, lx, y, ly, |a, b| op.derivative(a, b))));
+        let d = float_op2!(op.name(), x, y, |x, y: T| T::into_storage(map2(
+            x,
+            lx,
+            y,
+            ly,
+            |a, b| op.derivative(a, b)
+        )));
         self.with_storage(d, self.shape())?.mul(grad)
     }
 
@@ -309,10 +323,16 @@ impl Tensor {
     pub fn binary(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
         self.same_kind(op.name(), other)?;
         let shape = broadcast_shapes(op.name(), self.shape(), other.shape())?;
-        let (la, lb) = (self.layout().broadcast_as(&shape)?, other.layout().broadcast_as(&shape)?);
-        let out = float_op2!(op.name(), self.cpu_storage(), other.cpu_storage(), |a, b: T| {
-            T::into_storage(map2(a, &la, b, &lb, |x, y| op.apply(x, y)))
-        });
+        let (la, lb) = (
+            self.layout().broadcast_as(&shape)?,
+            other.layout().broadcast_as(&shape)?,
+        );
+        let out = float_op2!(
+            op.name(),
+            self.cpu_storage(),
+            other.cpu_storage(),
+            |a, b: T| { T::into_storage(map2(a, &la, b, &lb, |x, y| op.apply(x, y))) }
+        );
         self.with_storage(out, &shape)
     }
 
@@ -349,8 +369,15 @@ impl Tensor {
     /// The u8 mask of `op(self, other)`, broadcasting; any dtypes.
     pub fn cmp(&self, op: CmpOp, other: &Tensor) -> Result<Tensor> {
         let shape = broadcast_shapes("cmp", self.shape(), other.shape())?;
-        let (a, b) = (self.broadcast_as(&shape)?.to_f64_vec()?, other.broadcast_as(&shape)?.to_f64_vec()?);
-        let mask = a.iter().zip(&b).map(|(&x, &y)| op.apply(x, y) as u8).collect();
+        let (a, b) = (
+            self.broadcast_as(&shape)?.to_f64_vec()?,
+            other.broadcast_as(&shape)?.to_f64_vec()?,
+        );
+        let mask = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| op.apply(x, y) as u8)
+            .collect();
         Tensor::from_vec::<u8>(mask, &shape)
     }
 
@@ -361,21 +388,35 @@ impl Tensor {
         let shape = broadcast_shapes("where", self.shape(), on_true.shape())?;
         let shape = broadcast_shapes("where", &shape, on_false.shape())?;
         let mask = self.broadcast_as(&shape)?.to_dtype(DType::U8)?;
-        let (lm, lt, lf) =
-            (mask.layout().clone(), on_true.layout().broadcast_as(&shape)?, on_false.layout().broadcast_as(&shape)?);
-        let CpuStorage::U8(m) = mask.cpu_storage() else { unreachable!("cast to u8 above") };
+        let (lm, lt, lf) = (
+            mask.layout().clone(),
+            on_true.layout().broadcast_as(&shape)?,
+            on_false.layout().broadcast_as(&shape)?,
+        );
+        let CpuStorage::U8(m) = mask.cpu_storage() else {
+            unreachable!("cast to u8 above")
+        };
         let rows = Rows::new([&lm, &lt, &lf]);
-        let out = float_op2!("where", on_true.cpu_storage(), on_false.cpu_storage(), |t, f: T| {
-            let mut out = vec![T::default(); lm.elem_count()];
-            crate::cpu::for_each_row(&mut out, rows.len, |row, chunk| {
-                let [sm, st, sf] = rows.start(row);
-                let [dm, dt, df] = rows.stride;
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = if m[sm + i * dm] != 0 { t[st + i * dt] } else { f[sf + i * df] };
-                }
-            });
-            T::into_storage(out)
-        });
+        let out = float_op2!(
+            "where",
+            on_true.cpu_storage(),
+            on_false.cpu_storage(),
+            |t, f: T| {
+                let mut out = vec![T::default(); lm.elem_count()];
+                crate::cpu::for_each_row(&mut out, rows.len, |row, chunk| {
+                    let [sm, st, sf] = rows.start(row);
+                    let [dm, dt, df] = rows.stride;
+                    for (i, o) in chunk.iter_mut().enumerate() {
+                        *o = if m[sm + i * dm] != 0 {
+                            t[st + i * dt]
+                        } else {
+                            f[sf + i * df]
+                        };
+                    }
+                });
+                T::into_storage(out)
+            }
+        );
         self.with_storage(out, &shape)
     }
 
@@ -388,9 +429,15 @@ impl Tensor {
     /// Elementwise `self == other` over any dtypes as f64, for tests: the largest absolute difference.
     pub fn max_abs_diff(&self, other: &Tensor) -> Result<f64> {
         if self.shape() != other.shape() {
-            return Err(Error::shape("max_abs_diff", format!("{:?} vs {:?}", self.shape(), other.shape())));
+            return Err(Error::shape(
+                "max_abs_diff",
+                format!("{:?} vs {:?}", self.shape(), other.shape()),
+            ));
         }
         let (a, b) = (self.to_f64_vec()?, other.to_f64_vec()?);
-        Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max))
+        Ok(a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max))
     }
 }

@@ -29,27 +29,45 @@ fn indices(op: &'static str, index: &Tensor, bound: usize) -> Result<Vec<usize>>
             usize::try_from(i)
                 .ok()
                 .filter(|&i| i < bound)
-                .ok_or_else(|| Error::shape(op, format!("index {i} out of range for a dim of size {bound}")))
+                .ok_or_else(|| {
+                    Error::shape(
+                        op,
+                        format!("index {i} out of range for a dim of size {bound}"),
+                    )
+                })
         })
         .collect()
 }
 
 /// Splits `shape` around `dim`: (product before, size, product after).
 fn around(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product())
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
 }
 
 impl Tensor {
     /// Concatenation along `dim`; all shapes must agree elsewhere.
     pub fn cat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::shape("cat", "no tensors to concatenate"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::shape("cat", "no tensors to concatenate"))?;
         first.dim("cat", dim)?;
         let mut shape = first.shape().to_vec();
         shape[dim] = 0;
         for t in tensors {
             first.same_kind("cat", t)?;
-            let same = t.rank() == first.rank() && (0..t.rank()).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
-            ensure_shape!(same, "cat", "shapes {:?} and {:?} differ outside dim {dim}", first.shape(), t.shape());
+            let same = t.rank() == first.rank()
+                && (0..t.rank()).all(|d| d == dim || t.shape()[d] == first.shape()[d]);
+            ensure_shape!(
+                same,
+                "cat",
+                "shapes {:?} and {:?} differ outside dim {dim}",
+                first.shape(),
+                t.shape()
+            );
             shape[dim] += t.shape()[dim];
         }
         let out_layout = Layout::contiguous(&shape);
@@ -68,14 +86,23 @@ impl Tensor {
 
     /// Stacks equal-shaped tensors along a new dim `dim`.
     pub fn stack(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let views = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<Vec<_>>>()?;
+        let views = tensors
+            .iter()
+            .map(|t| t.unsqueeze(dim))
+            .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&views.iter().collect::<Vec<_>>(), dim)
     }
 
     /// Pads the last `pads.len()` dims with `value`: `pads[i] = (before, after)` for dim
     /// `rank - pads.len() + i`. E.g. `[(1, 1), (2, 2)]` pads H by 1 and W by 2 of an NCHW tensor.
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Result<Tensor> {
-        ensure_shape!(pads.len() <= self.rank(), "pad", "{} pads for shape {:?}", pads.len(), self.shape());
+        ensure_shape!(
+            pads.len() <= self.rank(),
+            "pad",
+            "{} pads for shape {:?}",
+            pads.len(),
+            self.shape()
+        );
         let lead = self.rank() - pads.len();
         let mut shape = self.shape().to_vec();
         for (i, &(b, a)) in pads.iter().enumerate() {
@@ -96,7 +123,12 @@ impl Tensor {
     /// The slices `index[i]` along `dim` (index: 1-D i64), as torch.index_select; with dim 0 this
     /// is an embedding lookup.
     pub fn index_select(&self, dim: usize, index: &Tensor) -> Result<Tensor> {
-        ensure_shape!(index.rank() == 1, "index_select", "index must be 1-D, got shape {:?}", index.shape());
+        ensure_shape!(
+            index.rank() == 1,
+            "index_select",
+            "index must be 1-D, got shape {:?}",
+            index.shape()
+        );
         self.dim("index_select", dim)?;
         let (outer, size, inner) = around(self.shape(), dim);
         let idx = indices("index_select", index, size)?;
@@ -121,7 +153,13 @@ impl Tensor {
     pub fn index_add(&self, dim: usize, index: &Tensor, shape: &[usize]) -> Result<Tensor> {
         let (outer, size, inner) = around(shape, dim);
         let idx = indices("index_add", index, size)?;
-        ensure_shape!(self.dim("index_add", dim)? == idx.len(), "index_add", "source {:?} has not {} slices along dim {dim}", self.shape(), idx.len());
+        ensure_shape!(
+            self.dim("index_add", dim)? == idx.len(),
+            "index_add",
+            "source {:?} has not {} slices along dim {dim}",
+            self.shape(),
+            idx.len()
+        );
         let storage = float_op!("index_add", self.cpu_storage(), |v: T| {
             let src = contiguous_slice(v, self.layout());
             let mut out = vec![T::ZERO; outer * size * inner];
@@ -152,7 +190,13 @@ impl Tensor {
     /// Adds `self` (shaped like `index`) into zeros of `shape` at `index` along `dim`: the
     /// backward of [`Tensor::gather`].
     pub fn scatter_add(&self, dim: usize, index: &Tensor, shape: &[usize]) -> Result<Tensor> {
-        ensure_shape!(self.shape() == index.shape(), "scatter_add", "source {:?} and index {:?} differ", self.shape(), index.shape());
+        ensure_shape!(
+            self.shape() == index.shape(),
+            "scatter_add",
+            "source {:?} and index {:?} differ",
+            self.shape(),
+            index.shape()
+        );
         let targets = gather_targets("scatter_add", dim, index, shape)?;
         let out_layout = Layout::contiguous(shape);
         let storage = float_op!("scatter_add", self.cpu_storage(), |v: T| {
@@ -169,10 +213,17 @@ impl Tensor {
 
 /// For each element of `index` (row-major), the multi-index it points to in a tensor of `shape`:
 /// its own position with `dim` replaced by the index value.
-fn gather_targets(op: &'static str, dim: usize, index: &Tensor, shape: &[usize]) -> Result<Vec<Vec<usize>>> {
+fn gather_targets(
+    op: &'static str,
+    dim: usize,
+    index: &Tensor,
+    shape: &[usize],
+) -> Result<Vec<Vec<usize>>> {
     let ishape = index.shape();
     ensure_shape!(
-        ishape.len() == shape.len() && dim < shape.len() && (0..shape.len()).all(|d| d == dim || ishape[d] <= shape[d]),
+        ishape.len() == shape.len()
+            && dim < shape.len()
+            && (0..shape.len()).all(|d| d == dim || ishape[d] <= shape[d]),
         op,
         "index {ishape:?} does not fit shape {shape:?} along dim {dim}"
     );

@@ -30,13 +30,38 @@ pub(crate) unsafe fn gemm_strided<T: Float>(
     rv: MatView,
     parallel: bool,
 ) {
-    let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
-            m, n, k, dst, dv.cs, dv.rs, accumulate, lhs, lv.cs, lv.rs, rhs, rv.cs, rv.rs, T::ONE, T::ONE, false, false,
-            false, par,
+            m,
+            n,
+            k,
+            dst,
+            dv.cs,
+            dv.rs,
+            accumulate,
+            lhs,
+            lv.cs,
+            lv.rs,
+            rhs,
+            rv.cs,
+            rv.rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
         )
     }
 }
@@ -60,28 +85,72 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.same_kind("matmul", rhs)?;
         let (a, b) = (self.shape(), rhs.shape());
-        ensure_shape!(a.len() >= 2 && b.len() >= 2, "matmul", "lhs {a:?} and rhs {b:?}: both need at least 2 dims");
-        let (m, k, k2, n) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 2], b[b.len() - 1]);
-        ensure_shape!(k == k2, "matmul", "lhs {a:?} and rhs {b:?}: inner dimensions {k} and {k2} differ");
+        ensure_shape!(
+            a.len() >= 2 && b.len() >= 2,
+            "matmul",
+            "lhs {a:?} and rhs {b:?}: both need at least 2 dims"
+        );
+        let (m, k, k2, n) = (
+            a[a.len() - 2],
+            a[a.len() - 1],
+            b[b.len() - 2],
+            b[b.len() - 1],
+        );
+        ensure_shape!(
+            k == k2,
+            "matmul",
+            "lhs {a:?} and rhs {b:?}: inner dimensions {k} and {k2} differ"
+        );
         let batch = broadcast_shapes("matmul", &a[..a.len() - 2], &b[..b.len() - 2])?;
-        let la = self.layout().broadcast_as(&[&batch[..], &[m, k]].concat())?;
+        let la = self
+            .layout()
+            .broadcast_as(&[&batch[..], &[m, k]].concat())?;
         let lb = rhs.layout().broadcast_as(&[&batch[..], &[k, n]].concat())?;
         let out_shape = [&batch[..], &[m, n]].concat();
-        let out = float_op2!("matmul", self.cpu_storage(), rhs.cpu_storage(), |x, y: T| {
-            T::into_storage(batched_gemm(x, &la, y, &lb, (m, n, k), batch.iter().product()))
-        });
+        let out = float_op2!(
+            "matmul",
+            self.cpu_storage(),
+            rhs.cpu_storage(),
+            |x, y: T| {
+                T::into_storage(batched_gemm(
+                    x,
+                    &la,
+                    y,
+                    &lb,
+                    (m, n, k),
+                    batch.iter().product(),
+                ))
+            }
+        );
         self.with_storage(out, &out_shape)
     }
 }
 
-fn batched_gemm<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, (m, n, k): (usize, usize, usize), batches: usize) -> Vec<T> {
+fn batched_gemm<T: Float>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    (m, n, k): (usize, usize, usize),
+    batches: usize,
+) -> Vec<T> {
     let mut out = vec![T::ZERO; batches * m * n];
     if out.is_empty() {
         return out;
     }
     let r = la.shape().len();
-    let view = |l: &Layout| MatView { rs: l.strides()[r - 2] as isize, cs: l.strides()[r - 1] as isize };
-    let (av, bv, ov) = (view(la), view(lb), MatView { rs: n as isize, cs: 1 });
+    let view = |l: &Layout| MatView {
+        rs: l.strides()[r - 2] as isize,
+        cs: l.strides()[r - 1] as isize,
+    };
+    let (av, bv, ov) = (
+        view(la),
+        view(lb),
+        MatView {
+            rs: n as isize,
+            cs: 1,
+        },
+    );
     let batch_dims = &la.shape()[..r - 2];
     let offset = |l: &Layout, mut i: usize| {
         let mut off = l.offset();
@@ -100,7 +169,17 @@ fn batched_gemm<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout, (m, n, k):
         // the views were made); each batch writes its own m×n block of `out`.
         unsafe {
             let (pa, pb) = (a.as_ptr().add(offset(la, i)), b.as_ptr().add(offset(lb, i)));
-            gemm_strided((m, n, k), dst.0.add(i * m * n), ov, false, pa, av, pb, bv, parallel_inside);
+            gemm_strided(
+                (m, n, k),
+                dst.0.add(i * m * n),
+                ov,
+                false,
+                pa,
+                av,
+                pb,
+                bv,
+                parallel_inside,
+            );
         }
     };
     if parallel_inside {

@@ -33,7 +33,13 @@ macro_rules! float_op {
                 type $T = f64;
                 $body
             }
-            other => return Err($crate::Error::dtype($op, other.dtype(), "f32 or f64 (cast other dtypes first)")),
+            other => {
+                return Err($crate::Error::dtype(
+                    $op,
+                    other.dtype(),
+                    "f32 or f64 (cast other dtypes first)",
+                ))
+            }
         }
     };
 }
@@ -56,7 +62,11 @@ macro_rules! float_op2 {
             (a, b) => {
                 return Err($crate::Error::DType {
                     op: $op,
-                    msg: format!("operands are {} and {}, expected both f32 or both f64", a.dtype(), b.dtype()),
+                    msg: format!(
+                        "operands are {} and {}, expected both f32 or both f64",
+                        a.dtype(),
+                        b.dtype()
+                    ),
                 })
             }
         }
@@ -92,7 +102,11 @@ pub(crate) fn map1<T: Copy + Send + Sync, U: Copy + Default + Send + Sync>(
 }
 
 /// `f` applied elementwise to two views of the same shape, in row-major order.
-pub(crate) fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Default + Send + Sync>(
+pub(crate) fn map2<
+    A: Copy + Send + Sync,
+    B: Copy + Send + Sync,
+    U: Copy + Default + Send + Sync,
+>(
     a: &[A],
     la: &Layout,
     b: &[B],
@@ -102,7 +116,11 @@ pub(crate) fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Defau
     if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
         let (a, b) = (&a[ra], &b[rb]);
         return if a.len() >= PAR_THRESHOLD {
-            a.par_iter().zip(b.par_iter()).with_min_len(4096).map(|(&x, &y)| f(x, y)).collect()
+            a.par_iter()
+                .zip(b.par_iter())
+                .with_min_len(4096)
+                .map(|(&x, &y)| f(x, y))
+                .collect()
         } else {
             a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
         };
@@ -121,20 +139,32 @@ pub(crate) fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Defau
 }
 
 /// Calls `fill(row, chunk)` for each `row_len`-sized chunk of `out`, in parallel when large.
-pub(crate) fn for_each_row<U: Send>(out: &mut [U], row_len: usize, fill: impl Fn(usize, &mut [U]) + Sync) {
+pub(crate) fn for_each_row<U: Send>(
+    out: &mut [U],
+    row_len: usize,
+    fill: impl Fn(usize, &mut [U]) + Sync,
+) {
     if row_len == 0 {
         return;
     }
     if out.len() >= PAR_THRESHOLD {
         let min_rows = (4096 / row_len).max(1);
-        out.par_chunks_mut(row_len).with_min_len(min_rows).enumerate().for_each(|(r, c)| fill(r, c));
+        out.par_chunks_mut(row_len)
+            .with_min_len(min_rows)
+            .enumerate()
+            .for_each(|(r, c)| fill(r, c));
     } else {
-        out.chunks_mut(row_len).enumerate().for_each(|(r, c)| fill(r, c));
+        out.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, c)| fill(r, c));
     }
 }
 
 /// The contiguous elements of a float view: borrowed when already contiguous, else copied.
-pub(crate) fn contiguous_slice<'a, T: Copy + Default + Send + Sync>(src: &'a [T], layout: &Layout) -> std::borrow::Cow<'a, [T]> {
+pub(crate) fn contiguous_slice<'a, T: Copy + Default + Send + Sync>(
+    src: &'a [T],
+    layout: &Layout,
+) -> std::borrow::Cow<'a, [T]> {
     match layout.contiguous_range() {
         Some(r) => std::borrow::Cow::Borrowed(&src[r]),
         None => std::borrow::Cow::Owned(map1(src, layout, |x| x)),

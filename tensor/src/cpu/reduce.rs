@@ -35,16 +35,29 @@ impl ReduceOp {
 
 /// Checks `dims` (distinct, in range) and returns the permutation that moves them last, and the
 /// output shape.
-pub(crate) fn reduce_plan(op: &'static str, shape: &[usize], dims: &[usize], keepdim: bool) -> Result<(Vec<usize>, Vec<usize>)> {
+pub(crate) fn reduce_plan(
+    op: &'static str,
+    shape: &[usize],
+    dims: &[usize],
+    keepdim: bool,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     let mut reduced = vec![false; shape.len()];
     for &d in dims {
-        ensure_shape!(d < shape.len() && !reduced[d], op, "dims {dims:?} invalid for shape {shape:?} (out of range or repeated)");
+        ensure_shape!(
+            d < shape.len() && !reduced[d],
+            op,
+            "dims {dims:?} invalid for shape {shape:?} (out of range or repeated)"
+        );
         reduced[d] = true;
     }
     let kept = (0..shape.len()).filter(|&d| !reduced[d]);
     let perm: Vec<usize> = kept.clone().chain(dims.iter().copied()).collect();
     let out_shape = if keepdim {
-        shape.iter().enumerate().map(|(d, &n)| if reduced[d] { 1 } else { n }).collect()
+        shape
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| if reduced[d] { 1 } else { n })
+            .collect()
     } else {
         kept.map(|d| shape[d]).collect()
     };
@@ -111,9 +124,16 @@ impl Tensor {
             return Ok(self.clone());
         }
         let n = self.rank();
-        ensure_shape!(shape.len() <= n, "sum_to", "cannot sum {:?} to the larger rank {shape:?}", self.shape());
+        ensure_shape!(
+            shape.len() <= n,
+            "sum_to",
+            "cannot sum {:?} to the larger rank {shape:?}",
+            self.shape()
+        );
         let lead = n - shape.len();
-        let dims: Vec<usize> = (0..n).filter(|&d| d < lead || (shape[d - lead] == 1 && self.shape()[d] != 1)).collect();
+        let dims: Vec<usize> = (0..n)
+            .filter(|&d| d < lead || (shape[d - lead] == 1 && self.shape()[d] != 1))
+            .collect();
         for d in lead..n {
             ensure_shape!(
                 shape[d - lead] == self.shape()[d] || shape[d - lead] == 1,
@@ -129,7 +149,12 @@ impl Tensor {
     pub fn argmax(&self, dim: usize, keepdim: bool) -> Result<Tensor> {
         let (perm, out_shape) = reduce_plan("argmax", self.shape(), &[dim], keepdim)?;
         let len = self.shape()[dim];
-        ensure_shape!(len > 0, "argmax", "dim {dim} of shape {:?} is empty", self.shape());
+        ensure_shape!(
+            len > 0,
+            "argmax",
+            "dim {dim} of shape {:?} is empty",
+            self.shape()
+        );
         let x = self.permute(&perm)?;
         let idx: Vec<i64> = float_op!("argmax", x.cpu_storage(), |v: T| {
             let v = contiguous_slice(v, x.layout());

@@ -1,0 +1,83 @@
+//! The gradient check of every differentiable op, against central finite differences in f64, on
+//! random shapes with broadcasting and non-contiguous (permuted, narrowed) inputs.
+//!
+//! `cases` matches [`Op`] exhaustively: a new op does not compile until it is given a family here,
+//! and `every_op_has_a_passing_gradient_check` fails while its family has no case for it.
+
+mod gradcheck {
+    pub mod common;
+    pub mod conv;
+    pub mod elementwise;
+    pub mod nn;
+    pub mod reduce;
+    pub mod shape;
+}
+
+use autograd::check::{gradcheck, CheckOptions};
+use autograd::Op;
+use gradcheck::common::Case;
+use gradcheck::*;
+
+fn cases(op: Op) -> Vec<Case> {
+    use Op::*;
+    match op {
+        Add | Sub | Mul | Div | Neg | AddScalar | MulScalar | Exp | Log | Sqrt | Rsqrt | Powf
+        | Abs | Square | Tanh | Sigmoid | Relu | Silu | Gelu | GeluTanh | Clamp | Where
+        | MaskedFill | ToDtype => elementwise::cases(op),
+        Sum | Mean | Max | Min | Var | Matmul => reduce::cases(op),
+        Reshape | Permute | Transpose | Narrow | BroadcastAs | Squeeze | Unsqueeze | Contiguous
+        | Cat | Stack | Chunk | Split | IndexSelect | Embedding | Gather | Pad => shape::cases(op),
+        Conv2d | UpsampleNearest2d | AvgPool2d => conv::cases(op),
+        Softmax
+        | LogSoftmax
+        | LayerNorm
+        | GroupNorm
+        | ScaledDotProductAttention
+        | Dropout
+        | MseLoss
+        | CrossEntropy => nn::cases(op),
+    }
+}
+
+#[test]
+fn every_op_has_a_passing_gradient_check() {
+    let mut failures = Vec::new();
+    for &op in Op::ALL {
+        let cases = cases(op);
+        if cases.is_empty() {
+            failures.push(format!("{op:?}: no gradient check"));
+        }
+        for case in cases {
+            let opts = case.opts.clone().unwrap_or_default();
+            match gradcheck(&case.f, &case.inputs, &opts) {
+                Ok(r) if r.passed() && r.checked > 0 => {}
+                Ok(r) => failures.push(format!("{op:?} / {}: {r:?}", case.name)),
+                Err(e) => failures.push(format!("{op:?} / {}: error: {e}", case.name)),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "gradient checks failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_wrong_gradient_fails_the_check() {
+    // The checker itself must be able to fail: a function whose recorded backward is wrong.
+    let x = common::randn(&[3, 2], 1);
+    let wrong = |v: &[autograd::Var]| {
+        let y = v[0].value().exp()?;
+        Ok(autograd::Var::from_op(Op::Exp, y, &[&v[0]], |g, _| {
+            Ok(vec![Some(g.clone())])
+        }))
+    };
+    let report = gradcheck(wrong, &[x.clone()], &CheckOptions::default()).unwrap();
+    assert!(!report.passed());
+    // And a dropped gradient (no backward at all) fails too.
+    let dropped = |v: &[autograd::Var]| Ok(autograd::Var::constant(v[0].value().exp()?));
+    assert!(!gradcheck(dropped, &[x], &CheckOptions::default())
+        .unwrap()
+        .passed());
+}
