@@ -331,7 +331,7 @@ impl Tensor {
             op.name(),
             self.cpu_storage(),
             other.cpu_storage(),
-            |a, b: T| { T::into_storage(map2(a, &la, b, &lb, |x, y| op.apply(x, y))) }
+            |a, b: T| T::into_storage(map2(a, &la, b, &lb, |x, y| op.apply(x, y)))
         );
         self.with_storage(out, &shape)
     }
