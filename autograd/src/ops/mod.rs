@@ -6,6 +6,7 @@
 
 mod elementwise;
 mod matmul;
+mod nn;
 mod reduce;
 mod shape;
 

@@ -6,7 +6,7 @@
 mod elementwise;
 mod index;
 mod matmul;
-// mod norm;
+mod norm;
 // mod pool;
 mod reduce;
 
