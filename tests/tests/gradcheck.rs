@@ -73,7 +73,7 @@ fn a_wrong_gradient_fails_the_check() {
             Ok(vec![Some(g.clone())])
         }))
     };
-    let report = gradcheck(wrong, &[x.clone()], &CheckOptions::default()).unwrap();
+    let report = gradcheck(wrong, std::slice::from_ref(&x), &CheckOptions::default()).unwrap();
     assert!(!report.passed());
     // And a dropped gradient (no backward at all) fails too.
     let dropped = |v: &[autograd::Var]| Ok(autograd::Var::constant(v[0].value().exp()?));

@@ -32,7 +32,7 @@ pub struct Panel {
 }
 
 impl Panel {
-    fn to_pixel(&self, x: f64, y: f64) -> Option<(usize, usize)> {
+    fn pixel_of(&self, x: f64, y: f64) -> Option<(usize, usize)> {
         let fx = (x - self.x.0) / (self.x.1 - self.x.0);
         let fy = (y - self.y.0) / (self.y.1 - self.y.0);
         ((0.0..=1.0).contains(&fx) && (0.0..=1.0).contains(&fy)).then(|| {
@@ -46,7 +46,11 @@ impl Panel {
 impl Canvas {
     /// A white canvas.
     pub fn new(width: usize, height: usize) -> Self {
-        Canvas { width, height, pixels: vec![255; width * height * 3] }
+        Canvas {
+            width,
+            height,
+            pixels: vec![255; width * height * 3],
+        }
     }
 
     fn set(&mut self, x: usize, y: usize, c: Rgb) {
@@ -72,10 +76,14 @@ impl Canvas {
     /// Points as small squares of side `2 * radius + 1`; points outside the panel are skipped.
     pub fn scatter(&mut self, p: &Panel, points: &[(f64, f64)], radius: usize, c: Rgb) {
         for &(x, y) in points {
-            if let Some((px, py)) = p.to_pixel(x, y) {
+            if let Some((px, py)) = p.pixel_of(x, y) {
                 for dy in 0..=2 * radius {
                     for dx in 0..=2 * radius {
-                        self.set((px + dx).saturating_sub(radius), (py + dy).saturating_sub(radius), c);
+                        self.set(
+                            (px + dx).saturating_sub(radius),
+                            (py + dy).saturating_sub(radius),
+                            c,
+                        );
                     }
                 }
             }
@@ -88,8 +96,11 @@ impl Canvas {
             let steps = 2 * p.size.0.max(p.size.1) / points.len().max(1) + 2;
             for s in 0..=steps {
                 let f = s as f64 / steps as f64;
-                let (x, y) = (w[0].0 + f * (w[1].0 - w[0].0), w[0].1 + f * (w[1].1 - w[0].1));
-                if let Some((px, py)) = p.to_pixel(x, y) {
+                let (x, y) = (
+                    w[0].0 + f * (w[1].0 - w[0].0),
+                    w[0].1 + f * (w[1].1 - w[0].1),
+                );
+                if let Some((px, py)) = p.pixel_of(x, y) {
                     self.set(px, py, c);
                 }
             }
@@ -99,7 +110,10 @@ impl Canvas {
     /// Encodes the canvas as PNG and writes it atomically.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();
-        let png_err = |e: png::EncodingError| Error::Format { path: path.to_path_buf(), msg: format!("PNG encoding: {e}") };
+        let png_err = |e: png::EncodingError| Error::Format {
+            path: path.to_path_buf(),
+            msg: format!("PNG encoding: {e}"),
+        };
         {
             let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
             encoder.set_color(png::ColorType::Rgb);

@@ -39,7 +39,16 @@ pub struct ToyConfig {
 
 impl Default for ToyConfig {
     fn default() -> Self {
-        ToyConfig { steps: 6000, batch: 256, hidden: 128, timesteps: 100, lr: 4e-3, samples: 2000, seed: 0, out: "runs/demo".into() }
+        ToyConfig {
+            steps: 6000,
+            batch: 256,
+            hidden: 128,
+            timesteps: 100,
+            lr: 4e-3,
+            samples: 2000,
+            seed: 0,
+            out: "runs/demo".into(),
+        }
     }
 }
 
@@ -73,7 +82,10 @@ fn ring(n: usize, rng: &mut impl Rng) -> Vec<f64> {
         .flat_map(|_| {
             let k = rng.random_range(0..MODES) as f64;
             let angle = k * std::f64::consts::TAU / MODES as f64;
-            [RADIUS * angle.cos() + MODE_STD * normal(rng), RADIUS * angle.sin() + MODE_STD * normal(rng)]
+            [
+                RADIUS * angle.cos() + MODE_STD * normal(rng),
+                RADIUS * angle.sin() + MODE_STD * normal(rng),
+            ]
         })
         .collect()
 }
@@ -92,12 +104,17 @@ impl Schedule {
     fn new(t: usize) -> Self {
         let scale = 1000.0 / t as f64;
         let (lo, hi) = (1e-4 * scale, 0.02 * scale);
-        let betas: Vec<f64> = (0..t).map(|i| lo + (hi - lo) * i as f64 / (t - 1).max(1) as f64).collect();
+        let betas: Vec<f64> = (0..t)
+            .map(|i| lo + (hi - lo) * i as f64 / (t - 1).max(1) as f64)
+            .collect();
         let alpha_bars = betas.iter().scan(1.0, |a, b| {
             *a *= 1.0 - b;
             Some(*a)
         });
-        Schedule { alpha_bars: alpha_bars.collect(), betas }
+        Schedule {
+            alpha_bars: alpha_bars.collect(),
+            betas,
+        }
     }
 }
 
@@ -111,8 +128,19 @@ impl Mlp {
         let mut params = Vec::new();
         for (fan_in, fan_out) in [(2 + TIME_FEATURES, hidden), (hidden, hidden), (hidden, 2)] {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            params.push(Var::param(Tensor::rand(&[fan_in, fan_out], -bound, bound, DType::F32, Device::Cpu, gen)?));
-            params.push(Var::param(Tensor::zeros(&[fan_out], DType::F32, Device::Cpu)?));
+            params.push(Var::param(Tensor::rand(
+                &[fan_in, fan_out],
+                -bound,
+                bound,
+                DType::F32,
+                Device::Cpu,
+                gen,
+            )?));
+            params.push(Var::param(Tensor::zeros(
+                &[fan_out],
+                DType::F32,
+                Device::Cpu,
+            )?));
         }
         Ok(Mlp { params })
     }
@@ -158,17 +186,37 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
     let bar = progress(config.steps as u64, "train");
     let mut losses = Vec::with_capacity(config.steps);
     for step in 0..config.steps {
-        let x0 = Tensor::from_vec(ring(config.batch, gen.rng()).iter().map(|&v| v as f32).collect(), &[config.batch, 2])?;
-        let t: Vec<usize> = (0..config.batch).map(|_| gen.rng().random_range(0..config.timesteps)).collect();
-        let noise = Tensor::randn(&[config.batch, 2], 0.0, 1.0, DType::F32, Device::Cpu, &mut gen)?;
+        let x0 = Tensor::from_vec(
+            ring(config.batch, gen.rng())
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            &[config.batch, 2],
+        )?;
+        let t: Vec<usize> = (0..config.batch)
+            .map(|_| gen.rng().random_range(0..config.timesteps))
+            .collect();
+        let noise = Tensor::randn(
+            &[config.batch, 2],
+            0.0,
+            1.0,
+            DType::F32,
+            Device::Cpu,
+            &mut gen,
+        )?;
         let a = column(t.iter().map(|&i| schedule.alpha_bars[i].sqrt()))?;
         let s = column(t.iter().map(|&i| (1.0 - schedule.alpha_bars[i]).sqrt()))?;
         let x_t = Var::constant(x0.mul(&a)?.add(&noise.mul(&s)?)?);
-        let loss = model.forward(&x_t, &t, config.timesteps)?.sub(&Var::constant(noise))?.square()?.mean_all()?;
+        let loss = model
+            .forward(&x_t, &t, config.timesteps)?
+            .sub(&Var::constant(noise))?
+            .square()?
+            .mean_all()?;
         losses.push(loss.value().to_scalar()?);
         let grads = loss.backward()?;
         // Cosine decay of the learning rate to 10% over the run.
-        opt.lr = config.lr * (0.55 + 0.45 * (std::f64::consts::PI * step as f64 / config.steps as f64).cos());
+        opt.lr = config.lr
+            * (0.55 + 0.45 * (std::f64::consts::PI * step as f64 / config.steps as f64).cos());
         opt.step(&mut model.params, &grads)?;
         bar.set_message(format!("loss {:.4}", losses[step]));
         bar.inc(1);
@@ -188,7 +236,10 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
         on_mode_samples,
         on_mode_data: on_mode(&data).0,
         on_mode_noise: on_mode(&noise).0,
-        modes_covered: per_mode.iter().filter(|&&c| c as f64 >= 0.02 * config.samples as f64).count(),
+        modes_covered: per_mode
+            .iter()
+            .filter(|&&c| c as f64 >= 0.02 * config.samples as f64)
+            .count(),
         picture: picture.clone(),
     };
     draw(&picture, &data, &samples, &losses)?;
@@ -202,12 +253,22 @@ fn sample(model: &Mlp, s: &Schedule, config: &ToyConfig, gen: &mut Generator) ->
     let mut x = Tensor::randn(&[n, 2], 0.0, 1.0, DType::F32, Device::Cpu, gen)?;
     let bar = progress(config.timesteps as u64, "sample");
     for t in (0..config.timesteps).rev() {
-        let eps = no_grad(|| model.forward(&Var::constant(x.clone()), &vec![t; n], config.timesteps))?;
+        let eps =
+            no_grad(|| model.forward(&Var::constant(x.clone()), &vec![t; n], config.timesteps))?;
         let (beta, abar) = (s.betas[t], s.alpha_bars[t]);
-        let mean = x.sub(&eps.value().mul_scalar(beta / (1.0 - abar).sqrt())?)?.mul_scalar(1.0 / (1.0 - beta).sqrt())?;
+        let mean = x
+            .sub(&eps.value().mul_scalar(beta / (1.0 - abar).sqrt())?)?
+            .mul_scalar(1.0 / (1.0 - beta).sqrt())?;
         x = if t > 0 {
             let posterior_var = beta * (1.0 - s.alpha_bars[t - 1]) / (1.0 - abar);
-            mean.add(&Tensor::randn(&[n, 2], 0.0, posterior_var.sqrt(), DType::F32, Device::Cpu, gen)?)?
+            mean.add(&Tensor::randn(
+                &[n, 2],
+                0.0,
+                posterior_var.sqrt(),
+                DType::F32,
+                Device::Cpu,
+                gen,
+            )?)?
         } else {
             mean
         };
@@ -226,26 +287,46 @@ fn on_mode(points: &[f64]) -> (f64, [usize; MODES]) {
                 let a = k as f64 * std::f64::consts::TAU / MODES as f64;
                 (k, (p[0] - RADIUS * a.cos()).hypot(p[1] - RADIUS * a.sin()))
             })
-            .fold((0, f64::INFINITY), |best, c| if c.1 < best.1 { c } else { best });
+            .fold(
+                (0, f64::INFINITY),
+                |best, c| if c.1 < best.1 { c } else { best },
+            );
         if d < 4.0 * MODE_STD {
             per_mode[k] += 1;
         }
     }
-    (per_mode.iter().sum::<usize>() as f64 / (points.len() / 2).max(1) as f64, per_mode)
+    (
+        per_mode.iter().sum::<usize>() as f64 / (points.len() / 2).max(1) as f64,
+        per_mode,
+    )
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    let template = format!("{what:>6} [{{bar:30}}] {{pos}}/{{len}} {{msg}} {{per_sec}} ETA {{eta}}");
-    bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+    let template =
+        format!("{what:>6} [{{bar:30}}] {{pos}}/{{len}} {{msg}} {{per_sec}} ETA {{eta}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar
 }
 
 fn draw(path: &Path, data: &[f64], samples: &[f64], losses: &[f64]) -> Result<()> {
     let pairs = |v: &[f64]| v.chunks(2).map(|p| (p[0], p[1])).collect::<Vec<_>>();
     let mut canvas = Canvas::new(960, 320);
-    let square = |left| Panel { left, top: 10, size: (300, 300), x: (-1.6, 1.6), y: (-1.6, 1.6) };
-    for (i, (points, colour)) in [(data, [90, 90, 90]), (samples, [200, 40, 40])].into_iter().enumerate() {
+    let square = |left| Panel {
+        left,
+        top: 10,
+        size: (300, 300),
+        x: (-1.6, 1.6),
+        y: (-1.6, 1.6),
+    };
+    for (i, (points, colour)) in [(data, [90, 90, 90]), (samples, [200, 40, 40])]
+        .into_iter()
+        .enumerate()
+    {
         let panel = square(10 + 320 * i);
         canvas.frame(&panel, [0, 0, 0]);
         canvas.scatter(&panel, &pairs(points), 1, colour);
@@ -256,8 +337,18 @@ fn draw(path: &Path, data: &[f64], samples: &[f64], losses: &[f64]) -> Result<()
         .enumerate()
         .map(|(i, w)| (i as f64, (w.iter().sum::<f64>() / w.len() as f64).log10()))
         .collect();
-    let (lo, hi) = smooth.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.1), h.max(p.1)));
-    let panel = Panel { left: 650, top: 10, size: (300, 300), x: (0.0, smooth.len().max(2) as f64 - 1.0), y: (lo - 0.05, hi + 0.05) };
+    let (lo, hi) = smooth
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
+            (l.min(p.1), h.max(p.1))
+        });
+    let panel = Panel {
+        left: 650,
+        top: 10,
+        size: (300, 300),
+        x: (0.0, smooth.len().max(2) as f64 - 1.0),
+        y: (lo - 0.05, hi + 0.05),
+    };
     canvas.frame(&panel, [0, 0, 0]);
     canvas.line(&panel, &smooth, [30, 60, 200]);
     canvas.save_png(path)
@@ -271,7 +362,12 @@ fn write_metrics(path: &Path, config: &ToyConfig, r: &ToyReport) -> Result<()> {
         "on_mode_share": { "samples": r.on_mode_samples, "data": r.on_mode_data, "noise": r.on_mode_noise },
         "modes_covered": r.modes_covered,
     });
-    write_atomic(path, serde_json::to_string_pretty(&json).expect("plain JSON").as_bytes())
+    write_atomic(
+        path,
+        serde_json::to_string_pretty(&json)
+            .expect("plain JSON")
+            .as_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -281,7 +377,12 @@ mod tests {
     #[test]
     fn a_short_run_learns_the_ring() {
         let out = std::env::temp_dir().join(format!("difftune-toy-{}", std::process::id()));
-        let config = ToyConfig { steps: 2000, samples: 500, out: out.clone(), ..Default::default() };
+        let config = ToyConfig {
+            steps: 2000,
+            samples: 500,
+            out: out.clone(),
+            ..Default::default()
+        };
         let r = run(&config).unwrap();
         assert!(r.loss_end < 0.7 * r.loss_start, "{r:?}");
         // Noise lands on a mode rarely; the model must do far better than noise.

@@ -72,6 +72,13 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the whole Send wrapper, not the raw field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 impl Tensor {
     /// Matrix product over the last two dims, broadcasting the batch dims:
     /// `[.., m, k] x [.., k, n] -> [.., m, n]`.
@@ -164,14 +171,13 @@ fn batched_gemm<T: Float>(
     // Big matrices: one at a time, gemm spreads each over the threads. Small ones: one per thread.
     let parallel_inside = m * n * k >= 64 * 64 * 64 || batches == 1;
     let run = |i: usize| {
-        let dst = dst;
         // SAFETY: `a`/`b` offsets and strides come from layouts inside their storages (checked when
         // the views were made); each batch writes its own m×n block of `out`.
         unsafe {
             let (pa, pb) = (a.as_ptr().add(offset(la, i)), b.as_ptr().add(offset(lb, i)));
             gemm_strided(
                 (m, n, k),
-                dst.0.add(i * m * n),
+                dst.get().add(i * m * n),
                 ov,
                 false,
                 pa,

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use train::toy::{self, ToyConfig};
 
 #[derive(Parser)]
-#[command(name = "difftune", version, about = "Pretrain diffusion models and transfer them to new domains.")]
+#[command(
+    name = "difftune",
+    version,
+    about = "Pretrain diffusion models and transfer them to new domains."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,8 +39,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { steps, batch, seed, out } => {
-            let config = ToyConfig { steps: steps as usize, batch: batch as usize, seed, out, ..Default::default() };
+        Command::Demo {
+            steps,
+            batch,
+            seed,
+            out,
+        } => {
+            let config = ToyConfig {
+                steps: steps as usize,
+                batch: batch as usize,
+                seed,
+                out,
+                ..Default::default()
+            };
             toy::run(&config).map(|r| {
                 println!("loss (mean of first / last 100 steps): {:.4} -> {:.4}", r.loss_start, r.loss_end);
                 println!(
