@@ -22,7 +22,7 @@ mod device;
 mod dtype;
 mod error;
 mod layout;
-// pub mod safetensors;
+pub mod safetensors;
 mod storage;
 mod tensor;
 
