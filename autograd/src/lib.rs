@@ -16,8 +16,10 @@
 //! ```
 
 pub mod check;
+mod checkpoint;
 mod ops;
 mod var;
 
+pub use checkpoint::checkpoint;
 pub use ops::Op;
 pub use var::{is_grad_enabled, no_grad, BackwardFn, Grads, Var};

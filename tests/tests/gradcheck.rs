@@ -25,6 +25,7 @@ fn cases(op: Op) -> Vec<Case> {
         | Abs | Square | Tanh | Sigmoid | Relu | Silu | Gelu | GeluTanh | Clamp | Where
         | MaskedFill | ToDtype => elementwise::cases(op),
         Sum | Mean | Max | Min | Var | Matmul => reduce::cases(op),
+        Checkpoint => checkpoint_cases(),
         Reshape | Permute | Transpose | Narrow | BroadcastAs | Squeeze | Unsqueeze | Contiguous
         | Cat | Stack | Chunk | Split | IndexSelect | Embedding | Gather | Pad => shape::cases(op),
         Conv2d | UpsampleNearest2d | AvgPool2d => conv::cases(op),
@@ -37,6 +38,19 @@ fn cases(op: Op) -> Vec<Case> {
         | MseLoss
         | CrossEntropy => nn::cases(op),
     }
+}
+
+fn checkpoint_cases() -> Vec<Case> {
+    let block = |x: &autograd::Var, w: &autograd::Var| x.matmul(w)?.tanh()?.matmul(w)?.silu();
+    vec![common::case(
+        "checkpointed block: gradients reach the input and the captured weight",
+        vec![common::randn(&[3, 4], 1), common::randn(&[4, 4], 2)],
+        move |v| {
+            let w = v[1].clone();
+            let y = autograd::checkpoint(&[&v[0]], &[&v[1]], move |x| block(&x[0], &w))?;
+            y.square()
+        },
+    )]
 }
 
 #[test]

@@ -142,4 +142,6 @@ registry! {
     MseLoss,
     /// cross-entropy of logits and class indices
     CrossEntropy,
+    /// a block recomputed in backward instead of keeping its activations
+    Checkpoint,
 }

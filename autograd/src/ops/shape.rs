@@ -179,10 +179,16 @@ impl Var {
 
     /// Rows of the table `self` ([num, dim]) for `ids` of any shape: output `ids.shape + [dim]`.
     pub fn embedding(&self, ids: &Tensor) -> Result<Var> {
+        if self.shape().len() != 2 {
+            return Err(tensor::Error::shape(
+                "embedding",
+                format!("the table must be [num, dim], got {:?}", self.shape()),
+            ));
+        }
         let flat = ids.reshape(&[ids.elem_count()])?;
         let rows = self.index_select(0, &flat)?;
         let mut shape = ids.shape().to_vec();
-        shape.push(self.shape().get(1).copied().unwrap_or(1));
+        shape.push(self.shape()[1]);
         rows.reshape(&shape)
     }
 

@@ -151,6 +151,11 @@ impl Tensor {
     /// Adds the slices of `self` (the gradient of an index_select) into zeros of `shape` at
     /// `index` along `dim`: the backward of [`Tensor::index_select`].
     pub fn index_add(&self, dim: usize, index: &Tensor, shape: &[usize]) -> Result<Tensor> {
+        ensure_shape!(
+            dim < shape.len(),
+            "index_add",
+            "dim {dim} out of range for shape {shape:?}"
+        );
         let (outer, size, inner) = around(shape, dim);
         let idx = indices("index_add", index, size)?;
         ensure_shape!(

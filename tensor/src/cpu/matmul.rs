@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::cpu::float_op2;
 use crate::layout::broadcast_shapes;
-use crate::{ensure_shape, Element, Float, Layout, Result, Tensor};
+use crate::{ensure_shape, Element, Error, Float, Layout, Result, Tensor};
 
 /// One strided matrix: row stride and column stride, in elements.
 #[derive(Clone, Copy)]
@@ -108,7 +108,13 @@ impl Tensor {
             "matmul",
             "lhs {a:?} and rhs {b:?}: inner dimensions {k} and {k2} differ"
         );
-        let batch = broadcast_shapes("matmul", &a[..a.len() - 2], &b[..b.len() - 2])?;
+        let batch =
+            broadcast_shapes("matmul", &a[..a.len() - 2], &b[..b.len() - 2]).map_err(|_| {
+                Error::shape(
+                    "matmul",
+                    format!("lhs {a:?} and rhs {b:?}: batch dimensions do not broadcast"),
+                )
+            })?;
         let la = self
             .layout()
             .broadcast_as(&[&batch[..], &[m, k]].concat())?;
