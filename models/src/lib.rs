@@ -1,2 +1,9 @@
-//! Neural-network blocks and the DiT, U-Net and AutoencoderKL models, under the reference
-//! checkpoint names. Empty until the models issue lands.
+//! # models
+//!
+//! Neural-network blocks ([`nn`]) and the diffusion models built from them, with parameters in a
+//! [`ParamStore`] under the reference checkpoint names, so that real checkpoints load unchanged.
+
+pub mod nn;
+pub mod params;
+
+pub use params::{LoadReport, ParamStore};

@@ -1,0 +1,103 @@
+//! Embedding tables and sinusoidal timestep embeddings.
+
+use autograd::Var;
+use tensor::{DType, Result, Tensor};
+
+use crate::params::{join, ParamStore};
+
+/// A lookup table `[num, dim]`.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    weight: String,
+}
+
+impl Embedding {
+    /// Adds `prefix.weight` drawn from N(0, std²) (PyTorch's default std is 1).
+    pub fn new(
+        ps: &mut ParamStore,
+        prefix: &str,
+        num: usize,
+        dim: usize,
+        std: f64,
+    ) -> Result<Self> {
+        ps.normal(&join(prefix, "weight"), &[num, dim], std)?;
+        Ok(Embedding {
+            weight: join(prefix, "weight"),
+        })
+    }
+
+    /// Rows for `ids` (i64, any shape): `ids.shape + [dim]`.
+    pub fn forward(&self, ps: &ParamStore, ids: &Tensor) -> Result<Var> {
+        ps.var(&self.weight)?.embedding(ids)
+    }
+}
+
+/// The sinusoidal embedding of diffusers' `get_timestep_embedding`: frequencies
+/// `exp(-ln(max_period) · i / (half - shift))`, `[sin, cos]` halves (`[cos, sin]` with
+/// `flip_sin_to_cos`), zero-padded when `dim` is odd. `t`: `[N]` of any numeric dtype.
+pub fn sinusoidal_embedding(
+    t: &Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    max_period: f64,
+    dtype: DType,
+) -> Result<Tensor> {
+    let half = dim / 2;
+    let t = t.to_f64_vec()?;
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| (-(max_period.ln()) * i as f64 / (half as f64 - freq_shift)).exp())
+        .collect();
+    let mut out = Vec::with_capacity(t.len() * dim);
+    for &ti in &t {
+        let (sin, cos) = freqs
+            .iter()
+            .map(|f| (ti * f).sin_cos())
+            .unzip::<f64, f64, Vec<_>, Vec<_>>();
+        let (first, second) = if flip_sin_to_cos {
+            (cos, sin)
+        } else {
+            (sin, cos)
+        };
+        out.extend(first.into_iter().chain(second));
+        if dim % 2 == 1 {
+            out.push(0.0);
+        }
+    }
+    Tensor::from_vec(out, &[t.len(), dim])?.to_dtype(dtype)
+}
+
+/// DiT's `TimestepEmbedder.timestep_embedding`: frequencies `exp(-ln(max_period) · i / half)` and
+/// `[cos, sin]` halves, zero-padded when `dim` is odd.
+pub fn dit_timestep_embedding(
+    t: &Tensor,
+    dim: usize,
+    max_period: f64,
+    dtype: DType,
+) -> Result<Tensor> {
+    sinusoidal_embedding(t, dim, true, 0.0, max_period, dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dit_embedding_is_cos_first() {
+        let t = Tensor::from_vec(vec![0i64, 10], &[2]).unwrap();
+        let e = dit_timestep_embedding(&t, 4, 10000.0, DType::F64)
+            .unwrap()
+            .to_vec::<f64>()
+            .unwrap();
+        // t = 0: cos = 1, sin = 0; t = 10: freqs [1, 0.01].
+        assert_eq!(&e[..4], &[1.0, 1.0, 0.0, 0.0]);
+        let expected = [10f64.cos(), 0.1f64.cos(), 10f64.sin(), 0.1f64.sin()];
+        assert!(
+            e[4..]
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| (a - b).abs() < 1e-12),
+            "{e:?}"
+        );
+    }
+}

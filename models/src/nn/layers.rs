@@ -1,0 +1,133 @@
+//! Linear, GroupNorm and LayerNorm.
+
+use autograd::Var;
+use tensor::Result;
+
+use crate::params::{join, ParamStore};
+
+/// y = x Wᵀ + b over the last dim; weight `[out, in]` as PyTorch stores it.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: String,
+    bias: Option<String>,
+}
+
+impl Linear {
+    /// Adds `prefix.weight` (and `prefix.bias`) with PyTorch's default init, U(±1/√in).
+    pub fn new(
+        ps: &mut ParamStore,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        ps.uniform(&join(prefix, "weight"), &[out_dim, in_dim], bound)?;
+        if bias {
+            ps.uniform(&join(prefix, "bias"), &[out_dim], bound)?;
+        }
+        Ok(Linear::existing(prefix, bias))
+    }
+
+    /// A Linear over parameters already in the store (added by the caller's own initialiser).
+    pub fn existing(prefix: &str, bias: bool) -> Self {
+        Linear {
+            weight: join(prefix, "weight"),
+            bias: bias.then(|| join(prefix, "bias")),
+        }
+    }
+
+    /// The weight's parameter name.
+    pub fn weight_name(&self) -> &str {
+        &self.weight
+    }
+
+    /// The bias's parameter name, if any.
+    pub fn bias_name(&self) -> Option<&str> {
+        self.bias.as_deref()
+    }
+
+    /// x `[.., in]` -> `[.., out]`.
+    pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
+        let w = ps.var(&self.weight)?;
+        let y = x.matmul(&w.transpose(0, 1)?)?;
+        match &self.bias {
+            Some(b) => y.add(&ps.var(b)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Group normalisation over `[N, C, ..]` with per-channel affine parameters.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: String,
+    bias: String,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Adds `prefix.weight` = 1 and `prefix.bias` = 0 of size `channels`.
+    pub fn new(
+        ps: &mut ParamStore,
+        prefix: &str,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        ps.constant(&join(prefix, "weight"), &[channels], 1.0)?;
+        ps.constant(&join(prefix, "bias"), &[channels], 0.0)?;
+        Ok(GroupNorm {
+            weight: join(prefix, "weight"),
+            bias: join(prefix, "bias"),
+            groups,
+            eps,
+        })
+    }
+
+    /// Normalised x, same shape.
+    pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
+        x.group_norm(
+            self.groups,
+            Some(&ps.var(&self.weight)?),
+            Some(&ps.var(&self.bias)?),
+            self.eps,
+        )
+    }
+}
+
+/// Layer normalisation over the last dim, with or without affine parameters.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    affine: Option<(String, String)>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// With `affine`, adds `prefix.weight` = 1 and `prefix.bias` = 0 of size `dim`.
+    pub fn new(
+        ps: &mut ParamStore,
+        prefix: &str,
+        dim: usize,
+        affine: bool,
+        eps: f64,
+    ) -> Result<Self> {
+        if affine {
+            ps.constant(&join(prefix, "weight"), &[dim], 1.0)?;
+            ps.constant(&join(prefix, "bias"), &[dim], 0.0)?;
+        }
+        Ok(LayerNorm {
+            affine: affine.then(|| (join(prefix, "weight"), join(prefix, "bias"))),
+            eps,
+        })
+    }
+
+    /// Normalised x, same shape.
+    pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
+        match &self.affine {
+            Some((w, b)) => x.layer_norm(1, Some(&ps.var(w)?), Some(&ps.var(b)?), self.eps),
+            None => x.layer_norm(1, None, None, self.eps),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Building blocks shared by the models. Each module keeps the names of its parameters in the
+//! [`ParamStore`](crate::ParamStore) and reads them in `forward`; constructors add the parameters
+//! with the reference initialisation (PyTorch's defaults unless a model says otherwise).
+
+mod embed;
+mod layers;
+
+pub use embed::{dit_timestep_embedding, sinusoidal_embedding, Embedding};
+pub use layers::{GroupNorm, LayerNorm, Linear};
