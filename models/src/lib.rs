@@ -5,5 +5,6 @@
 
 pub mod nn;
 pub mod params;
+pub mod peft;
 
 pub use params::{LoadReport, ParamStore};

@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::Path;
 
 use autograd::Var;
+
+use crate::peft::Lora;
 use tensor::safetensors::{self, SafeTensorsFile};
 use tensor::{DType, Device, Error, Generator, Result, Tensor};
 
@@ -25,6 +27,7 @@ use tensor::{DType, Device, Error, Generator, Result, Tensor};
 /// ```
 pub struct ParamStore {
     params: BTreeMap<String, Var>,
+    adapters: BTreeMap<String, Lora>,
     dtype: DType,
     device: Device,
     gen: Generator,
@@ -95,6 +98,7 @@ impl ParamStore {
     pub fn new(dtype: DType, device: Device, seed: u64) -> Self {
         ParamStore {
             params: BTreeMap::new(),
+            adapters: BTreeMap::new(),
             dtype,
             device,
             gen: Generator::new(seed),
@@ -198,6 +202,21 @@ impl ParamStore {
             }
         }
         n
+    }
+
+    /// The LoRA adapter of the weight `name`, if it has one.
+    pub fn lora(&self, name: &str) -> Option<&Lora> {
+        self.adapters.get(name)
+    }
+
+    /// Sets the LoRA adapter of the weight `name`.
+    pub(crate) fn set_lora(&mut self, name: &str, lora: Lora) {
+        self.adapters.insert(name.to_string(), lora);
+    }
+
+    /// Every (weight name, adapter).
+    pub fn loras(&self) -> impl Iterator<Item = (&str, &Lora)> {
+        self.adapters.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Number of trainable scalars.

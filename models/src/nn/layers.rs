@@ -4,6 +4,7 @@ use autograd::Var;
 use tensor::Result;
 
 use crate::params::{join, ParamStore};
+use crate::peft::linear_lora;
 
 /// y = x Wᵀ + b over the last dim; weight `[out, in]` as PyTorch stores it.
 #[derive(Clone, Debug)]
@@ -50,7 +51,10 @@ impl Linear {
     /// x `[.., in]` -> `[.., out]`.
     pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
         let w = ps.var(&self.weight)?;
-        let y = x.matmul(&w.transpose(0, 1)?)?;
+        let mut y = x.matmul(&w.transpose(0, 1)?)?;
+        if let Some(lora) = linear_lora(ps, &self.weight, x)? {
+            y = y.add(&lora)?;
+        }
         match &self.bias {
             Some(b) => y.add(&ps.var(b)?),
             None => Ok(y),
