@@ -204,14 +204,10 @@ mod tests {
         assert!(
             ps.tensor("proj.weight")
                 .unwrap()
-                .max_abs_diff(&base_weight(&setup().0))
+                .max_abs_diff(&w0)
                 .unwrap()
                 < 1e-12
         );
-    }
-
-    fn base_weight(ps: &ParamStore) -> Tensor {
-        ps.tensor("proj.weight").unwrap()
     }
 
     #[test]
