@@ -7,7 +7,7 @@
 //! [`merge_lora`] folds `(α / r) B A` into `W` for inference; [`unmerge_lora`] takes it out again.
 
 use autograd::Var;
-use tensor::{Error, Result, Tensor};
+use tensor::{Conv2dParams, Error, Result, Tensor};
 
 use crate::params::{matches, ParamStore};
 
@@ -114,6 +114,32 @@ pub(crate) fn linear_lora(ps: &ParamStore, weight: &str, x: &Var) -> Result<Opti
     ))
 }
 
+/// The LoRA term of a Conv2d: `A` convolves like the weight (to `r` channels), then `B` mixes
+/// channels as a 1x1 conv; `None` when the weight has no active adapter.
+pub(crate) fn conv_lora(
+    ps: &ParamStore,
+    weight: &str,
+    x: &Var,
+    p: &Conv2dParams,
+) -> Result<Option<Var>> {
+    let Some(lora) = ps.lora(weight).filter(|l| !l.merged) else {
+        return Ok(None);
+    };
+    if p.groups != 1 {
+        // (α / r) B A is a grouped weight then, but conv(conv(x, A), B) is not that conv.
+        return Err(Error::msg(format!(
+            "LoRA on `{weight}`: grouped convolutions (groups = {}) are not supported",
+            p.groups
+        )));
+    }
+    let (a, b) = (ps.var(&lora.a)?, ps.var(&lora.b)?);
+    let h = x.conv2d(&a, None, p)?;
+    Ok(Some(
+        h.conv2d(&b, None, &Conv2dParams::default())?
+            .mul_scalar(lora.scale)?,
+    ))
+}
+
 /// BitFit: only biases train.
 pub fn bitfit(ps: &mut ParamStore) -> usize {
     ps.set_trainable("*", false);
@@ -201,10 +227,48 @@ mod tests {
                 .unwrap()
                 < 1e-12
         );
+        assert!(ps.tensor("proj.weight").unwrap().max_abs_diff(&w0).unwrap() < 1e-12);
+    }
+
+    #[test]
+    fn conv_lora_merges_exactly() {
+        use crate::nn::Conv2d;
+        let mut ps = ParamStore::new(DType::F64, Device::Cpu, 0);
+        let p = Conv2dParams {
+            stride: (2, 1),
+            padding: (1, 1),
+            ..Default::default()
+        };
+        let conv = Conv2d::new(&mut ps, "conv", 3, 5, 3, p, true).unwrap();
+        let x = Var::constant(
+            Tensor::randn(
+                &[2, 3, 6, 5],
+                0.0,
+                1.0,
+                DType::F64,
+                Device::Cpu,
+                &mut Generator::new(1),
+            )
+            .unwrap(),
+        );
+        assert_eq!(add_lora(&mut ps, "conv.*", 2, 2.0).unwrap(), 1);
+        let b = Tensor::randn(
+            &[5, 2, 1, 1],
+            0.0,
+            1.0,
+            DType::F64,
+            Device::Cpu,
+            &mut Generator::new(2),
+        )
+        .unwrap();
+        ps.set("conv.weight.lora_B", b).unwrap();
+        let adapted = conv.forward(&ps, &x).unwrap().value().clone();
+        merge_lora(&mut ps).unwrap();
         assert!(
-            ps.tensor("proj.weight")
+            conv.forward(&ps, &x)
                 .unwrap()
-                .max_abs_diff(&w0)
+                .value()
+                .max_abs_diff(&adapted)
                 .unwrap()
                 < 1e-12
         );

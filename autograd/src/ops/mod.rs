@@ -4,6 +4,7 @@
 //! matches on it exhaustively, so an op added here without a gradient check does not compile, and
 //! a test runs the check of every entry of [`Op::ALL`].
 
+mod conv;
 mod elementwise;
 mod matmul;
 mod nn;

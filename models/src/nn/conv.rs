@@ -4,6 +4,7 @@ use autograd::Var;
 use tensor::{Conv2dParams, Result};
 
 use crate::params::{join, ParamStore};
+use crate::peft::conv_lora;
 
 /// 2-D convolution with optional bias; weight `[out, in / groups, kh, kw]`.
 #[derive(Clone, Debug)]
@@ -45,6 +46,10 @@ impl Conv2d {
     /// x `[N, C, H, W]` -> `[N, out, H', W']`.
     pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
         let bias = self.bias.as_deref().map(|b| ps.var(b)).transpose()?;
-        x.conv2d(&ps.var(&self.weight)?, bias.as_ref(), &self.params)
+        let y = x.conv2d(&ps.var(&self.weight)?, bias.as_ref(), &self.params)?;
+        match conv_lora(ps, &self.weight, x, &self.params)? {
+            Some(lora) => y.add(&lora),
+            None => Ok(y),
+        }
     }
 }

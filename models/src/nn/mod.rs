@@ -2,8 +2,10 @@
 //! [`ParamStore`](crate::ParamStore) and reads them in `forward`; constructors add the parameters
 //! with the reference initialisation (PyTorch's defaults unless a model says otherwise).
 
+mod conv;
 mod embed;
 mod layers;
 
+pub use conv::Conv2d;
 pub use embed::{dit_timestep_embedding, sinusoidal_embedding, Embedding};
 pub use layers::{GroupNorm, LayerNorm, Linear};

@@ -2,15 +2,15 @@
 //! kernels their backward passes need beside them. Kernels are generic over [`Float`](crate::Float),
 //! so one piece of code serves f32 and f64; the macros here pick the type from the storage.
 
-// mod conv;
+mod conv;
 mod elementwise;
 mod index;
 mod matmul;
 mod norm;
-// mod pool;
+mod pool;
 mod reduce;
 
-// pub use conv::Conv2dParams;
+pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, UnaryOp};
 
 use rayon::prelude::*;
