@@ -5,6 +5,7 @@
 
 pub mod nn;
 pub mod params;
+pub mod parity;
 pub mod peft;
 
 pub use params::{LoadReport, ParamStore};

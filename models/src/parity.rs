@@ -1,0 +1,282 @@
+//! Parity with reference fixtures: run a model stored in a fixture file (weights `param/*`,
+//! inputs `input/*`, reference outputs `out/*`, cotangents `cot/*`, reference gradients `grad/*`,
+//! model type and config in the metadata), forward and backward, and measure the relative error
+//! ‖ours − reference‖ / ‖reference‖ of every output and gradient.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use autograd::Var;
+use tensor::safetensors::SafeTensorsFile;
+use tensor::{DType, Device, Error, Result, Tensor};
+
+use crate::ParamStore;
+
+/// A model's forward as the fixture sees it: named inputs in, named outputs out (names without
+/// the `input/` and `out/` prefixes).
+pub type FixtureForward =
+    Box<dyn Fn(&ParamStore, &BTreeMap<String, Var>) -> Result<Vec<(String, Var)>>>;
+
+/// Builds a model from the fixture's `model` and `config` metadata into `ps` and returns its forward.
+pub type ModelBuilder =
+    fn(model: &str, config: &str, ps: &mut ParamStore) -> Result<FixtureForward>;
+
+/// One compared tensor.
+#[derive(Clone, Debug)]
+pub struct ParityRow {
+    /// `out/<name>`, `grad/<param>` or `grad/input/<name>`.
+    pub name: String,
+    /// ‖ours − reference‖ / ‖reference‖ (infinite when ours is missing).
+    pub rel_err: f64,
+    /// The tolerance it is held to.
+    pub tolerance: f64,
+}
+
+/// Every compared tensor of one fixture run.
+#[derive(Clone, Debug)]
+pub struct ParityReport {
+    /// The fixture's model type.
+    pub model: String,
+    /// The dtype the model ran in.
+    pub dtype: DType,
+    /// Outputs first, then gradients.
+    pub rows: Vec<ParityRow>,
+}
+
+impl ParityReport {
+    /// Whether every row is within its tolerance.
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(|r| r.rel_err <= r.tolerance)
+    }
+
+    /// The largest relative error among rows whose name starts with `prefix`.
+    pub fn worst(&self, prefix: &str) -> f64 {
+        self.rows
+            .iter()
+            .filter(|r| r.name.starts_with(prefix))
+            .map(|r| r.rel_err)
+            .fold(0.0, f64::max)
+    }
+}
+
+impl fmt::Display for ParityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} in {}: {} tensors compared",
+            self.model,
+            self.dtype,
+            self.rows.len()
+        )?;
+        for r in &self.rows {
+            let verdict = if r.rel_err <= r.tolerance {
+                "ok"
+            } else {
+                "FAIL"
+            };
+            writeln!(
+                f,
+                "  {:<60} rel err {:>10.3e}  (tol {:.0e})  {verdict}",
+                r.name, r.rel_err, r.tolerance
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Tolerances of the project: forward 1e-4 in f32 and 1e-9 in f64; gradients 1e-3 in f32 and 1e-7
+/// in f64.
+pub fn tolerances(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::F64 => (1e-9, 1e-7),
+        _ => (1e-4, 1e-3),
+    }
+}
+
+/// ‖a − b‖ / ‖b‖ in f64 (‖a − b‖ when b is zero).
+pub fn relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
+    if ours.shape() != reference.shape() {
+        return Err(Error::shape(
+            "relative_error",
+            format!(
+                "ours {:?} vs reference {:?}",
+                ours.shape(),
+                reference.shape()
+            ),
+        ));
+    }
+    let (a, b) = (ours.to_f64_vec()?, reference.to_f64_vec()?);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    Ok(if norm > 0.0 { diff / norm } else { diff })
+}
+
+/// Runs the fixture at `path` in `dtype` with the model `build` makes, and compares.
+pub fn check_fixture(
+    path: impl AsRef<Path>,
+    dtype: DType,
+    build: ModelBuilder,
+) -> Result<ParityReport> {
+    let path = path.as_ref();
+    let file = SafeTensorsFile::open(path)?;
+    let meta = |key: &str| {
+        file.metadata()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::Format {
+                path: path.to_path_buf(),
+                msg: format!("metadata has no `{key}`"),
+            })
+    };
+    let (model, config) = (meta("model")?, meta("config")?);
+    let mut ps = ParamStore::new(dtype, Device::Cpu, 0);
+    let forward = build(&model, &config, &mut ps)?;
+    ps.load(path, "param/", true)?;
+
+    let mut inputs = BTreeMap::new();
+    for name in file
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("input/"))
+    {
+        let t = file.tensor(&format!("input/{name}"))?;
+        let trainable = file.contains(&format!("grad/input/{name}"));
+        let t = if t.dtype().is_float() {
+            t.to_dtype(dtype)?
+        } else {
+            t
+        };
+        inputs.insert(name.to_string(), Var::leaf(t, trainable));
+    }
+    let outputs = forward(&ps, &inputs)?;
+    let (fwd_tol, grad_tol) = tolerances(dtype);
+    let mut rows = Vec::new();
+    let mut loss: Option<Var> = None;
+    for (name, out) in &outputs {
+        let reference = file.tensor(&format!("out/{name}"))?;
+        rows.push(ParityRow {
+            name: format!("out/{name}"),
+            rel_err: relative_error(out.value(), &reference)?,
+            tolerance: fwd_tol,
+        });
+        let cot = Var::constant(file.tensor(&format!("cot/{name}"))?.to_dtype(dtype)?);
+        let term = out.mul(&cot)?.sum_all()?;
+        loss = Some(match loss {
+            Some(l) => l.add(&term)?,
+            None => term,
+        });
+    }
+    let loss = loss.ok_or_else(|| Error::Format {
+        path: path.to_path_buf(),
+        msg: "the model produced no output".into(),
+    })?;
+    let grads = loss.backward()?;
+    for name in file
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("grad/"))
+    {
+        let var = match name.strip_prefix("input/") {
+            Some(input) => inputs
+                .get(input)
+                .cloned()
+                .ok_or_else(|| Error::msg(format!("no input `{input}` for `grad/{name}`")))?,
+            None => ps.var(name)?,
+        };
+        let reference = file.tensor(&format!("grad/{name}"))?;
+        let rel_err = match grads.get(&var) {
+            Some(g) => relative_error(g, &reference)?,
+            None => f64::INFINITY,
+        };
+        rows.push(ParityRow {
+            name: format!("grad/{name}"),
+            rel_err,
+            tolerance: grad_tol,
+        });
+    }
+    Ok(ParityReport { model, dtype, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::nn::Linear;
+
+    fn linear_builder(model: &str, config: &str, ps: &mut ParamStore) -> Result<FixtureForward> {
+        assert_eq!((model, config), ("Linear", "{}"));
+        let lin = Linear::new(ps, "proj", 3, 2, true)?;
+        Ok(Box::new(move |ps, inputs| {
+            Ok(vec![(
+                "forward".to_string(),
+                lin.forward(ps, &inputs["x"])?,
+            )])
+        }))
+    }
+
+    /// A fixture of y = x Wᵀ + b written by hand: dL/dW = cotᵀ x, dL/db = Σ cot, dL/dx = cot W.
+    fn write_fixture(path: &Path, corrupt_output: bool) {
+        let t = |v: Vec<f64>, s: &[usize]| Tensor::from_vec(v, s).unwrap();
+        let (w, b, x, cot) = (
+            t(vec![1., 2., 3., -1., 0.5, 0.], &[2, 3]),
+            t(vec![0.1, -0.2], &[2]),
+            t(vec![1., 0., 2., -1., 1., 1.], &[2, 3]),
+            t(vec![1., -1., 0.5, 2.], &[2, 2]),
+        );
+        let mut y = x
+            .matmul(&w.transpose(0, 1).unwrap())
+            .unwrap()
+            .add(&b)
+            .unwrap();
+        if corrupt_output {
+            y = y.mul_scalar(1.01).unwrap();
+        }
+        let gw = cot.transpose(0, 1).unwrap().matmul(&x).unwrap();
+        let gb = cot.sum(&[0], false).unwrap();
+        let gx = cot.matmul(&w).unwrap();
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let (w32, b32, x32) = (f32s(&w), f32s(&b), f32s(&x));
+        let tensors = [
+            ("param/proj.weight", &w32),
+            ("param/proj.bias", &b32),
+            ("input/x", &x32),
+            ("out/forward", &y),
+            ("cot/forward", &cot),
+            ("grad/proj.weight", &gw),
+            ("grad/proj.bias", &gb),
+            ("grad/input/x", &gx),
+        ];
+        let meta = HashMap::from([
+            ("model".to_string(), "Linear".to_string()),
+            ("config".to_string(), "{}".to_string()),
+        ]);
+        tensor::safetensors::save(path, &tensors, Some(&meta)).unwrap();
+    }
+
+    #[test]
+    fn a_matching_model_passes_and_a_wrong_reference_fails() {
+        let dir = std::env::temp_dir().join(format!("difftune-parity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, bad) = (dir.join("good.safetensors"), dir.join("bad.safetensors"));
+        write_fixture(&good, false);
+        write_fixture(&bad, true);
+        for dtype in [DType::F32, DType::F64] {
+            let r = check_fixture(&good, dtype, linear_builder).unwrap();
+            assert!(r.passed(), "{r}");
+            assert_eq!(r.rows.len(), 4);
+        }
+        let r = check_fixture(&bad, DType::F64, linear_builder).unwrap();
+        assert!(
+            !r.passed() && r.worst("out/") > 5e-3 && r.worst("grad/") < 1e-12,
+            "{r}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
