@@ -311,3 +311,88 @@ mod tests {
         assert!(!matches("blocks.1*", "blocks.0.mlp.fc1.weight"));
     }
 }
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    fn store(seed: u64, shapes: &[(&str, &[usize])]) -> ParamStore {
+        let mut ps = ParamStore::new(DType::F32, Device::Cpu, seed);
+        for (name, shape) in shapes {
+            ps.normal(name, shape, 1.0).unwrap();
+        }
+        ps
+    }
+
+    #[test]
+    fn strict_load_reports_missing_unexpected_and_mismatched_tensors() {
+        let dir = std::env::temp_dir().join(format!("difftune-load-{}", std::process::id()));
+        let path = dir.join("ckpt.safetensors");
+        std::fs::create_dir_all(&dir).unwrap();
+        store(
+            1,
+            &[("a.weight", &[2, 3]), ("b.weight", &[4]), ("extra", &[1])],
+        )
+        .save(&path, None)
+        .unwrap();
+
+        let mut ps = store(
+            2,
+            &[("a.weight", &[2, 3]), ("b.weight", &[5]), ("c.bias", &[2])],
+        );
+        let before = ps.tensor("a.weight").unwrap();
+        let err = ps.load(&path, "", true).unwrap_err().to_string();
+        for needle in [
+            "ckpt.safetensors",
+            "missing: c.bias",
+            "unexpected: extra",
+            "b.weight: expected [5], found [4]",
+        ] {
+            assert!(err.contains(needle), "`{needle}` not in: {err}");
+        }
+        // A failed strict load changes nothing.
+        assert_eq!(
+            ps.tensor("a.weight")
+                .unwrap()
+                .max_abs_diff(&before)
+                .unwrap(),
+            0.0
+        );
+
+        let report = ps.load(&path, "", false).unwrap();
+        assert_eq!(report.loaded, 1);
+        assert_eq!(
+            (report.missing.clone(), report.unexpected.clone()),
+            (vec!["c.bias".to_string()], vec!["extra".to_string()])
+        );
+        assert_eq!(
+            report.mismatched,
+            vec![("b.weight".to_string(), vec![5], vec![4])]
+        );
+        assert!(
+            ps.tensor("a.weight")
+                .unwrap()
+                .max_abs_diff(&before)
+                .unwrap()
+                > 0.0
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_checkpoint_is_an_error_not_a_panic() {
+        let mut ps = store(0, &[("a", &[2])]);
+        let err = ps
+            .load("/nonexistent/ckpt.safetensors", "", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ckpt.safetensors"), "{err}");
+        let path = std::env::temp_dir().join(format!(
+            "difftune-corrupt-{}.safetensors",
+            std::process::id()
+        ));
+        std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
+        assert!(ps.load(&path, "", false).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
+}
