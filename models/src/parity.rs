@@ -11,6 +11,7 @@ use autograd::Var;
 use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Error, Result, Tensor};
 
+use crate::dit::{Dit, DitConfig};
 use crate::ParamStore;
 
 /// A model's forward as the fixture sees it: named inputs in, named outputs out (names without
@@ -115,6 +116,29 @@ pub fn relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
         .sqrt();
     let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     Ok(if norm > 0.0 { diff / norm } else { diff })
+}
+
+/// The input `name` of a fixture run.
+fn input<'a>(inputs: &'a BTreeMap<String, Var>, name: &str) -> Result<&'a Var> {
+    inputs
+        .get(name)
+        .ok_or_else(|| Error::msg(format!("the fixture has no `input/{name}`")))
+}
+
+/// Builds the model a fixture's metadata names (DiT, UNet2DModel or AutoencoderKL) from its
+/// config, and returns its forward over the fixture's inputs.
+pub fn reference_model(model: &str, config: &str, ps: &mut ParamStore) -> Result<FixtureForward> {
+    if model.starts_with("DiT") {
+        let dit = Dit::new(ps, DitConfig::from_json(config)?)?;
+        return Ok(Box::new(move |ps, inputs| {
+            let (t, y) = (input(inputs, "t")?.value(), input(inputs, "y")?.value());
+            Ok(vec![(
+                "forward".to_string(),
+                dit.forward(ps, input(inputs, "x")?, t, y, None)?,
+            )])
+        }));
+    }
+    Err(Error::msg(format!("unknown model `{model}` in the fixture metadata: expected DiT, UNet2DModel or AutoencoderKL")))
 }
 
 /// Runs the fixture at `path` in `dtype` with the model `build` makes, and compares.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use autograd::Var;
 use models::dit::{drop_labels, sincos_pos_embed_2d, Dit, DitConfig, GuidanceChannels};
+use models::parity::{check_fixture, reference_model};
 use models::ParamStore;
 use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Generator, Tensor};
@@ -84,47 +85,26 @@ fn run(dtype: DType, checkpointing: bool) -> Run {
     }
 }
 
+/// The shared fixture runner (also behind `difftune parity`): every output and every gradient of
+/// the fixture, and no gradient missing.
 fn check_parity(dtype: DType, forward_tol: f64, grad_tol: f64) {
-    let file = fixture();
-    let r = run(dtype, false);
-    let err = rel_err(&r.out, &tensor(&file, "out/forward"));
-    println!("{dtype} forward: relative error {err:.3e}");
-    assert!(
-        err < forward_tol,
-        "{dtype} forward: relative error {err:.3e}"
+    let report = check_fixture(FIXTURE, dtype, reference_model).unwrap();
+    println!("{report}");
+    let grads = report
+        .rows
+        .iter()
+        .filter(|r| r.name.starts_with("grad/"))
+        .count();
+    assert_eq!(
+        grads,
+        fixture()
+            .names()
+            .iter()
+            .filter(|n| n.starts_with("grad/"))
+            .count()
     );
-
-    // Every gradient the reference has, and no other.
-    let mut expected: Vec<&str> = file
-        .names()
-        .into_iter()
-        .filter_map(|n| n.strip_prefix("grad/"))
-        .filter(|n| !n.starts_with("input/"))
-        .collect();
-    expected.sort_unstable();
-    let mut ours: Vec<&str> = r.grads.keys().map(String::as_str).collect();
-    ours.sort_unstable();
-    assert_eq!(ours, expected);
-    let mut worst = (0.0f64, String::new());
-    for (name, g) in &r.grads {
-        let err = rel_err(g, &tensor(&file, &format!("grad/{name}")));
-        assert!(
-            err < grad_tol,
-            "{dtype} grad/{name}: relative error {err:.3e}"
-        );
-        if err > worst.0 {
-            worst = (err, name.clone());
-        }
-    }
-    let err_x = rel_err(&r.grad_x, &tensor(&file, "grad/input/x"));
-    println!(
-        "{dtype} gradients: worst parameter {} at {:.3e}; input/x {err_x:.3e}",
-        worst.1, worst.0
-    );
-    assert!(
-        err_x < grad_tol,
-        "{dtype} grad/input/x: relative error {err_x:.3e}"
-    );
+    assert!(report.worst("out/") < forward_tol, "{report}");
+    assert!(report.worst("grad/") < grad_tol, "{report}");
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! The `difftune` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use models::parity::{check_fixture, reference_model};
+use tensor::DType;
 use train::toy::{self, ToyConfig};
 
 #[derive(Parser)]
@@ -34,6 +36,22 @@ enum Command {
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
     },
+    /// Run a reference fixture (DiT, UNet2DModel or AutoencoderKL: model and config from its
+    /// metadata) forward and backward and print the relative error of every output and gradient.
+    /// Exits non-zero above tolerance.
+    Parity {
+        /// The fixture: a safetensors file with param/, input/, out/, cot/ and grad/ tensors.
+        file: PathBuf,
+        /// The dtype the model runs in.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f64"])]
+        dtype: String,
+        /// Tolerance of the outputs' relative error (default: 1e-4 in f32, 1e-9 in f64).
+        #[arg(long)]
+        forward_tol: Option<f64>,
+        /// Tolerance of the gradients' relative error (default: 1e-3 in f32, 1e-7 in f64).
+        #[arg(long)]
+        grad_tol: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +79,12 @@ fn main() -> ExitCode {
                 println!("picture: {}", r.picture.display());
             })
         }
+        Command::Parity {
+            file,
+            dtype,
+            forward_tol,
+            grad_tol,
+        } => parity(&file, &dtype, forward_tol, grad_tol),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,4 +93,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parity(
+    file: &Path,
+    dtype: &str,
+    forward_tol: Option<f64>,
+    grad_tol: Option<f64>,
+) -> tensor::Result<()> {
+    let dtype = if dtype == "f64" {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let mut report = check_fixture(file, dtype, reference_model)?;
+    for row in &mut report.rows {
+        let custom = if row.name.starts_with("out/") {
+            forward_tol
+        } else {
+            grad_tol
+        };
+        row.tolerance = custom.unwrap_or(row.tolerance);
+    }
+    print!("{report}");
+    let failed = report
+        .rows
+        .iter()
+        .filter(|r| r.rel_err > r.tolerance)
+        .count();
+    if failed > 0 {
+        return Err(tensor::Error::msg(format!(
+            "{}: {failed} of {} tensors above tolerance",
+            file.display(),
+            report.rows.len()
+        )));
+    }
+    println!("all {} tensors within tolerance", report.rows.len());
+    Ok(())
 }
