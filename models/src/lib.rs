@@ -1,12 +1,19 @@
 //! # models
 //!
-//! Neural-network blocks ([`nn`]) and the diffusion models built from them, with parameters in a
-//! [`ParamStore`] under the reference checkpoint names, so that real checkpoints load unchanged.
+//! Neural-network blocks ([`nn`], and diffusers' residual, attention and resampling [`blocks`]) and
+//! the diffusion models built from them: [`dit::Dit`] (facebookresearch/DiT),
+//! [`unet::UNet2DModel`] and [`vae::AutoencoderKL`] (diffusers). Parameters live in a
+//! [`ParamStore`] under the reference checkpoint names, so real checkpoints load unchanged;
+//! [`peft`] adds LoRA and BitFit, [`parity`] checks a model against a reference fixture.
 
+pub mod blocks;
+pub mod config;
 pub mod dit;
 pub mod nn;
 pub mod params;
 pub mod parity;
 pub mod peft;
+pub mod unet;
+pub mod vae;
 
 pub use params::{LoadReport, ParamStore};

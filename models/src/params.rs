@@ -171,6 +171,35 @@ impl ParamStore {
         Ok(())
     }
 
+    /// A store sharing the Vars (same identities, so gradients map back) and LoRA adapters of
+    /// every parameter named `prefix` or `prefix.*`: what a block needs to run on its own, e.g.
+    /// inside [`autograd::checkpoint`], whose closure cannot borrow the whole store.
+    pub fn subset(&self, prefix: &str) -> ParamStore {
+        let under = |name: &str| {
+            prefix.is_empty()
+                || name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
+        ParamStore {
+            params: self
+                .params
+                .iter()
+                .filter(|(k, _)| under(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            adapters: self
+                .adapters
+                .iter()
+                .filter(|(k, _)| under(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            dtype: self.dtype,
+            device: self.device,
+            gen: Generator::new(0),
+        }
+    }
+
     /// All names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.params.keys().map(String::as_str)

@@ -1,1 +1,3 @@
 //! Cross-crate tests live in `tests/`; this library only holds helpers they share.
+
+pub mod fixture;

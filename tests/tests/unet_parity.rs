@@ -1,0 +1,215 @@
+//! `UNet2DModel` against diffusers on `unet_tiny.safetensors`: forward in f32 and f64, every
+//! gradient in f32; gradient checkpointing; the residual-block hook; other configs; config
+//! errors.
+
+use std::sync::{Arc, Mutex};
+
+use autograd::Var;
+use difftune_tests::fixture::{rel_err, rel_err_floor, Fixture, GRAD_FLOOR};
+use models::blocks::ResBlockHook;
+use models::parity::{check_fixture, reference_model};
+use models::unet::UNet2DModel;
+use models::ParamStore;
+use tensor::{DType, Device, Generator, Result, Tensor};
+
+const FIXTURE: &str = "unet_tiny.safetensors";
+
+fn setup(dtype: DType) -> (Fixture, ParamStore, UNet2DModel) {
+    let fx = Fixture::open(FIXTURE);
+    let mut ps = Fixture::store(dtype);
+    let model = UNet2DModel::from_json(&mut ps, &fx.config()).unwrap();
+    fx.load_params(&mut ps);
+    (fx, ps, model)
+}
+
+fn run(fx: &Fixture, ps: &ParamStore, model: &UNet2DModel, x: &Var) -> Var {
+    let (t, y) = (fx.tensor("input/t"), fx.tensor("input/y"));
+    model.forward(ps, x, &t, Some(&y)).unwrap()
+}
+
+/// Every output and gradient of the fixture, through the shared runner behind `difftune parity`.
+fn check(dtype: DType) {
+    let report = check_fixture(
+        difftune_tests::fixture::path(FIXTURE),
+        dtype,
+        reference_model,
+    )
+    .unwrap();
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.rows.len(), 1 + Fixture::open(FIXTURE).grad_count());
+}
+
+#[test]
+fn forward_and_gradients_match_diffusers_in_f32() {
+    check(DType::F32);
+}
+
+#[test]
+fn forward_and_gradients_match_diffusers_in_f64() {
+    check(DType::F64);
+}
+
+#[test]
+fn checkpointing_gives_the_same_gradients() {
+    let (fx, ps, mut model) = setup(DType::F64);
+    let grads_of = |model: &UNet2DModel| {
+        let x = fx.input("input/x", DType::F64);
+        let out = run(&fx, &ps, model, &x);
+        let grads = fx.loss(&[("forward", &out)]).backward().unwrap();
+        let mut all: Vec<Tensor> = ps
+            .iter()
+            .map(|(_, v)| grads.get(v).unwrap().clone())
+            .collect();
+        all.push(grads.get(&x).unwrap().clone());
+        (out.value().clone(), all)
+    };
+    let (out_plain, plain) = grads_of(&model);
+    model.set_gradient_checkpointing(true);
+    let (out_ckpt, ckpt) = grads_of(&model);
+    assert!(rel_err(&out_ckpt, &out_plain) < 1e-12);
+    assert_eq!(plain.len(), ckpt.len());
+    for (a, b) in ckpt.iter().zip(&plain) {
+        let err = rel_err_floor(a, b, GRAD_FLOOR);
+        assert!(err < 1e-10, "checkpointed gradient differs: {err:.3e}");
+    }
+}
+
+/// Records every block path and adds `scale · h` at the block named `target`.
+struct RecordingHook {
+    paths: Arc<Mutex<Vec<String>>>,
+    target: Option<String>,
+}
+
+impl ResBlockHook for RecordingHook {
+    fn after_resnet(&self, _ps: &ParamStore, path: &str, h: Var) -> Result<Var> {
+        self.paths.lock().unwrap().push(path.to_string());
+        let zero = Var::constant(h.value().zeros_like()?);
+        if self.target.as_deref() == Some(path) {
+            h.add(&h.mul_scalar(0.5)?)
+        } else {
+            h.add(&zero)
+        }
+    }
+}
+
+#[test]
+fn a_zero_hook_changes_nothing_and_runs_once_per_residual_block() {
+    let (fx, ps, mut model) = setup(DType::F64);
+    let x = fx.input("input/x", DType::F64);
+    let plain = run(&fx, &ps, &model, &x).value().clone();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let hook = |target: Option<&str>| {
+        paths.lock().unwrap().clear();
+        Box::new(RecordingHook {
+            paths: paths.clone(),
+            target: target.map(str::to_string),
+        })
+    };
+
+    // A hook that does something changes the output.
+    model.set_hook(Some(hook(Some("mid_block.resnets.1"))));
+    let changed = run(&fx, &ps, &model, &x).value().clone();
+    assert!(rel_err(&changed, &plain) > 1e-3);
+
+    model.set_hook(Some(hook(None)));
+    let hooked = run(&fx, &ps, &model, &x).value().clone();
+    assert_eq!(
+        hooked.to_vec::<f64>().unwrap(),
+        plain.to_vec::<f64>().unwrap()
+    );
+    let paths = paths.lock().unwrap().clone();
+    let mut expected: Vec<String> = ps
+        .names()
+        .filter_map(|n| n.strip_suffix(".conv1.weight"))
+        .map(str::to_string)
+        .collect();
+    // 2 levels × 1 (down) + 2 (mid) + 2 levels × 2 (up).
+    assert_eq!(paths.len(), 8, "{paths:?}");
+    let mut sorted = paths.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert_eq!(paths[0], "down_blocks.0.resnets.0");
+    assert_eq!(paths[7], "up_blocks.1.resnets.1");
+}
+
+#[test]
+fn other_layouts_build_and_run() {
+    let config = r#"{
+        "_class_name": "UNet2DModel",
+        "in_channels": 2, "out_channels": 1, "layers_per_block": 2,
+        "block_out_channels": [16, 32, 32],
+        "down_block_types": ["AttnDownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+        "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D"],
+        "norm_num_groups": 4, "attention_head_dim": 8, "center_input_sample": true,
+        "resnet_time_scale_shift": "scale_shift", "time_embedding_dim": 48,
+        "num_class_embeds": null, "sample_size": [8, 8]
+    }"#;
+    let mut ps = ParamStore::new(DType::F32, Device::Cpu, 3);
+    let mut model = UNet2DModel::from_json(&mut ps, config).unwrap();
+    for name in [
+        "down_blocks.2.attentions.1.to_q.weight",
+        "up_blocks.0.resnets.2.conv1.weight",
+        "up_blocks.1.upsamplers.0.conv.weight",
+        "mid_block.attentions.0.to_out.0.weight",
+    ] {
+        assert!(ps.var(name).is_ok(), "missing {name}");
+    }
+    assert!(ps.var("down_blocks.2.downsamplers.0.conv.weight").is_err());
+    assert!(ps.var("class_embedding.weight").is_err());
+    // scale_shift: the projection gives scale and shift; its mid attention has no group norm.
+    assert_eq!(
+        ps.var("down_blocks.0.resnets.0.time_emb_proj.weight")
+            .unwrap()
+            .shape(),
+        &[32, 48]
+    );
+    assert!(ps.var("mid_block.attentions.0.group_norm.weight").is_err());
+
+    let mut gen = Generator::new(1);
+    let x = Var::param(
+        Tensor::randn(&[2, 2, 8, 8], 0.0, 1.0, DType::F32, Device::Cpu, &mut gen).unwrap(),
+    );
+    let t = Tensor::from_vec(vec![5i64], &[1]).unwrap();
+    let out = model.forward(&ps, &x, &t, None).unwrap();
+    assert_eq!(out.shape(), &[2, 1, 8, 8]);
+    model.set_gradient_checkpointing(true);
+    let out2 = model.forward(&ps, &x, &t, None).unwrap();
+    let grads = out2
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(rel_err(out2.value(), out.value()) < 1e-6);
+    assert!(grads.get(&ps.var("conv_in.weight").unwrap()).is_some());
+    assert!(grads.get(&x).is_some());
+    // Labels for a model without a class embedding are refused.
+    let y = Tensor::from_vec(vec![1i64, 2], &[2]).unwrap();
+    assert!(model.forward(&ps, &x, &t, Some(&y)).is_err());
+}
+
+#[test]
+fn bad_config_values_are_named() {
+    let fx = Fixture::open(FIXTURE);
+    let config = fx.config().replace("\"DownBlock2D\"", "\"KDownBlock2D\"");
+    let mut ps = Fixture::store(DType::F32);
+    let err = UNet2DModel::from_json(&mut ps, &config)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`down_block_types`") && err.contains("KDownBlock2D"),
+        "{err}"
+    );
+    let err = UNet2DModel::from_json(&mut ps, r#"{"resnet_time_scale_shift": "spatial"}"#)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`resnet_time_scale_shift`") && err.contains("spatial"),
+        "{err}"
+    );
+}
