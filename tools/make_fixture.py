@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make a parity fixture from diffusers' UNet2DModel or AutoencoderKL for any config, in the layout
+"""Make a parity fixture from facebookresearch/DiT, diffusers' UNet2DModel or AutoencoderKL for any config, in the layout
 of ../shared/fixtures (see its README): float32 random weights `param/*`, inputs `input/*`, float64
 reference outputs `out/*`, random cotangents `cot/*`, float64 gradients `grad/*` of
 sum_k sum(out_k * cot_k), model type and config in the metadata. `difftune parity FILE` then checks
@@ -8,6 +8,11 @@ difftune's model against it.
     pip install torch diffusers
     python3 tools/make_fixture.py unet '{"block_out_channels": [16, 32, 32], "layers_per_block": 2, ...}' unet.safetensors
     python3 tools/make_fixture.py vae '{"block_out_channels": [16, 32], "latent_channels": 3, ...}' vae.safetensors
+    DIT_REF=/path/to/DiT python3 tools/make_fixture.py dit '{"input_size": 8, "patch_size": 4, ...}' dit.safetensors
+
+For `dit`, DIT_REF names a checkout of facebookresearch/DiT (its models.py, which needs timm); the
+model runs in float64 with the timestep features cast to it after the reference computes them in
+float32.
 """
 
 import json
@@ -18,31 +23,57 @@ from safetensors.torch import save_file
 
 
 def randomize(model, gen):
-    """Random weights instead of the reference init, whose zeros would make parity trivial."""
+    """Random weights instead of the reference init, whose zeros would make parity trivial; fixed
+    parameters (DiT's sin-cos pos_embed) keep their values."""
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
             scale = 1.0 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1
             base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
             p.copy_(base + scale * torch.randn(p.shape, generator=gen))
 
 
-def make(kind, config, seed=0):
+def model_class(kind):
+    if kind == "dit":
+        import os
+
+        ref = os.environ.get("DIT_REF")
+        if not ref or not os.path.exists(os.path.join(ref, "models.py")):
+            sys.exit("error: set DIT_REF to a checkout of facebookresearch/DiT (a folder with models.py)")
+        sys.path.insert(0, ref)
+        import models
+
+        return models.DiT, "DiT (facebookresearch/DiT models.py)"
     import diffusers
 
-    gen = torch.Generator().manual_seed(seed)
     cls = {"unet": diffusers.UNet2DModel, "vae": diffusers.AutoencoderKL}[kind]
+    return cls, f"{cls.__name__} (diffusers {diffusers.__version__})"
+
+
+def make(kind, config, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    cls, model_name = model_class(kind)
     model32 = cls(**config).eval()
     randomize(model32, gen)
     model = cls(**config).double().eval()
     model.load_state_dict({k: v.double() for k, v in model32.state_dict().items()})
-    cfg = model.config
-    size, batch = cfg.sample_size, 2
+    cfg = model.config if kind != "dit" else None
+    batch = 2
     tensors = {f"param/{k}": v.contiguous() for k, v in model32.state_dict().items()}
 
-    x = torch.randn(batch, cfg.in_channels, size, size, generator=gen)
+    size = config.get("input_size", 32) if kind == "dit" else cfg.sample_size
+    channels = config.get("in_channels", 4) if kind == "dit" else cfg.in_channels
+    x = torch.randn(batch, channels, size, size, generator=gen)
     inputs = {"x": x.double().requires_grad_()}
     tensors["input/x"] = x
-    if kind == "unet":
+    if kind == "dit":
+        t = torch.randint(0, 1000, (batch,), generator=gen)
+        null_class = config.get("class_dropout_prob", 0.1) > 0  # the table's extra last row
+        y = torch.randint(0, config.get("num_classes", 1000) + null_class, (batch,), generator=gen)
+        tensors["input/t"], tensors["input/y"] = t, y
+        outs = {"forward": model(inputs["x"], t, y)}
+    elif kind == "unet":
         t = torch.randint(0, 1000, (batch,), generator=gen)
         tensors["input/t"] = t
         y = None
@@ -66,11 +97,12 @@ def make(kind, config, seed=0):
         loss = loss + (out * cot).sum()
     loss.backward()
     for name, p in model.named_parameters():
-        tensors[f"grad/{name}"] = p.grad
+        if p.requires_grad:
+            tensors[f"grad/{name}"] = p.grad
     for name, v in inputs.items():
         tensors[f"grad/input/{name}"] = v.grad
     meta = {
-        "model": f"{cls.__name__} (diffusers {diffusers.__version__})",
+        "model": model_name,
         "config": json.dumps(config),
         "loss": "sum over k of sum(out/k * cot/k)",
         "generated_by": f"tools/make_fixture.py, float64 reference from float32 weights, torch {torch.__version__}",
@@ -79,7 +111,7 @@ def make(kind, config, seed=0):
 
 
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("unet", "vae"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("dit", "unet", "vae"):
         sys.exit(__doc__)
     try:
         config = json.loads(sys.argv[2])

@@ -49,9 +49,9 @@
 use std::fmt;
 
 use autograd::{checkpoint, Var};
-use serde_json::{Map, Value};
 use tensor::{DType, Error, Generator, Result, Tensor};
 
+use crate::config::JsonConfig;
 use crate::nn::{Embedding, Linear};
 use crate::params::{join, ParamStore};
 
@@ -178,34 +178,23 @@ impl DitConfig {
         })
     }
 
-    /// A config from the reference's JSON object (every field of [`DitConfig`], as the fixture
-    /// metadata `config` holds it). A missing, unknown or mistyped field is an error naming it;
-    /// the values are then [validated](DitConfig::validate).
+    /// A config from a JSON object of the reference's constructor arguments (as the fixture
+    /// metadata `config` holds them); absent keys take the reference's defaults. An unknown or
+    /// mistyped key is an error naming it; the values are then [validated](DitConfig::validate).
     pub fn from_json(json: &str) -> Result<DitConfig> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| config_error(format!("not valid JSON: {e}")))?;
-        let obj = value.as_object().ok_or_else(|| {
-            config_error(format!("expected a JSON object, got {}", json_kind(&value)))
-        })?;
-        if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(config_error(format!(
-                "unknown field `{extra}`; the fields are {}",
-                FIELDS.join(", ")
-            )));
-        }
+        let c = JsonConfig::parse("DiT", json, &FIELDS)?;
+        let d = DitConfig::default();
         let cfg = DitConfig {
-            input_size: json_usize(obj, "input_size")?,
-            patch_size: json_usize(obj, "patch_size")?,
-            in_channels: json_usize(obj, "in_channels")?,
-            hidden_size: json_usize(obj, "hidden_size")?,
-            depth: json_usize(obj, "depth")?,
-            num_heads: json_usize(obj, "num_heads")?,
-            mlp_ratio: json_f64(obj, "mlp_ratio")?,
-            class_dropout_prob: json_f64(obj, "class_dropout_prob")?,
-            num_classes: json_usize(obj, "num_classes")?,
-            learn_sigma: json_field(obj, "learn_sigma")?
-                .as_bool()
-                .ok_or_else(|| type_error("learn_sigma", "true or false", &obj["learn_sigma"]))?,
+            input_size: c.usize("input_size", d.input_size)?,
+            patch_size: c.usize("patch_size", d.patch_size)?,
+            in_channels: c.usize("in_channels", d.in_channels)?,
+            hidden_size: c.usize("hidden_size", d.hidden_size)?,
+            depth: c.usize("depth", d.depth)?,
+            num_heads: c.usize("num_heads", d.num_heads)?,
+            mlp_ratio: c.f64("mlp_ratio", d.mlp_ratio)?,
+            class_dropout_prob: c.f64("class_dropout_prob", d.class_dropout_prob)?,
+            num_classes: c.usize("num_classes", d.num_classes)?,
+            learn_sigma: c.bool("learn_sigma", d.learn_sigma)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -324,41 +313,6 @@ impl DitConfig {
         let final_layer = linear(d, p * p * self.out_channels()) + linear(d, 2 * d);
         x_embedder + pos_embed + t_embedder + y_embedder + self.depth * block + final_layer
     }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn type_error(field: &str, expected: &str, got: &Value) -> Error {
-    config_error(format!(
-        "field `{field}` must be {expected}, got {} ({got})",
-        json_kind(got)
-    ))
-}
-
-fn json_field<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a Value> {
-    obj.get(field)
-        .ok_or_else(|| config_error(format!("missing field `{field}`")))
-}
-
-fn json_usize(obj: &Map<String, Value>, field: &str) -> Result<usize> {
-    let v = json_field(obj, field)?;
-    v.as_u64()
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| type_error(field, "a non-negative integer", v))
-}
-
-fn json_f64(obj: &Map<String, Value>, field: &str) -> Result<f64> {
-    let v = json_field(obj, field)?;
-    v.as_f64().ok_or_else(|| type_error(field, "a number", v))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -963,6 +917,8 @@ impl Dit {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -1007,13 +963,11 @@ mod tests {
         let e = with("class_dropout_prob", Value::from(1.5));
         assert!(e.contains("`class_dropout_prob`"), "{e}");
         let e = with("hidden_sise", Value::from(4));
-        assert!(e.contains("unknown field `hidden_sise`"), "{e}");
+        assert!(e.contains("unknown key `hidden_sise`"), "{e}");
+        // Absent keys take the reference constructor's defaults.
         let mut v: Value = serde_json::from_str(&good.to_json()).unwrap();
         v.as_object_mut().unwrap().remove("depth");
-        let e = DitConfig::from_json(&v.to_string())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("missing field `depth`"), "{e}");
+        assert_eq!(DitConfig::from_json(&v.to_string()).unwrap().depth, 28);
         let e = DitConfig::from_json("[1]").unwrap_err().to_string();
         assert!(e.contains("JSON object"), "{e}");
     }

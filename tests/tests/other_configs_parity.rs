@@ -1,6 +1,6 @@
 //! `difftune parity`'s runner on fixtures whose configs differ from the shared ones (other block
-//! layouts, channel counts, norm groups, class counts, timestep-embedding options, three levels),
-//! made from diffusers by `tools/make_fixture.py` (see tests/fixtures/README.md).
+//! layouts, channel counts, norm groups, class counts, timestep-embedding options, three levels;
+//! DiT depths, patch sizes, learn_sigma off, no null class), made from the references by `tools/make_fixture.py` (see tests/fixtures/README.md).
 
 use models::parity::{check_fixture, reference_model};
 use tensor::DType;
@@ -10,12 +10,25 @@ fn check(name: &str) {
     let report = check_fixture(&path, DType::F32, reference_model).unwrap();
     println!("{report}");
     assert!(report.passed(), "{report}");
-    assert!(report.rows.iter().any(|r| r.name.starts_with("grad/input/")));
+    assert!(report
+        .rows
+        .iter()
+        .any(|r| r.name.starts_with("grad/input/")));
 }
 
 #[test]
 fn unet_with_classes_and_other_layout_matches_diffusers() {
     check("unet_classes_flip.safetensors");
+}
+
+#[test]
+fn dit_with_patch_4_and_no_learned_sigma_matches_the_reference() {
+    check("dit_patch4_no_sigma.safetensors");
+}
+
+#[test]
+fn dit_with_patch_1_and_no_null_class_matches_the_reference() {
+    check("dit_patch1_no_null_class.safetensors");
 }
 
 #[test]
