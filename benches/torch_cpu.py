@@ -18,7 +18,7 @@ MATMUL_SIZES = [256, 1024]
 CONV_CASES = [(8, 64, 64, 32, 3, 1), (8, 128, 128, 16, 3, 1)]
 
 
-def median_seconds(fn, min_runs=20, min_time=2.0, warmup=5):
+def median_seconds(fn, min_runs=20, min_time=1.5, warmup=5):
     for _ in range(warmup):
         fn()
     times = []
