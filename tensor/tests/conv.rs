@@ -184,6 +184,32 @@ fn conv2d_f32_large_enough_for_the_parallel_paths() {
 }
 
 #[test]
+fn conv2d_large_images_are_computed_in_several_tiles_of_rows() {
+    // 64 channels x 3x3 x 40 columns: a column tile holds only a few output rows.
+    let x = randn(&[2, 64, 41, 40], DType::F64, 11);
+    let w = randn(&[8, 64, 3, 3], DType::F64, 12);
+    let same = Conv2dParams {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    check_conv(&x, &w, &same, 1e-11, "tiled 3x3 padding 1");
+    let w = randn(&[6, 32, 3, 3], DType::F64, 13);
+    let odd = Conv2dParams {
+        stride: (2, 1),
+        padding: (2, 1),
+        dilation: (2, 1),
+        groups: 2,
+    };
+    check_conv(
+        &x.narrow(0, 0, 1).unwrap(),
+        &w,
+        &odd,
+        1e-11,
+        "tiled strided dilated grouped",
+    );
+}
+
+#[test]
 fn conv2d_pointwise_fast_path_with_groups_and_strided_1x1() {
     let x = randn(&[3, 4, 5, 7], DType::F64, 5);
     let w = randn(&[6, 2, 1, 1], DType::F64, 6);

@@ -3,10 +3,13 @@
 //!
 //! Per image and per group the convolution is one matrix product
 //! `out_g [Cout/g × L] = W_g [Cout/g × K] · col_g [K × L]` with `K = Cin/g · kh · kw` and
-//! `L = Ho · Wo`. Batches are split across threads (each task with its own column buffer, GEMM
-//! single-threaded inside); a batch too small to fill the threads runs image by image with the GEMM
-//! itself multi-threaded. A 1x1, stride-1, unpadded convolution uses the image as its column
-//! matrix and skips im2col entirely.
+//! `L = Ho · Wo`, computed a tile of output rows at a time so that the column matrix stays in
+//! cache between im2col and the GEMM. Batches are split across threads (each task with its own
+//! column buffer, GEMM single-threaded inside); a batch too small to fill the threads runs image
+//! by image with the GEMM itself multi-threaded. A 1x1, stride-1, unpadded convolution uses the
+//! image as its column matrix and skips im2col entirely.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -202,12 +205,31 @@ impl Geometry {
         self.n > 1 && self.n >= rayon::current_num_threads()
     }
 
-    /// Length of one image's column matrix, all groups (0 when pointwise needs none).
+    /// Output rows per tile: the column matrix is built a few output rows at a time, so that it
+    /// is still in cache when the GEMM reads it. A pointwise convolution is one tile.
+    fn tile_rows(&self) -> usize {
+        /// Column-matrix elements per tile (512 KiB of f32, within a core's L2).
+        const TILE_ELEMS: usize = 1 << 17;
+        if self.pointwise() {
+            return self.ho.max(1);
+        }
+        (TILE_ELEMS / (self.p.groups * self.k() * self.wo).max(1)).clamp(1, self.ho.max(1))
+    }
+
+    /// The output-row ranges of the tiles.
+    fn tiles(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let t = self.tile_rows();
+        (0..self.ho)
+            .step_by(t)
+            .map(move |r| r..(r + t).min(self.ho))
+    }
+
+    /// Length of one tile's column matrix, all groups (0 when pointwise needs none).
     fn col_len(&self) -> usize {
         if self.pointwise() {
             0
         } else {
-            self.p.groups * self.k() * self.l()
+            self.p.groups * self.k() * self.tile_rows() * self.wo
         }
     }
 
@@ -245,52 +267,78 @@ impl Geometry {
         )
     }
 
-    /// One image `x [Cin, H, W]` unfolded into `col [Cin·kh·kw, Ho·Wo]` (zeros for padding).
-    fn im2col<T: Float>(&self, x: &[T], col: &mut [T]) {
-        let (l, sw) = (self.l(), self.p.stride.1);
+    /// The part of `valid_range` for tap offset `off_y` inside the output rows `rows`.
+    fn valid_rows(&self, off_y: isize, rows: &Range<usize>) -> (usize, usize) {
+        let (lo, hi) = valid_range(self.ho, self.h, self.p.stride.0, off_y);
+        let lo = lo.clamp(rows.start, rows.end);
+        (lo, hi.clamp(lo, rows.end))
+    }
+
+    /// The output rows `rows` of one image `x [Cin, H, W]` unfolded into
+    /// `col [Cin·kh·kw, rows·Wo]` (zeros for padding).
+    fn im2col<T: Float>(&self, x: &[T], col: &mut [T], rows: &Range<usize>) {
+        let (wo, sw) = (self.wo, self.p.stride.1);
+        let lt = rows.len() * wo;
         self.for_each_col_row(|ky, kx, c, r| {
             let (off_y, off_x) = self.tap_offsets(ky, kx);
-            let (ylo, yhi) = valid_range(self.ho, self.h, self.p.stride.0, off_y);
-            let (xlo, xhi) = valid_range(self.wo, self.w, sw, off_x);
-            let row = &mut col[r * l..(r + 1) * l];
-            row[..ylo * self.wo].fill(T::ZERO);
-            row[yhi * self.wo..].fill(T::ZERO);
+            let (ylo, yhi) = self.valid_rows(off_y, rows);
+            let (xlo, xhi) = valid_range(wo, self.w, sw, off_x);
+            let row = &mut col[r * lt..(r + 1) * lt];
+            row[..(ylo - rows.start) * wo].fill(T::ZERO);
+            row[(yhi - rows.start) * wo..].fill(T::ZERO);
             for oy in ylo..yhi {
                 let iy = (oy * self.p.stride.0) as isize + off_y;
                 let src = &x[(c * self.h + iy as usize) * self.w..][..self.w];
-                let dst = &mut row[oy * self.wo..(oy + 1) * self.wo];
+                let dst = &mut row[(oy - rows.start) * wo..][..wo];
                 dst[..xlo].fill(T::ZERO);
                 dst[xhi..].fill(T::ZERO);
-                let x0 = (xlo * sw) as isize + off_x;
+                let x0 = ((xlo * sw) as isize + off_x) as usize;
                 if sw == 1 {
-                    dst[xlo..xhi].copy_from_slice(&src[x0 as usize..][..xhi - xlo]);
+                    dst[xlo..xhi].copy_from_slice(&src[x0..][..xhi - xlo]);
                 } else {
                     for (i, d) in dst[xlo..xhi].iter_mut().enumerate() {
-                        *d = src[x0 as usize + i * sw];
+                        *d = src[x0 + i * sw];
                     }
                 }
             }
         });
     }
 
-    /// The adjoint of [`Geometry::im2col`]: adds each column entry back onto its input pixel.
-    fn col2im<T: Float>(&self, col: &[T], dx: &mut [T]) {
-        let (l, sw) = (self.l(), self.p.stride.1);
-        dx.fill(T::ZERO);
+    /// The adjoint of [`Geometry::im2col`]: adds each column entry of the output rows `rows`
+    /// back onto its input pixel in `dx`.
+    fn col2im<T: Float>(&self, col: &[T], dx: &mut [T], rows: &Range<usize>) {
+        let (wo, sw) = (self.wo, self.p.stride.1);
+        let lt = rows.len() * wo;
         self.for_each_col_row(|ky, kx, c, r| {
             let (off_y, off_x) = self.tap_offsets(ky, kx);
-            let (ylo, yhi) = valid_range(self.ho, self.h, self.p.stride.0, off_y);
-            let (xlo, xhi) = valid_range(self.wo, self.w, sw, off_x);
+            let (ylo, yhi) = self.valid_rows(off_y, rows);
+            let (xlo, xhi) = valid_range(wo, self.w, sw, off_x);
             for oy in ylo..yhi {
                 let iy = (oy * self.p.stride.0) as isize + off_y;
                 let dst = &mut dx[(c * self.h + iy as usize) * self.w..][..self.w];
-                let src = &col[r * l + oy * self.wo..][xlo..xhi];
+                let src = &col[r * lt + (oy - rows.start) * wo..][xlo..xhi];
                 let x0 = ((xlo * sw) as isize + off_x) as usize;
                 for (i, &v) in src.iter().enumerate() {
                     dst[x0 + i * sw] += v;
                 }
             }
         });
+    }
+
+    /// The column matrix of output rows `rows` and its row stride: the image itself when
+    /// pointwise, else `col` filled by im2col.
+    fn columns<'a, T: Float>(
+        &self,
+        x: &'a [T],
+        col: &'a mut [T],
+        rows: &Range<usize>,
+    ) -> (&'a [T], usize) {
+        if self.pointwise() {
+            (x, self.l())
+        } else {
+            self.im2col(x, col, rows);
+            (col, rows.len() * self.wo)
+        }
     }
 }
 
@@ -305,13 +353,13 @@ struct Mat<'a, T> {
 }
 
 impl<'a, T> Mat<'a, T> {
-    /// A row-major `rows × cols` matrix starting at `data[0]`.
-    fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
+    /// A `rows × cols` matrix starting at `data[0]`, rows `rs` apart, columns adjacent.
+    fn new(data: &'a [T], rows: usize, cols: usize, rs: usize) -> Self {
         Mat {
             data,
             rows,
             cols,
-            rs: cols,
+            rs,
             cs: 1,
         }
     }
@@ -340,18 +388,26 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// `dst [m × n, row-major] (+)= a [m × k] · b [k × n]`: a bounds-checked call of the gemm crate.
-fn gemm<T: Float>(dst: &mut [T], accumulate: bool, a: Mat<T>, b: Mat<T>, parallel: bool) {
+/// `dst [m × n, rows drs apart] (+)= a [m × k] · b [k × n]`: a bounds-checked call of the gemm
+/// crate.
+fn gemm<T: Float>(
+    dst: &mut [T],
+    drs: usize,
+    accumulate: bool,
+    a: Mat<T>,
+    b: Mat<T>,
+    parallel: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && dst.len() >= m * n && a.fits() && b.fits(),
-        "conv2d: internal gemm shapes"
-    );
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        b.rows == k && (m - 1) * drs + n <= dst.len() && a.fits() && b.fits(),
+        "conv2d: internal gemm shapes"
+    );
     let dv = MatView {
-        rs: n as isize,
+        rs: drs as isize,
         cs: 1,
     };
     // SAFETY: the asserts above keep every addressed element inside its slice; `dst` is borrowed
@@ -382,29 +438,28 @@ fn forward_image<T: Float>(
     parallel: bool,
 ) {
     let (k, l, cout_g) = (g.k(), g.l(), g.cout_g());
-    let col: &[T] = if g.pointwise() {
-        x
-    } else {
-        g.im2col(x, col);
-        col
-    };
     if let Some(b) = bias {
         for (row, &bv) in out.chunks_mut(l).zip(b) {
             row.fill(bv);
         }
     }
-    for grp in 0..g.p.groups {
-        gemm(
-            &mut out[grp * cout_g * l..(grp + 1) * cout_g * l],
-            bias.is_some(),
-            Mat::rows(&w[grp * cout_g * k..], cout_g, k),
-            Mat::rows(&col[grp * k * l..], k, l),
-            parallel,
-        );
+    for rows in g.tiles() {
+        let lt = rows.len() * g.wo;
+        let (cols, crs) = g.columns(x, col, &rows);
+        for grp in 0..g.p.groups {
+            gemm(
+                &mut out[grp * cout_g * l + rows.start * g.wo..],
+                l,
+                bias.is_some(),
+                Mat::new(&w[grp * cout_g * k..], cout_g, k, k),
+                Mat::new(&cols[grp * k * crs..], k, lt, crs),
+                parallel,
+            );
+        }
     }
 }
 
-/// The input gradient of one image: `dx [Cin, H, W]` from `dy [Cout, L]`.
+/// The input gradient of one image: `dx [Cin, H, W]` (zero on entry) from `dy [Cout, L]`.
 fn backward_input_image<T: Float>(
     g: &Geometry,
     dy: &[T],
@@ -414,23 +469,27 @@ fn backward_input_image<T: Float>(
     parallel: bool,
 ) {
     let (k, l, cout_g) = (g.k(), g.l(), g.cout_g());
-    // col_g = W_gᵀ · dy_g, then col2im; a pointwise convolution's col is dx itself.
-    let transposed_product = |dst: &mut [T]| {
+    // col_g = W_gᵀ · dy_g per tile, then col2im; a pointwise convolution's col is dx itself.
+    let transposed_product = |dst: &mut [T], rows: &Range<usize>| {
+        let lt = rows.len() * g.wo;
         for grp in 0..g.p.groups {
             gemm(
-                &mut dst[grp * k * l..(grp + 1) * k * l],
+                &mut dst[grp * k * lt..],
+                lt,
                 false,
-                Mat::rows(&w[grp * cout_g * k..], cout_g, k).t(),
-                Mat::rows(&dy[grp * cout_g * l..], cout_g, l),
+                Mat::new(&w[grp * cout_g * k..], cout_g, k, k).t(),
+                Mat::new(&dy[grp * cout_g * l + rows.start * g.wo..], cout_g, lt, l),
                 parallel,
             );
         }
     };
-    if g.pointwise() {
-        transposed_product(dx);
-    } else {
-        transposed_product(col);
-        g.col2im(col, dx);
+    for rows in g.tiles() {
+        if g.pointwise() {
+            transposed_product(dx, &rows);
+        } else {
+            transposed_product(col, &rows);
+            g.col2im(col, dx, &rows);
+        }
     }
 }
 
@@ -444,20 +503,19 @@ fn backward_weight_image<T: Float>(
     parallel: bool,
 ) {
     let (k, l, cout_g) = (g.k(), g.l(), g.cout_g());
-    let col: &[T] = if g.pointwise() {
-        x
-    } else {
-        g.im2col(x, col);
-        col
-    };
-    for grp in 0..g.p.groups {
-        gemm(
-            &mut dw[grp * cout_g * k..(grp + 1) * cout_g * k],
-            true,
-            Mat::rows(&dy[grp * cout_g * l..], cout_g, l),
-            Mat::rows(&col[grp * k * l..], k, l).t(),
-            parallel,
-        );
+    for rows in g.tiles() {
+        let lt = rows.len() * g.wo;
+        let (cols, crs) = g.columns(x, col, &rows);
+        for grp in 0..g.p.groups {
+            gemm(
+                &mut dw[grp * cout_g * k..],
+                k,
+                true,
+                Mat::new(&dy[grp * cout_g * l + rows.start * g.wo..], cout_g, lt, l),
+                Mat::new(&cols[grp * k * crs..], k, lt, crs).t(),
+                parallel,
+            );
+        }
     }
 }
 

@@ -1,0 +1,47 @@
+//! CPU matmul and conv2d throughput in f32; criterion reports FLOP/s (2 per multiply-add).
+//!
+//! Run: `cargo bench -p difftune-benches --bench cpu_ops`.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use difftune_benches::{CONV_CASES, MATMUL_SIZES};
+use tensor::{Conv2dParams, DType, Device, Generator, Tensor};
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let mut gen = Generator::new(seed);
+    Tensor::randn(shape, 0.0, 1.0, DType::F32, Device::Cpu, &mut gen).expect("randn")
+}
+
+fn matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul_f32");
+    for n in MATMUL_SIZES {
+        let (a, b) = (randn(&[n, n], 1), randn(&[n, n], 2));
+        group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+        group.bench_function(format!("{n}x{n}x{n}"), |bench| {
+            bench.iter(|| a.matmul(&b).expect("matmul"))
+        });
+    }
+    group.finish();
+}
+
+fn conv2d(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d_f32");
+    for case in CONV_CASES {
+        let x = randn(&[case.n, case.cin, case.hw, case.hw], 3);
+        let w = randn(&[case.cout, case.cin, case.k, case.k], 4);
+        let p = Conv2dParams {
+            padding: (case.pad, case.pad),
+            ..Default::default()
+        };
+        group.throughput(Throughput::Elements(case.flops()));
+        group.bench_function(case.name(), |bench| {
+            bench.iter(|| x.conv2d(&w, &p).expect("conv2d"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, conv2d);
+criterion_main!(benches);
