@@ -46,10 +46,12 @@ pub fn is_grad_enabled() -> bool {
     GRAD_ENABLED.with(|g| g.get())
 }
 
-/// A node of the graph: the op that made a Var, its inputs, and its gradient function.
+/// A recorded op: what made a Var, the graph places of its inputs, and its gradient function.
+/// It holds no input values: a tensor outlives the forward only where a gradient function saved
+/// it, as in PyTorch.
 struct Node {
     op: Op,
-    inputs: Vec<Var>,
+    inputs: Vec<Arc<Place>>,
     backward: BackwardFn,
 }
 
@@ -62,10 +64,11 @@ enum Origin {
     Freed(Op),
 }
 
-struct Inner {
+/// A Var's place in the graph, apart from its value.
+struct Place {
     id: usize,
-    value: Tensor,
     requires_grad: bool,
+    shape: Vec<usize>,
     origin: Mutex<Origin>,
 }
 
@@ -82,17 +85,25 @@ struct Inner {
 /// assert_eq!(grads.get(&x).unwrap().to_vec::<f64>().unwrap(), vec![2.0, 4.0, 6.0]);
 /// ```
 #[derive(Clone)]
-pub struct Var(Arc<Inner>);
+pub struct Var {
+    value: Tensor,
+    place: Arc<Place>,
+}
 
 impl Var {
     fn new(value: Tensor, requires_grad: bool, origin: Origin) -> Var {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Var(Arc::new(Inner {
-            id,
+        let shape = value.shape().to_vec();
+        let origin = Mutex::new(origin);
+        Var {
             value,
-            requires_grad,
-            origin: Mutex::new(origin),
-        }))
+            place: Arc::new(Place {
+                id,
+                requires_grad,
+                shape,
+                origin,
+            }),
+        }
     }
 
     /// A leaf that needs no gradient (an input, a frozen weight).
@@ -121,7 +132,7 @@ impl Var {
         if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
             return Var::constant(value);
         }
-        let inputs = inputs.iter().map(|&v| v.clone()).collect();
+        let inputs = inputs.iter().map(|v| v.place.clone()).collect();
         Var::new(
             value,
             true,
@@ -135,32 +146,32 @@ impl Var {
 
     /// The value.
     pub fn value(&self) -> &Tensor {
-        &self.0.value
+        &self.value
     }
 
     /// The value's shape.
     pub fn shape(&self) -> &[usize] {
-        self.0.value.shape()
+        self.value.shape()
     }
 
     /// A number unique to this Var, increasing in creation order.
     pub fn id(&self) -> usize {
-        self.0.id
+        self.place.id
     }
 
     /// Whether a gradient flows to this Var.
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.place.requires_grad
     }
 
     /// The same value as a constant, cut from the graph.
     pub fn detach(&self) -> Var {
-        Var::constant(self.0.value.clone())
+        Var::constant(self.value.clone())
     }
 
     /// The op that made this Var, if any (also after backward freed its node).
     pub fn op(&self) -> Option<Op> {
-        match &*self.0.origin.lock().expect("graph lock") {
+        match &*self.place.origin.lock().expect("graph lock") {
             Origin::Leaf => None,
             Origin::Op(node) => Some(node.op),
             Origin::Freed(op) => Some(*op),
@@ -185,56 +196,61 @@ impl Var {
         }
         // The tape: every node reachable from the loss, in reverse creation order (ids grow with
         // creation, so an op always comes after its inputs).
-        let mut tape: Vec<Var> = Vec::new();
+        let mut tape: Vec<Arc<Place>> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut stack = vec![self.clone()];
-        while let Some(v) = stack.pop() {
-            if !seen.insert(v.id()) {
+        let mut stack = vec![self.place.clone()];
+        while let Some(p) = stack.pop() {
+            if !seen.insert(p.id) {
                 continue;
             }
-            match &*v.0.origin.lock().expect("graph lock") {
+            match &*p.origin.lock().expect("graph lock") {
                 Origin::Leaf => continue,
                 Origin::Freed(op) => {
                     return Err(Error::msg(format!(
                         "backward: the graph through `{op:?}` was freed by an earlier backward; run the forward again"
                     )))
                 }
-                Origin::Op(node) => stack.extend(node.inputs.iter().filter(|i| i.requires_grad()).cloned()),
+                Origin::Op(node) => {
+                    stack.extend(node.inputs.iter().filter(|i| i.requires_grad).cloned())
+                }
             }
-            tape.push(v);
+            tape.push(p);
         }
-        tape.sort_by_key(|v| std::cmp::Reverse(v.id()));
+        tape.sort_by_key(|p| std::cmp::Reverse(p.id));
 
         let mut pending: HashMap<usize, Tensor> = HashMap::new();
         pending.insert(self.id(), self.value().ones_like()?);
-        for v in tape {
-            let origin =
-                std::mem::replace(&mut *v.0.origin.lock().expect("graph lock"), Origin::Leaf);
-            let Origin::Op(node) = origin else {
-                unreachable!("only op nodes are on the tape")
+        for p in tape {
+            // Take the node out: its gradient function and what it saved are freed after use.
+            let node = {
+                let mut origin = p.origin.lock().expect("graph lock");
+                let Origin::Op(node) = std::mem::replace(&mut *origin, Origin::Leaf) else {
+                    unreachable!("only op nodes are on the tape")
+                };
+                *origin = Origin::Freed(node.op);
+                node
             };
-            *v.0.origin.lock().expect("graph lock") = Origin::Freed(node.op);
-            let Some(grad) = pending.remove(&v.id()) else {
+            let Some(grad) = pending.remove(&p.id) else {
                 continue;
             };
-            let needs: Vec<bool> = node.inputs.iter().map(Var::requires_grad).collect();
+            let needs: Vec<bool> = node.inputs.iter().map(|i| i.requires_grad).collect();
             let input_grads = (node.backward)(&grad, &needs)?;
             for (input, g) in node.inputs.iter().zip(input_grads) {
-                let Some(g) = g.filter(|_| input.requires_grad()) else {
+                let Some(g) = g.filter(|_| input.requires_grad) else {
                     continue;
                 };
-                if g.shape() != input.shape() {
+                if g.shape() != input.shape {
                     return Err(Error::shape(
                         "backward",
                         format!(
                             "{:?} returned a gradient of shape {:?} for an input of shape {:?}",
                             node.op,
                             g.shape(),
-                            input.shape()
+                            input.shape
                         ),
                     ));
                 }
-                accumulate(&mut pending, input.id(), g)?;
+                accumulate(&mut pending, input.id, g)?;
             }
         }
         // What is left belongs to leaves.

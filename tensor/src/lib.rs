@@ -26,7 +26,7 @@ pub mod safetensors;
 mod storage;
 mod tensor;
 
-pub use cpu::{BinaryOp, CmpOp, Conv2dParams, UnaryOp};
+pub use cpu::{BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result};

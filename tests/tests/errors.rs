@@ -35,7 +35,7 @@ fn matmul_inner_dimension_mismatch() {
     // Batch dims that do not broadcast, and too few dims.
     expect_err(
         zeros(&[2, 2, 3]).matmul(&zeros(&[3, 3, 4])),
-        &["matmul", "[2]", "[3]"],
+        &["matmul", "[2, 2, 3]", "[3, 3, 4]", "batch"],
     );
     expect_err(
         zeros(&[3]).matmul(&zeros(&[3, 4])),

@@ -1,7 +1,7 @@
 //! Elementwise ops: broadcasting arithmetic, the pointwise functions of [`UnaryOp`], `where`, and
 //! dtype casts.
 
-use tensor::{DType, Result, Tensor, UnaryOp};
+use tensor::{DType, Result, Saved, Tensor, UnaryOp};
 
 use crate::{Op, Var};
 
@@ -70,9 +70,14 @@ impl Var {
     /// A pointwise function; its backward is `grad · f'(x)` from the op's derivative table.
     pub fn unary(&self, op: UnaryOp) -> Result<Var> {
         let y = self.value().unary(op)?;
-        let (x, out) = (self.value().clone(), y.clone());
+        // Keep only what the derivative needs (see `UnaryOp::saves`).
+        let saved = match op.saves() {
+            Saved::Nothing => None,
+            Saved::Input => Some(self.value().clone()),
+            Saved::Output => Some(y.clone()),
+        };
         Ok(Var::from_op(unary_op_name(op), y, &[self], move |g, _| {
-            Ok(vec![Some(x.unary_backward(op, &out, g)?)])
+            Ok(vec![Some(g.unary_backward(op, saved.as_ref())?)])
         }))
     }
 

@@ -131,9 +131,10 @@ impl Var {
         let d = qs[qs.len() - 1];
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
         let rk = ks.len();
+        // Scaling q ([.., Sq, D]) rather than the scores ([.., Sq, Sk]) is the smaller pass.
         let scores = self
-            .matmul(&k.transpose(rk - 2, rk - 1)?)?
-            .mul_scalar(scale)?;
+            .mul_scalar(scale)?
+            .matmul(&k.transpose(rk - 2, rk - 1)?)?;
         let scores = match mask {
             Some(mask) => {
                 scores.masked_fill(&blocked(op, mask, scores.shape())?, f64::NEG_INFINITY)?

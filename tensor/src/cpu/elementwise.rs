@@ -3,7 +3,7 @@
 
 use crate::cpu::{float_op, float_op2, map1, map2};
 use crate::layout::{broadcast_shapes, Rows};
-use crate::{CpuStorage, DType, Element, Error, Float, Result, Tensor};
+use crate::{ensure_shape, CpuStorage, DType, Element, Error, Float, Result, Tensor};
 
 /// A pointwise function of one tensor, with its derivative.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,16 +102,29 @@ impl UnaryOp {
         }
     }
 
-    /// f'(x), given the input `x` and the output `y = f(x)`.
+    /// What the backward pass keeps of the forward: each derivative needs the input, the output,
+    /// or nothing, never both, so the tape holds at most one tensor per pointwise op.
+    pub fn saves(self) -> Saved {
+        match self {
+            UnaryOp::Neg | UnaryOp::AddScalar(_) | UnaryOp::MulScalar(_) => Saved::Nothing,
+            UnaryOp::Exp | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Tanh | UnaryOp::Sigmoid => {
+                Saved::Output
+            }
+            _ => Saved::Input,
+        }
+    }
+
+    /// f', from the value [`UnaryOp::saves`] names (x, y = f(x), or anything when nothing).
     #[inline]
-    pub fn derivative<T: Float>(self, x: T, y: T) -> T {
+    pub fn derivative<T: Float>(self, v: T) -> T {
         let c = T::from_f64;
+        let (x, y) = (v, v);
         match self {
             UnaryOp::Neg => -T::ONE,
             UnaryOp::Exp => y,
             UnaryOp::Log => T::ONE / x,
             UnaryOp::Sqrt => c(0.5) / y,
-            UnaryOp::Rsqrt => c(-0.5) * y / x,
+            UnaryOp::Rsqrt => c(-0.5) * y * y * y,
             UnaryOp::Abs => step(x) - step(-x),
             UnaryOp::Square => c(2.0) * x,
             UnaryOp::Tanh => T::ONE - y * y,
@@ -143,6 +156,17 @@ impl UnaryOp {
             UnaryOp::MulScalar(v) => c(v),
         }
     }
+}
+
+/// The forward value a pointwise op's derivative is computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// A constant derivative.
+    Nothing,
+    /// The input x.
+    Input,
+    /// The output y = f(x).
+    Output,
 }
 
 #[inline]
@@ -284,19 +308,27 @@ impl Tensor {
         self.with_storage(out, self.shape())
     }
 
-    /// The gradient through `op`: `grad · f'(self)`, where `output = op(self)`.
-    pub fn unary_backward(&self, op: UnaryOp, output: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        // f'(x, y) first, then times grad: two passes, but each is a plain map over matching shapes.
-        let (x, y) = (self.cpu_storage(), output.cpu_storage());
-        let (lx, ly) = (self.layout(), output.layout());
-        let d = float_op2!(op.name(), x, y, |x, y: T| T::into_storage(map2(
-            x,
-            lx,
-            y,
-            ly,
-            |a, b| op.derivative(a, b)
-        )));
-        self.with_storage(d, self.shape())?.mul(grad)
+    /// The gradient through `op`: `self · f'`, with `self` the output's gradient and `saved` the
+    /// value [`UnaryOp::saves`] names (`None` when it saves nothing). One fused pass.
+    pub fn unary_backward(&self, op: UnaryOp, saved: Option<&Tensor>) -> Result<Tensor> {
+        let Some(saved) = saved else {
+            return self.mul_scalar(op.derivative(0.0));
+        };
+        ensure_shape!(
+            saved.shape() == self.shape(),
+            op.name(),
+            "saved value {:?} and gradient {:?} differ",
+            saved.shape(),
+            self.shape()
+        );
+        let (lv, lg) = (saved.layout(), self.layout());
+        let d = float_op2!(
+            op.name(),
+            saved.cpu_storage(),
+            self.cpu_storage(),
+            |v, g: T| T::into_storage(map2(v, lv, g, lg, |a, b| op.derivative(a) * b))
+        );
+        self.with_storage(d, self.shape())
     }
 
     /// x^e elementwise.

@@ -11,7 +11,7 @@ mod pool;
 mod reduce;
 
 pub use conv::Conv2dParams;
-pub use elementwise::{BinaryOp, CmpOp, UnaryOp};
+pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
 
 use rayon::prelude::*;
 
