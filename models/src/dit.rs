@@ -52,7 +52,7 @@ use autograd::{checkpoint, Var};
 use tensor::{DType, Error, Generator, Result, Tensor};
 
 use crate::config::JsonConfig;
-use crate::nn::{Embedding, Linear};
+use crate::nn::{sinusoidal_embedding_f32, Embedding, Linear};
 use crate::params::{join, ParamStore};
 
 /// Size of the sinusoidal timestep features fed to the timestep MLP (the reference's
@@ -420,33 +420,12 @@ impl TimestepEmbedder {
     }
 }
 
-/// The reference's `TimestepEmbedder.timestep_embedding(t, dim, max_period)` in the reference's
-/// float32 arithmetic, whatever the model's dtype: `t.float()`, frequencies
-/// `exp(-ln(max_period) · i / half)` with the exponent formed in float32, arguments `t · freq` in
-/// float32, then `[cos, sin]` (zero-padded when `dim` is odd); `[N, dim]` f32.
-///
-/// The float32 rounding is part of the reference's function: at t ≈ 1000 one ulp of a frequency
-/// moves the argument by ~6e-5, so computing in float64 instead changes the features by that
-/// much. exp, cos and sin are evaluated in float64 and rounded once, so each is correctly
-/// rounded (PyTorch's vectorised float32 `exp` is within one ulp of that, not always equal).
-/// [`crate::nn::dit_timestep_embedding`] is the same function in float64 throughout.
+/// The reference's `TimestepEmbedder.timestep_embedding(t, dim, max_period)` in its float32
+/// arithmetic whatever the model's dtype (`t.float() * freqs`, then `[cos, sin]`): the diffusers
+/// embedding with `flip_sin_to_cos` and no shift, rounded as PyTorch rounds. At t ≈ 1000 one ulp of
+/// a frequency moves the argument by ~6e-5, so the rounding is part of the reference's function.
 pub fn timestep_embedding_f32(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
-    let half = dim / 2;
-    let neg_log = -(max_period.ln()) as f32;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| (f64::from(neg_log * i as f32 / half as f32)).exp() as f32)
-        .collect();
-    let t = t.to_f64_vec()?;
-    let mut out = Vec::with_capacity(t.len() * dim);
-    for &ti in &t {
-        let args: Vec<f64> = freqs.iter().map(|&f| f64::from(ti as f32 * f)).collect();
-        out.extend(args.iter().map(|a| a.cos() as f32));
-        out.extend(args.iter().map(|a| a.sin() as f32));
-        if dim % 2 == 1 {
-            out.push(0.0);
-        }
-    }
-    Tensor::from_vec(out, &[t.len(), dim])
+    sinusoidal_embedding_f32(t, dim, true, 0.0, max_period, DType::F32)
 }
 
 /// `LabelEmbedder`: a table of class embeddings, with label dropout to the null class
@@ -981,7 +960,7 @@ mod tests {
         // t = 0: cos = 1 then sin = 0, exactly.
         assert!(ours[..128].iter().all(|&v| v == 1.0) && ours[128..256].iter().all(|&v| v == 0.0));
         // Within float32 argument rounding (500 · 2⁻²⁴ · 2) of the float64 features, not equal.
-        let exact = crate::nn::dit_timestep_embedding(&t, 256, 10000.0, DType::F64)
+        let exact = crate::nn::sinusoidal_embedding(&t, 256, true, 0.0, 10000.0, DType::F64)
             .unwrap()
             .to_f64_vec()
             .unwrap();

@@ -116,17 +116,6 @@ fn embed_rounded(
     Tensor::from_vec(out, &[t.len(), dim])?.to_dtype(dtype)
 }
 
-/// DiT's `TimestepEmbedder.timestep_embedding`: frequencies `exp(-ln(max_period) · i / half)` and
-/// `[cos, sin]` halves, zero-padded when `dim` is odd.
-pub fn dit_timestep_embedding(
-    t: &Tensor,
-    dim: usize,
-    max_period: f64,
-    dtype: DType,
-) -> Result<Tensor> {
-    sinusoidal_embedding(t, dim, true, 0.0, max_period, dtype)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,7 +141,8 @@ mod tests {
     #[test]
     fn dit_embedding_is_cos_first() {
         let t = Tensor::from_vec(vec![0i64, 10], &[2]).unwrap();
-        let e = dit_timestep_embedding(&t, 4, 10000.0, DType::F64)
+        // DiT's form: cos first, no frequency shift.
+        let e = sinusoidal_embedding(&t, 4, true, 0.0, 10000.0, DType::F64)
             .unwrap()
             .to_vec::<f64>()
             .unwrap();

@@ -7,7 +7,5 @@ mod embed;
 mod layers;
 
 pub use conv::Conv2d;
-pub use embed::{
-    dit_timestep_embedding, sinusoidal_embedding, sinusoidal_embedding_f32, Embedding,
-};
+pub use embed::{sinusoidal_embedding, sinusoidal_embedding_f32, Embedding};
 pub use layers::{GroupNorm, LayerNorm, Linear};
