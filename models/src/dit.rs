@@ -52,7 +52,7 @@ use autograd::{checkpoint, Var};
 use tensor::{DType, Error, Generator, Result, Tensor};
 
 use crate::config::JsonConfig;
-use crate::nn::{sinusoidal_embedding_f32, Embedding, Linear};
+use crate::nn::{sinusoidal_embedding_f32, Embedding, Linear, LinearVars};
 use crate::params::{join, ParamStore};
 
 /// Size of the sinusoidal timestep features fed to the timestep MLP (the reference's
@@ -539,30 +539,6 @@ fn layer_norm(x: &Var) -> Result<Var> {
     x.layer_norm(1, None, None, LN_EPS)
 }
 
-/// The Vars of a Linear with bias, read once from the store so that a block can run without it
-/// (inside a checkpoint).
-#[derive(Clone)]
-struct LinearVars {
-    weight: Var,
-    bias: Var,
-}
-
-impl LinearVars {
-    fn read(ps: &ParamStore, linear: &Linear) -> Result<Self> {
-        let bias = linear
-            .bias_name()
-            .ok_or_else(|| Error::msg("DiT: a Linear without bias"))?;
-        Ok(LinearVars {
-            weight: ps.var(linear.weight_name())?,
-            bias: ps.var(bias)?,
-        })
-    }
-
-    fn forward(&self, x: &Var) -> Result<Var> {
-        x.matmul(&self.weight.transpose(0, 1)?)?.add(&self.bias)
-    }
-}
-
 /// `DiTBlock`: attention and MLP, each behind a LayerNorm modulated by `c` and gated
 /// (adaLN-Zero):
 ///
@@ -607,11 +583,11 @@ impl DitBlock {
 
     fn vars(&self, ps: &ParamStore) -> Result<BlockVars> {
         Ok(BlockVars {
-            qkv: LinearVars::read(ps, &self.qkv)?,
-            proj: LinearVars::read(ps, &self.proj)?,
-            fc1: LinearVars::read(ps, &self.fc1)?,
-            fc2: LinearVars::read(ps, &self.fc2)?,
-            ada: LinearVars::read(ps, &self.ada)?,
+            qkv: self.qkv.vars(ps)?,
+            proj: self.proj.vars(ps)?,
+            fc1: self.fc1.vars(ps)?,
+            fc2: self.fc2.vars(ps)?,
+            ada: self.ada.vars(ps)?,
             num_heads: self.num_heads,
         })
     }
@@ -625,7 +601,7 @@ impl DitBlock {
         }
         let params: Vec<&Var> = [&vars.qkv, &vars.proj, &vars.fc1, &vars.fc2, &vars.ada]
             .into_iter()
-            .flat_map(|l| [&l.weight, &l.bias])
+            .flat_map(|l| l.params())
             .collect();
         let inner = vars.clone();
         checkpoint(&[x, c], &params, move |v| inner.forward(&v[0], &v[1]))

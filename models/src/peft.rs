@@ -101,17 +101,27 @@ fn fold(ps: &mut ParamStore, merge: bool) -> Result<()> {
     Ok(())
 }
 
-/// The LoRA term of a Linear: `(α / r) (x Aᵀ) Bᵀ`, or `None` when the weight has no active adapter.
-pub(crate) fn linear_lora(ps: &ParamStore, weight: &str, x: &Var) -> Result<Option<Var>> {
+/// The Vars of an active (unmerged) LoRA adapter.
+#[derive(Clone, Debug)]
+pub struct LoraVars {
+    /// `A`.
+    pub a: Var,
+    /// `B`.
+    pub b: Var,
+    /// α / r.
+    pub scale: f64,
+}
+
+/// The adapter Vars of the weight `weight`, or `None` when it has no active adapter.
+pub(crate) fn lora_vars(ps: &ParamStore, weight: &str) -> Result<Option<LoraVars>> {
     let Some(lora) = ps.lora(weight).filter(|l| !l.merged) else {
         return Ok(None);
     };
-    let (a, b) = (ps.var(&lora.a)?, ps.var(&lora.b)?);
-    Ok(Some(
-        x.matmul(&a.transpose(0, 1)?)?
-            .matmul(&b.transpose(0, 1)?)?
-            .mul_scalar(lora.scale)?,
-    ))
+    Ok(Some(LoraVars {
+        a: ps.var(&lora.a)?,
+        b: ps.var(&lora.b)?,
+        scale: lora.scale,
+    }))
 }
 
 /// The LoRA term of a Conv2d: `A` convolves like the weight (to `r` channels), then `B` mixes
@@ -122,7 +132,7 @@ pub(crate) fn conv_lora(
     x: &Var,
     p: &Conv2dParams,
 ) -> Result<Option<Var>> {
-    let Some(lora) = ps.lora(weight).filter(|l| !l.merged) else {
+    let Some(lora) = lora_vars(ps, weight)? else {
         return Ok(None);
     };
     if p.groups != 1 {
@@ -132,10 +142,9 @@ pub(crate) fn conv_lora(
             p.groups
         )));
     }
-    let (a, b) = (ps.var(&lora.a)?, ps.var(&lora.b)?);
-    let h = x.conv2d(&a, None, p)?;
+    let h = x.conv2d(&lora.a, None, p)?;
     Ok(Some(
-        h.conv2d(&b, None, &Conv2dParams::default())?
+        h.conv2d(&lora.b, None, &Conv2dParams::default())?
             .mul_scalar(lora.scale)?,
     ))
 }

@@ -379,3 +379,86 @@ fn dit_s2_has_the_reference_parameter_count() {
     // 2 patch-embed, pos_embed, 4 timestep-MLP, the label table, 10 per block, 4 final.
     assert_eq!(ps.len(), 2 + 1 + 4 + 1 + 12 * 10 + 4);
 }
+
+#[test]
+fn lora_reaches_the_block_linears_with_and_without_checkpointing() {
+    let cfg = DitConfig {
+        input_size: 8,
+        patch_size: 2,
+        in_channels: 2,
+        hidden_size: 32,
+        depth: 2,
+        num_heads: 2,
+        num_classes: 3,
+        ..DitConfig::default()
+    };
+    let mut ps = ParamStore::new(DType::F64, Device::Cpu, 0);
+    let mut model = Dit::new(&mut ps, cfg).unwrap();
+    // Give the zero-initialised adaLN and output layers values, so the blocks matter.
+    for name in ps.names().map(String::from).collect::<Vec<_>>() {
+        let shape = ps.tensor(&name).unwrap().shape().to_vec();
+        if name != "pos_embed" {
+            let v = Tensor::randn(
+                &shape,
+                0.0,
+                0.1,
+                DType::F64,
+                Device::Cpu,
+                &mut Generator::new(name.len() as u64),
+            )
+            .unwrap();
+            ps.set(&name, v).unwrap();
+        }
+    }
+    let mut gen = Generator::new(7);
+    let x = Var::constant(
+        Tensor::randn(&[2, 2, 8, 8], 0.0, 1.0, DType::F64, Device::Cpu, &mut gen).unwrap(),
+    );
+    let (t, y) = (
+        Tensor::from_vec(vec![3i64, 700], &[2]).unwrap(),
+        Tensor::from_vec(vec![0i64, 3], &[2]).unwrap(),
+    );
+    let base = model
+        .forward(&ps, &x, &t, &y, None)
+        .unwrap()
+        .value()
+        .clone();
+
+    // Every Linear in the blocks gets an adapter (qkv, proj, fc1, fc2, adaLN: 5 per block).
+    assert_eq!(
+        models::peft::add_lora(&mut ps, "blocks.*", 2, 4.0).unwrap(),
+        10
+    );
+    assert_eq!(
+        model
+            .forward(&ps, &x, &t, &y, None)
+            .unwrap()
+            .value()
+            .max_abs_diff(&base)
+            .unwrap(),
+        0.0
+    );
+    let b = Tensor::randn(&[96, 2], 0.0, 0.5, DType::F64, Device::Cpu, &mut gen).unwrap();
+    ps.set("blocks.1.attn.qkv.weight.lora_B", b).unwrap();
+    let run = |model: &Dit| {
+        let out = model.forward(&ps, &x, &t, &y, None).unwrap();
+        let grads = out.square().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = |n: &str| grads.get(&ps.var(n).unwrap()).cloned();
+        (
+            out.value().clone(),
+            g("blocks.1.attn.qkv.weight.lora_A").unwrap(),
+            g("blocks.0.mlp.fc1.weight.lora_B").unwrap(),
+            g("blocks.0.mlp.fc1.weight"),
+        )
+    };
+    let plain = run(&model);
+    assert!(
+        plain.0.max_abs_diff(&base).unwrap() > 1e-6,
+        "the adapter changes the output"
+    );
+    assert!(plain.3.is_none(), "the adapted weights are frozen");
+    model.set_checkpointing(true);
+    let ckpt = run(&model);
+    assert!(ckpt.0.max_abs_diff(&plain.0).unwrap() < 1e-12);
+    assert!(rel_err(&ckpt.1, &plain.1) < 1e-12 && rel_err(&ckpt.2, &plain.2) < 1e-12);
+}

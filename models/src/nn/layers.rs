@@ -4,7 +4,7 @@ use autograd::Var;
 use tensor::Result;
 
 use crate::params::{join, ParamStore};
-use crate::peft::linear_lora;
+use crate::peft::{lora_vars, LoraVars};
 
 /// y = x Wᵀ + b over the last dim; weight `[out, in]` as PyTorch stores it.
 #[derive(Clone, Debug)]
@@ -50,15 +50,51 @@ impl Linear {
 
     /// x `[.., in]` -> `[.., out]`.
     pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
-        let w = ps.var(&self.weight)?;
-        let mut y = x.matmul(&w.transpose(0, 1)?)?;
-        if let Some(lora) = linear_lora(ps, &self.weight, x)? {
-            y = y.add(&lora)?;
+        self.vars(ps)?.forward(x)
+    }
+
+    /// The current Vars of this Linear (with its active LoRA factors), read once from the store:
+    /// a block can then run without the store, e.g. inside a gradient checkpoint.
+    pub fn vars(&self, ps: &ParamStore) -> Result<LinearVars> {
+        Ok(LinearVars {
+            weight: ps.var(&self.weight)?,
+            bias: self.bias.as_deref().map(|b| ps.var(b)).transpose()?,
+            lora: lora_vars(ps, &self.weight)?,
+        })
+    }
+}
+
+/// A Linear's parameters as Vars: `y = x Wᵀ + (α / r) (x Aᵀ) Bᵀ + b`.
+#[derive(Clone, Debug)]
+pub struct LinearVars {
+    weight: Var,
+    bias: Option<Var>,
+    lora: Option<LoraVars>,
+}
+
+impl LinearVars {
+    /// x `[.., in]` -> `[.., out]`.
+    pub fn forward(&self, x: &Var) -> Result<Var> {
+        let mut y = x.matmul(&self.weight.transpose(0, 1)?)?;
+        if let Some(l) = &self.lora {
+            let low_rank = x
+                .matmul(&l.a.transpose(0, 1)?)?
+                .matmul(&l.b.transpose(0, 1)?)?;
+            y = y.add(&low_rank.mul_scalar(l.scale)?)?;
         }
         match &self.bias {
-            Some(b) => y.add(&ps.var(b)?),
+            Some(b) => y.add(b),
             None => Ok(y),
         }
+    }
+
+    /// Every Var the forward reads (weight, bias, LoRA factors).
+    pub fn params(&self) -> Vec<&Var> {
+        let lora = self.lora.iter().flat_map(|l| [&l.a, &l.b]);
+        std::iter::once(&self.weight)
+            .chain(&self.bias)
+            .chain(lora)
+            .collect()
     }
 }
 

@@ -8,4 +8,4 @@ mod layers;
 
 pub use conv::Conv2d;
 pub use embed::{sinusoidal_embedding, sinusoidal_embedding_f32, Embedding};
-pub use layers::{GroupNorm, LayerNorm, Linear};
+pub use layers::{GroupNorm, LayerNorm, Linear, LinearVars};
