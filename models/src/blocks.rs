@@ -11,7 +11,7 @@ use autograd::{checkpoint, Var};
 use tensor::{Conv2dParams, Error, Result};
 
 use crate::config::bad_value;
-use crate::nn::{Conv2d, GroupNorm, Linear};
+use crate::nn::{self, Conv2d, GroupNorm, Linear};
 use crate::params::{join, ParamStore};
 
 /// The nonlinearity of the residual blocks (diffusers' `act_fn`).
@@ -357,11 +357,7 @@ impl Upsample2D {
 pub struct Attention {
     prefix: String,
     group_norm: Option<GroupNorm>,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-    heads: usize,
+    attn: nn::Attention,
     rescale_output_factor: f64,
 }
 
@@ -388,11 +384,7 @@ impl Attention {
             group_norm: groups
                 .map(|g| GroupNorm::new(ps, &p("group_norm"), g, channels, eps))
                 .transpose()?,
-            to_q: Linear::new(ps, &p("to_q"), channels, channels, true)?,
-            to_k: Linear::new(ps, &p("to_k"), channels, channels, true)?,
-            to_v: Linear::new(ps, &p("to_v"), channels, channels, true)?,
-            to_out: Linear::new(ps, &p("to_out.0"), channels, channels, true)?,
-            heads: channels / head_dim,
+            attn: nn::Attention::new(ps, prefix, channels, channels, channels / head_dim, true)?,
             rescale_output_factor,
         })
     }
@@ -414,25 +406,14 @@ impl Attention {
                 ),
             ));
         };
-        let (l, heads, d) = (h * w, self.heads, c / self.heads);
         let normed = match &self.group_norm {
             Some(norm) => norm.forward(ps, x)?,
             None => x.clone(),
         };
-        let tokens = normed.reshape(&[n, c, l])?.transpose(1, 2)?;
-        let split = |lin: &Linear| -> Result<Var> {
-            lin.forward(ps, &tokens)?
-                .reshape(&[n, l, heads, d])?
-                .permute(&[0, 2, 1, 3])
-        };
-        let (q, k, v) = (split(&self.to_q)?, split(&self.to_k)?, split(&self.to_v)?);
-        let o = q
-            .scaled_dot_product_attention(&k, &v, None, None)?
-            .permute(&[0, 2, 1, 3])?
-            .reshape(&[n, l, c])?;
+        let tokens = normed.reshape(&[n, c, h * w])?.transpose(1, 2)?;
         let o = self
-            .to_out
-            .forward(ps, &o)?
+            .attn
+            .forward(ps, &tokens, None, None)?
             .transpose(1, 2)?
             .reshape(&[n, c, h, w])?;
         let out = o.add(x)?;
