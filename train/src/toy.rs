@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use autograd::{no_grad, Var};
 use indicatif::{ProgressBar, ProgressStyle};
+use models::ParamStore;
 use rand::Rng;
 use rand_distr::StandardNormal;
 use tensor::{DType, Device, Generator, Result, Tensor};
 
 use crate::files::write_atomic;
-use crate::optim::AdamW;
+use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::plot::{Canvas, Panel};
 
 /// Settings of a toy run.
@@ -118,29 +119,37 @@ impl Schedule {
     }
 }
 
-/// The denoiser: [x, sin/cos(t)] -> hidden -> hidden -> ε, with SiLU.
+/// The denoiser: [x, sin/cos(t)] -> hidden -> hidden -> ε, with SiLU. Layer `i` has the
+/// parameters `i.weight` ([in, out]) and `i.bias`.
 struct Mlp {
-    params: Vec<Var>,
+    params: ParamStore,
 }
+
+const LAYERS: usize = 3;
 
 impl Mlp {
     fn new(hidden: usize, gen: &mut Generator) -> Result<Self> {
-        let mut params = Vec::new();
-        for (fan_in, fan_out) in [(2 + TIME_FEATURES, hidden), (hidden, hidden), (hidden, 2)] {
+        let mut params = ParamStore::new(DType::F32, Device::Cpu, 0);
+        for (i, (fan_in, fan_out)) in [(2 + TIME_FEATURES, hidden), (hidden, hidden), (hidden, 2)]
+            .into_iter()
+            .enumerate()
+        {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            params.push(Var::param(Tensor::rand(
-                &[fan_in, fan_out],
-                -bound,
-                bound,
-                DType::F32,
-                Device::Cpu,
-                gen,
-            )?));
-            params.push(Var::param(Tensor::zeros(
-                &[fan_out],
-                DType::F32,
-                Device::Cpu,
-            )?));
+            params.insert(
+                &format!("{i}.weight"),
+                Tensor::rand(
+                    &[fan_in, fan_out],
+                    -bound,
+                    bound,
+                    DType::F32,
+                    Device::Cpu,
+                    gen,
+                )?,
+            )?;
+            params.insert(
+                &format!("{i}.bias"),
+                Tensor::zeros(&[fan_out], DType::F32, Device::Cpu)?,
+            )?;
         }
         Ok(Mlp { params })
     }
@@ -148,9 +157,11 @@ impl Mlp {
     fn forward(&self, x: &Var, t: &[usize], timesteps: usize) -> Result<Var> {
         let features = time_features(t, timesteps)?;
         let mut h = Var::cat(&[x, &Var::constant(features)], 1)?;
-        for (i, layer) in self.params.chunks(2).enumerate() {
-            h = h.matmul(&layer[0])?.add(&layer[1])?;
-            if i + 1 < self.params.len() / 2 {
+        for i in 0..LAYERS {
+            h = h
+                .matmul(&self.params.var(&format!("{i}.weight"))?)?
+                .add(&self.params.var(&format!("{i}.bias"))?)?;
+            if i + 1 < LAYERS {
                 h = h.silu()?;
             }
         }
@@ -182,7 +193,9 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
     let mut gen = Generator::new(config.seed);
     let schedule = Schedule::new(config.timesteps);
     let mut model = Mlp::new(config.hidden, &mut gen)?;
-    let mut opt = AdamW::new(config.lr, 0.0);
+    let mut opt = AdamW::new(AdamWConfig::default().with_lr(config.lr));
+    // Cosine decay of the learning rate to 10% over the run.
+    let lr_schedule = LrSchedule::cosine(config.lr, 0, config.steps as u64, 0.1 * config.lr);
     let bar = progress(config.steps as u64, "train");
     let mut losses = Vec::with_capacity(config.steps);
     for step in 0..config.steps {
@@ -214,9 +227,7 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
             .mean_all()?;
         losses.push(loss.value().to_scalar()?);
         let grads = loss.backward()?;
-        // Cosine decay of the learning rate to 10% over the run.
-        opt.lr = config.lr
-            * (0.55 + 0.45 * (std::f64::consts::PI * step as f64 / config.steps as f64).cos());
+        opt.config.lr = lr_schedule.lr_at(step as u64);
         opt.step(&mut model.params, &grads)?;
         bar.set_message(format!("loss {:.4}", losses[step]));
         bar.inc(1);
