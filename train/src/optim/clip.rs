@@ -93,4 +93,17 @@ mod tests {
         assert_eq!(grad(&ps, &grads, "a"), vec![3.0, 0.0]);
         assert_eq!(grad(&ps, &grads, "b"), vec![0.0, 4.0]);
     }
+
+    #[test]
+    fn a_non_finite_norm_is_returned_and_changes_nothing() {
+        let (ps, mut grads) = setup();
+        let a = ps.var("a").unwrap();
+        grads.remove(&a);
+        grads
+            .add(&a, Tensor::from_vec(vec![f32::NAN, 1.0], &[2]).unwrap())
+            .unwrap();
+        let norm = clip_grad_norm(&ps, &mut grads, 1.0).unwrap();
+        assert!(norm.is_nan(), "{norm}");
+        assert_eq!(grad(&ps, &grads, "b"), vec![0.0, 4.0]);
+    }
 }
