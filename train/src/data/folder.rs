@@ -470,6 +470,38 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_images_decode_and_load() {
+        // An 8x8 baseline JPEG of the colour (200, 40, 40), written by Pillow at quality 95.
+        let root = temp_dir("jpeg");
+        fs::create_dir_all(root.join("red")).unwrap();
+        let path = root.join("red/r.jpg");
+        fs::write(&path, include_bytes!("testdata/red-8x8.jpg")).unwrap();
+        let image = decode(&path, ColorMode::Rgb).unwrap();
+        assert_eq!((image.width, image.height, image.channels), (8, 8, 3));
+        for p in image.pixels.chunks(3) {
+            let err =
+                (p[0] as i32 - 200).abs() + (p[1] as i32 - 40).abs() + (p[2] as i32 - 40).abs();
+            assert!(err <= 9, "{p:?}");
+        }
+        let options = FolderOptions {
+            size: 4,
+            color: ColorMode::Gray,
+        };
+        let d = Dataset::from_folder(&root, options).unwrap();
+        assert_eq!(
+            (d.shape(), d.classes()),
+            ([1, 1, 4, 4], &["red".to_string()][..])
+        );
+        // Luma of (200, 40, 40) is 88.
+        assert!(
+            d.image(0).iter().all(|&v| v.abs_diff(88) <= 3),
+            "{:?}",
+            d.image(0)
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn resize_averages_when_shrinking_and_crops_the_centre() {
         // A 4x2 gray image: left half 0, right half 200 -> 2x1 by area gives 0 and 200 exactly
         // only without overlap; the antialiased filter mixes neighbours a little.

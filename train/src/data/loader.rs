@@ -148,10 +148,10 @@ impl Sampler {
         if batch_size == 0 {
             return Err(Error::msg("loader: batch size 0, expected at least 1"));
         }
-        let full = if drop_last { batch_size } else { 1 };
-        if len < full {
+        if len == 0 || (drop_last && len < batch_size) {
             return Err(Error::msg(format!(
-                "loader: {len} items cannot fill one batch of {batch_size} (drop_last is set)"
+                "loader: {len} items cannot fill one batch of {batch_size}{}",
+                if drop_last { " (drop_last is set)" } else { "" }
             )));
         }
         if state.position > len {
