@@ -1,0 +1,536 @@
+//! Image folders: `root/<class>/<image>.png|.jpg|.jpeg`, classes in sorted name order as labels
+//! `0..K`. Each image is decoded (PNG by the `png` crate, JPEG by `zune-jpeg`), converted to
+//! grayscale or RGB, resized so its shorter side is `size` (antialiased bilinear, as PIL's
+//! `BILINEAR` resize) and centre-cropped to `size` x `size`.
+
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use tensor::{Error, Result};
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use super::Dataset;
+use crate::files::write_atomic;
+
+/// The channels images are converted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorMode {
+    /// One channel: ITU-R 601 luma (`0.299 R + 0.587 G + 0.114 B`), as PIL's `convert("L")`.
+    Gray,
+    /// Three channels (alpha is dropped, gray is repeated).
+    Rgb,
+}
+
+impl ColorMode {
+    /// 1 or 3.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Gray => 1,
+            ColorMode::Rgb => 3,
+        }
+    }
+}
+
+/// How an image folder is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FolderOptions {
+    /// Side of the square images.
+    pub size: usize,
+    /// Grayscale or RGB.
+    pub color: ColorMode,
+}
+
+/// A decoded image: `height` rows of `width` pixels of `channels` (1 or 3) interleaved bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Pixels per row.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    /// Row-major interleaved pixels (`[H, W, C]`).
+    pub pixels: Vec<u8>,
+}
+
+fn format_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether the file name has an extension this module decodes.
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Decodes a PNG or JPEG file (told apart by its first bytes) to gray or RGB.
+pub fn decode(path: &Path, color: ColorMode) -> Result<Image> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let image = if bytes.starts_with(b"\x89PNG") {
+        decode_png(path, &bytes)?
+    } else if bytes.starts_with(&[0xff, 0xd8]) {
+        decode_jpeg(path, &bytes)?
+    } else {
+        return Err(format_err(
+            path,
+            "not a PNG or JPEG file (unknown signature); expected .png, .jpg or .jpeg images",
+        ));
+    };
+    Ok(convert(image, color))
+}
+
+fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
+    let err = |e: png::DecodingError| format_err(path, format!("unreadable PNG: {e}"));
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(err)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| format_err(path, "PNG too large to decode"))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(err)?;
+    buf.truncate(info.buffer_size());
+    let (width, height) = (info.width as usize, info.height as usize);
+    // Drop alpha (as PIL's convert("RGB") does).
+    let (channels, pixels) = match info.color_type {
+        png::ColorType::Grayscale => (1, buf),
+        png::ColorType::GrayscaleAlpha => (1, buf.chunks_exact(2).map(|p| p[0]).collect()),
+        png::ColorType::Rgb => (3, buf),
+        png::ColorType::Rgba => (
+            3,
+            buf.chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+        ),
+        png::ColorType::Indexed => {
+            return Err(format_err(path, "indexed PNG was not expanded to colour"))
+        }
+    };
+    Ok(Image {
+        width,
+        height,
+        channels,
+        pixels,
+    })
+}
+
+fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<Image> {
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    // A decoder bug must not take the process down on a bad file: report it as this file's error.
+    let decoded = std::panic::catch_unwind(|| {
+        let mut decoder = JpegDecoder::new_with_options(bytes, options);
+        let pixels = decoder.decode()?;
+        let info = decoder.info().expect("headers are decoded after decode()");
+        Ok::<_, zune_jpeg::errors::DecodeErrors>((
+            info.width as usize,
+            info.height as usize,
+            pixels,
+        ))
+    })
+    .map_err(|_| format_err(path, "unreadable JPEG: the decoder failed"))?
+    .map_err(|e| format_err(path, format!("unreadable JPEG: {e:?}")))?;
+    let (width, height, pixels) = decoded;
+    if pixels.len() != width * height * 3 {
+        return Err(format_err(
+            path,
+            format!(
+                "unreadable JPEG: {} bytes decoded for {width}x{height} RGB",
+                pixels.len()
+            ),
+        ));
+    }
+    Ok(Image {
+        width,
+        height,
+        channels: 3,
+        pixels,
+    })
+}
+
+/// Converts between gray and RGB.
+fn convert(image: Image, color: ColorMode) -> Image {
+    let pixels = match (image.channels, color) {
+        (1, ColorMode::Gray) | (3, ColorMode::Rgb) => return image,
+        (1, ColorMode::Rgb) => image.pixels.iter().flat_map(|&v| [v; 3]).collect(),
+        _ => image
+            .pixels
+            .chunks_exact(3)
+            .map(|p| {
+                let l = 299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32;
+                ((l + 500) / 1000) as u8
+            })
+            .collect(),
+    };
+    Image {
+        channels: color.channels(),
+        pixels,
+        ..image
+    }
+}
+
+/// Antialiased bilinear weights for resampling `from` samples to `to`: for each output sample, the
+/// first input index and the normalised weights (a triangle filter widened by the scale when
+/// shrinking, as PIL does).
+fn weights(from: usize, to: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = from as f64 / to as f64;
+    let support = scale.max(1.0);
+    (0..to)
+        .map(|o| {
+            let centre = (o as f64 + 0.5) * scale;
+            let lo = ((centre - support).floor().max(0.0)) as usize;
+            let hi = ((centre + support).ceil() as usize).min(from);
+            let mut w: Vec<f32> = (lo..hi)
+                .map(|i| (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0) as f32)
+                .collect();
+            let sum: f32 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|v| *v /= sum);
+            } else {
+                // Only when the filter misses every sample (never for from, to >= 1).
+                w = vec![1.0];
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// Resizes to `width` x `height` (antialiased bilinear).
+pub fn resize(image: &Image, width: usize, height: usize) -> Image {
+    let c = image.channels;
+    if (image.width, image.height) == (width, height) {
+        return image.clone();
+    }
+    // Horizontal pass: [H, width, C].
+    let wx = weights(image.width, width);
+    let mut tmp = vec![0f32; image.height * width * c];
+    for y in 0..image.height {
+        let row = &image.pixels[y * image.width * c..][..image.width * c];
+        for (x, (lo, w)) in wx.iter().enumerate() {
+            for ch in 0..c {
+                tmp[(y * width + x) * c + ch] = w
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wk)| wk * row[(lo + k) * c + ch] as f32)
+                    .sum();
+            }
+        }
+    }
+    // Vertical pass: [height, width, C].
+    let wy = weights(image.height, height);
+    let mut pixels = vec![0u8; height * width * c];
+    for (y, (lo, w)) in wy.iter().enumerate() {
+        for x in 0..width * c {
+            let v: f32 = w
+                .iter()
+                .enumerate()
+                .map(|(k, wk)| wk * tmp[(lo + k) * width * c + x])
+                .sum();
+            pixels[y * width * c + x] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    Image {
+        width,
+        height,
+        channels: c,
+        pixels,
+    }
+}
+
+/// Resizes so the shorter side is `size`, then crops the centre `size` x `size` square.
+pub fn resize_and_crop(image: &Image, size: usize) -> Image {
+    let (w, h) = (image.width, image.height);
+    let (rw, rh) = if w <= h {
+        (
+            size,
+            ((h * size) as f64 / w as f64).round().max(size as f64) as usize,
+        )
+    } else {
+        (
+            ((w * size) as f64 / h as f64).round().max(size as f64) as usize,
+            size,
+        )
+    };
+    let resized = resize(image, rw, rh);
+    let (left, top) = ((rw - size) / 2, (rh - size) / 2);
+    let c = image.channels;
+    let mut pixels = Vec::with_capacity(size * size * c);
+    for y in top..top + size {
+        pixels.extend_from_slice(&resized.pixels[(y * rw + left) * c..][..size * c]);
+    }
+    Image {
+        width: size,
+        height: size,
+        channels: c,
+        pixels,
+    }
+}
+
+/// Encodes interleaved 8-bit pixels (1 channel gray, 3 RGB) as PNG and writes them atomically.
+pub fn save_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixels: &[u8],
+) -> Result<()> {
+    let color = match channels {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        c => {
+            return Err(format_err(
+                path,
+                format!("PNG encoding: {c} channels, expected 1 or 3"),
+            ))
+        }
+    };
+    if pixels.len() != width * height * channels || width == 0 || height == 0 {
+        return Err(format_err(
+            path,
+            format!(
+                "PNG encoding: {} bytes for a {width}x{height} image of {channels} channels",
+                pixels.len()
+            ),
+        ));
+    }
+    let err = |e: png::EncodingError| format_err(path, format!("PNG encoding: {e}"));
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(err)?;
+        writer.write_image_data(pixels).map_err(err)?;
+    }
+    write_atomic(path, &bytes)
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io_err(dir))?;
+    entries.retain(|p| {
+        !p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+    });
+    entries.sort();
+    Ok(entries)
+}
+
+impl Dataset {
+    /// Reads `root/<class>/<image>` (PNG or JPEG; other files are skipped): classes are the
+    /// sub-folders in sorted name order, images are made `options.size` square.
+    pub fn from_folder(root: impl AsRef<Path>, options: FolderOptions) -> Result<Dataset> {
+        let root = root.as_ref();
+        if options.size == 0 {
+            return Err(format_err(
+                root,
+                "image folder: size 0, expected at least 1",
+            ));
+        }
+        let class_dirs: Vec<PathBuf> = sorted_entries(root)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .collect();
+        if class_dirs.is_empty() {
+            return Err(format_err(
+                root,
+                "image folder has no class sub-folders (expected root/<class>/<image>.png)",
+            ));
+        }
+        let c = options.color.channels();
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        let mut classes = Vec::new();
+        for (label, dir) in class_dirs.iter().enumerate() {
+            let files: Vec<PathBuf> = sorted_entries(dir)?
+                .into_iter()
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            if files.is_empty() {
+                return Err(format_err(
+                    dir,
+                    "class folder holds no .png, .jpg or .jpeg image",
+                ));
+            }
+            for file in &files {
+                let image = resize_and_crop(&decode(file, options.color)?, options.size);
+                // [H, W, C] to [C, H, W].
+                for ch in 0..c {
+                    pixels.extend(image.pixels.iter().skip(ch).step_by(c));
+                }
+                labels.push(label as i64);
+            }
+            classes.push(
+                dir.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        let n = labels.len();
+        Dataset::from_raw(pixels, [n, c, options.size, options.size], labels, classes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("difftune-folder-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn two_class_folder_loads_with_sorted_labels() {
+        let root = temp_dir("two");
+        // "cats": 4x4 gray images of constant value; "ants" (sorted first): 2x4 RGB red ones.
+        fs::create_dir_all(root.join("cats")).unwrap();
+        fs::create_dir_all(root.join("ants")).unwrap();
+        for (k, v) in [10u8, 200].iter().enumerate() {
+            save_png(&root.join(format!("cats/{k}.png")), 4, 4, 1, &[*v; 16]).unwrap();
+        }
+        let red: Vec<u8> = [255u8, 0, 0].repeat(8);
+        save_png(&root.join("ants/a.PNG"), 4, 2, 3, &red).unwrap();
+        fs::write(root.join("ants/notes.txt"), "skipped").unwrap();
+
+        let gray = FolderOptions {
+            size: 2,
+            color: ColorMode::Gray,
+        };
+        let d = Dataset::from_folder(&root, gray).unwrap();
+        assert_eq!(d.classes(), &["ants".to_string(), "cats".to_string()]);
+        assert_eq!(d.labels(), &[0, 1, 1]);
+        assert_eq!(d.shape(), [3, 1, 2, 2]);
+        // Red's luma is 0.299 * 255 = 76; constant images stay constant through resizing.
+        assert_eq!(d.image(0), &[76; 4]);
+        assert_eq!(d.image(1), &[10; 4]);
+        assert_eq!(d.image(2), &[200; 4]);
+
+        let rgb = FolderOptions {
+            size: 3,
+            color: ColorMode::Rgb,
+        };
+        let d = Dataset::from_folder(&root, rgb).unwrap();
+        assert_eq!(d.shape(), [3, 3, 3, 3]);
+        // Planar [C, H, W]: the red plane, then green and blue.
+        assert_eq!(d.image(0), [[255; 9], [0; 9], [0; 9]].concat());
+        assert_eq!(d.image(2), &[200; 27]);
+
+        // An unreadable image names the file.
+        fs::write(root.join("cats/broken.png"), b"\x89PNG not really").unwrap();
+        let e = Dataset::from_folder(&root, gray).unwrap_err().to_string();
+        assert!(
+            e.contains("broken.png") && e.contains("unreadable PNG"),
+            "{e}"
+        );
+        fs::write(root.join("cats/broken.png"), b"text").unwrap();
+        let e = Dataset::from_folder(&root, gray).unwrap_err().to_string();
+        assert!(
+            e.contains("broken.png") && e.contains("not a PNG or JPEG"),
+            "{e}"
+        );
+        fs::write(root.join("cats/broken.png"), [0xff, 0xd8, 0xff, 0x00]).unwrap();
+        let e = Dataset::from_folder(&root, gray).unwrap_err().to_string();
+        assert!(
+            e.contains("broken.png") && e.contains("unreadable JPEG"),
+            "{e}"
+        );
+        fs::remove_file(root.join("cats/broken.png")).unwrap();
+
+        // An empty class folder, and a root with no class folders, are errors.
+        fs::create_dir_all(root.join("dogs")).unwrap();
+        let e = Dataset::from_folder(&root, gray).unwrap_err().to_string();
+        assert!(e.contains("dogs") && e.contains("no .png"), "{e}");
+        let e = Dataset::from_folder(root.join("dogs"), gray)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no class sub-folders"), "{e}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn jpeg_images_decode_and_load() {
+        // An 8x8 baseline JPEG of the colour (200, 40, 40), written by Pillow at quality 95.
+        let root = temp_dir("jpeg");
+        fs::create_dir_all(root.join("red")).unwrap();
+        let path = root.join("red/r.jpg");
+        fs::write(&path, include_bytes!("testdata/red-8x8.jpg")).unwrap();
+        let image = decode(&path, ColorMode::Rgb).unwrap();
+        assert_eq!((image.width, image.height, image.channels), (8, 8, 3));
+        for p in image.pixels.chunks(3) {
+            let err =
+                (p[0] as i32 - 200).abs() + (p[1] as i32 - 40).abs() + (p[2] as i32 - 40).abs();
+            assert!(err <= 9, "{p:?}");
+        }
+        let options = FolderOptions {
+            size: 4,
+            color: ColorMode::Gray,
+        };
+        let d = Dataset::from_folder(&root, options).unwrap();
+        assert_eq!(
+            (d.shape(), d.classes()),
+            ([1, 1, 4, 4], &["red".to_string()][..])
+        );
+        // Luma of (200, 40, 40) is 88.
+        assert!(
+            d.image(0).iter().all(|&v| v.abs_diff(88) <= 3),
+            "{:?}",
+            d.image(0)
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn resize_averages_when_shrinking_and_crops_the_centre() {
+        // A 4x2 gray image: left half 0, right half 200 -> 2x1 by area gives 0 and 200 exactly
+        // only without overlap; the antialiased filter mixes neighbours a little.
+        let image = Image {
+            width: 4,
+            height: 2,
+            channels: 1,
+            pixels: vec![0, 0, 200, 200, 0, 0, 200, 200],
+        };
+        let small = resize(&image, 2, 1);
+        assert_eq!((small.width, small.height), (2, 1));
+        assert!(
+            small.pixels[0] < 60 && small.pixels[1] > 140,
+            "{:?}",
+            small.pixels
+        );
+        assert_eq!(
+            small.pixels[0] as u32 + small.pixels[1] as u32,
+            200,
+            "symmetric"
+        );
+        // Centre crop of a wide image keeps the middle columns.
+        let wide = Image {
+            width: 6,
+            height: 2,
+            channels: 1,
+            pixels: vec![1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6],
+        };
+        let crop = resize_and_crop(&wide, 2);
+        assert_eq!(crop.pixels, vec![3, 4, 3, 4]);
+    }
+}

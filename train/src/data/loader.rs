@@ -1,0 +1,436 @@
+//! Seeded shuffling and batching that can be saved and resumed.
+//!
+//! Every random choice is a pure function of the seed and the position in the stream: the order
+//! of epoch `e` comes from a generator seeded with `(seed, e)`, and the flips of the batch that
+//! starts at position `p` from one seeded with `(seed, e, p)`. So a [`LoaderState`] (epoch and
+//! position) is all a resumed run needs to continue with exactly the batches it would have seen.
+
+use std::collections::HashMap;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tensor::{Error, Generator, Result, Tensor};
+
+use super::transform::prepare_into;
+use super::Dataset;
+
+/// How a [`Batches`] stream draws its batches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoaderConfig {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// The seed of the order and of the flips.
+    pub seed: u64,
+    /// Shuffle each epoch (otherwise the data set's order).
+    pub shuffle: bool,
+    /// Skip the last batch of an epoch when it would be short.
+    pub drop_last: bool,
+    /// Zero pixels added on every side (2 turns 28x28 into 32x32).
+    pub pad: usize,
+    /// Mirror each image left to right with probability 1/2.
+    pub hflip: bool,
+}
+
+impl LoaderConfig {
+    /// Shuffled batches of `batch_size`, the last short one dropped, no padding and no flips.
+    pub fn new(batch_size: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            seed,
+            shuffle: true,
+            drop_last: true,
+            pad: 0,
+            hflip: false,
+        }
+    }
+
+    /// The same with `pad` pixels of padding.
+    pub fn pad(mut self, pad: usize) -> Self {
+        self.pad = pad;
+        self
+    }
+
+    /// The same with random horizontal flips on or off.
+    pub fn hflip(mut self, on: bool) -> Self {
+        self.hflip = on;
+        self
+    }
+
+    /// The same with shuffling on or off.
+    pub fn shuffle(mut self, on: bool) -> Self {
+        self.shuffle = on;
+        self
+    }
+
+    /// The same with the last short batch kept or dropped.
+    pub fn drop_last(mut self, on: bool) -> Self {
+        self.drop_last = on;
+        self
+    }
+}
+
+/// Where a stream stands: the epoch and the position of the next batch within that epoch's order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoaderState {
+    /// The current epoch, from 0.
+    pub epoch: u64,
+    /// The index in the epoch's order of the next batch's first image.
+    pub position: usize,
+}
+
+impl LoaderState {
+    /// The state as string pairs, e.g. for a checkpoint's safetensors metadata.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("loader.epoch".to_string(), self.epoch.to_string()),
+            ("loader.position".to_string(), self.position.to_string()),
+        ])
+    }
+
+    /// Reads a state written by [`LoaderState::to_metadata`].
+    pub fn from_metadata(meta: &HashMap<String, String>) -> Result<LoaderState> {
+        let get = |key: &str| -> Result<u64> {
+            let v = meta.get(key).ok_or_else(|| {
+                Error::msg(format!("loader state: metadata has no `{key}` entry"))
+            })?;
+            v.parse().map_err(|_| {
+                Error::msg(format!(
+                    "loader state: `{key}` is `{v}`, expected an unsigned integer"
+                ))
+            })
+        };
+        Ok(LoaderState {
+            epoch: get("loader.epoch")?,
+            position: get("loader.position")? as usize,
+        })
+    }
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit value from `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A generator for the stream `seed`, purpose `tag`, epoch and position.
+fn stream_generator(seed: u64, tag: u64, epoch: u64, position: u64) -> Generator {
+    Generator::new(mix(
+        mix(mix(seed ^ tag).wrapping_add(epoch)).wrapping_add(position)
+    ))
+}
+
+/// Seeded, resumable index batches over `len` items: the part of a loader that does not touch
+/// the data, shared by image and latent loaders.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    len: usize,
+    batch_size: usize,
+    seed: u64,
+    shuffle: bool,
+    drop_last: bool,
+    state: LoaderState,
+    /// The order of `state.epoch`.
+    order: Vec<usize>,
+}
+
+impl Sampler {
+    /// A sampler over `len` items that starts at `state`.
+    pub fn new(
+        len: usize,
+        batch_size: usize,
+        seed: u64,
+        shuffle: bool,
+        drop_last: bool,
+        state: LoaderState,
+    ) -> Result<Sampler> {
+        if batch_size == 0 {
+            return Err(Error::msg("loader: batch size 0, expected at least 1"));
+        }
+        if len == 0 || (drop_last && len < batch_size) {
+            return Err(Error::msg(format!(
+                "loader: {len} items cannot fill one batch of {batch_size}{}",
+                if drop_last { " (drop_last is set)" } else { "" }
+            )));
+        }
+        if state.position > len {
+            return Err(Error::msg(format!(
+                "loader state: position {} is past the end of an epoch of {len} items",
+                state.position
+            )));
+        }
+        let mut sampler = Sampler {
+            len,
+            batch_size,
+            seed,
+            shuffle,
+            drop_last,
+            state,
+            order: Vec::new(),
+        };
+        sampler.order = sampler.epoch_order(state.epoch);
+        Ok(sampler)
+    }
+
+    /// The order of the items in epoch `epoch`.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.len).collect();
+        if self.shuffle {
+            order.shuffle(stream_generator(self.seed, 1, epoch, 0).rng());
+        }
+        order
+    }
+
+    /// Batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        if self.drop_last {
+            self.len / self.batch_size
+        } else {
+            self.len.div_ceil(self.batch_size)
+        }
+    }
+
+    /// Where the next batch starts.
+    pub fn state(&self) -> LoaderState {
+        self.state
+    }
+
+    /// The next batch's indices, with the state it was drawn at; moves on to the next epoch when
+    /// this one is used up.
+    pub fn next_indices(&mut self) -> (LoaderState, Vec<usize>) {
+        let left = self.len - self.state.position;
+        if left == 0 || (self.drop_last && left < self.batch_size) {
+            self.state = LoaderState {
+                epoch: self.state.epoch + 1,
+                position: 0,
+            };
+            self.order = self.epoch_order(self.state.epoch);
+        }
+        let at = self.state;
+        let end = (at.position + self.batch_size).min(self.len);
+        let indices = self.order[at.position..end].to_vec();
+        self.state.position = end;
+        (at, indices)
+    }
+
+    /// A generator for the augmentations of the batch drawn at `at`.
+    pub fn augment_generator(&self, at: LoaderState) -> Generator {
+        stream_generator(self.seed, 2, at.epoch, at.position as u64)
+    }
+}
+
+/// One batch: images `f32 [B, C, H + 2 pad, W + 2 pad]` in `[-1, 1]`, labels `i64 [B]`.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The images, scaled to `[-1, 1]`, padded and flipped as configured.
+    pub images: Tensor,
+    /// The labels.
+    pub labels: Tensor,
+    /// The data set indices of the images.
+    pub indices: Vec<usize>,
+    /// Which images were flipped.
+    pub flipped: Vec<bool>,
+    /// Where the batch was drawn.
+    pub at: LoaderState,
+}
+
+/// An endless stream of [`Batch`]es over a [`Dataset`], epoch after epoch (take
+/// [`Batches::batches_per_epoch`] of them for one epoch).
+pub struct Batches<'a> {
+    data: &'a Dataset,
+    config: LoaderConfig,
+    sampler: Sampler,
+}
+
+impl<'a> Batches<'a> {
+    /// A stream from the start (epoch 0, position 0).
+    pub fn new(data: &'a Dataset, config: LoaderConfig) -> Result<Batches<'a>> {
+        Batches::resume(data, config, LoaderState::default())
+    }
+
+    /// A stream that continues from `state`, as saved by [`Batches::state`] with the same config.
+    pub fn resume(
+        data: &'a Dataset,
+        config: LoaderConfig,
+        state: LoaderState,
+    ) -> Result<Batches<'a>> {
+        let sampler = Sampler::new(
+            data.len(),
+            config.batch_size,
+            config.seed,
+            config.shuffle,
+            config.drop_last,
+            state,
+        )?;
+        Ok(Batches {
+            data,
+            config,
+            sampler,
+        })
+    }
+
+    /// Where the next batch starts: save it with a checkpoint to resume there.
+    pub fn state(&self) -> LoaderState {
+        self.sampler.state()
+    }
+
+    /// Batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.sampler.batches_per_epoch()
+    }
+
+    /// `[C, H, W]` of the images in a batch (after padding).
+    pub fn image_shape(&self) -> [usize; 3] {
+        let [c, h, w] = self.data.image_shape();
+        [c, h + 2 * self.config.pad, w + 2 * self.config.pad]
+    }
+
+    /// The next batch.
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        let (at, indices) = self.sampler.next_indices();
+        let mut gen = self.sampler.augment_generator(at);
+        let [c, h, w] = self.data.image_shape();
+        let [_, ph, pw] = self.image_shape();
+        let size = c * ph * pw;
+        let mut images = vec![0f32; indices.len() * size];
+        let mut flipped = Vec::with_capacity(indices.len());
+        for (out, &i) in images.chunks_exact_mut(size).zip(&indices) {
+            let flip = self.config.hflip && gen.rng().random_bool(0.5);
+            prepare_into(self.data.image(i), (h, w), self.config.pad, flip, out);
+            flipped.push(flip);
+        }
+        let labels: Vec<i64> = indices.iter().map(|&i| self.data.labels()[i]).collect();
+        Ok(Batch {
+            images: Tensor::from_vec(images, &[indices.len(), c, ph, pw])?,
+            labels: Tensor::from_vec(labels, &[indices.len()])?,
+            indices,
+            flipped,
+            at,
+        })
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        Some(self.next_batch())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Dataset {
+        // Image i is filled with the value i, so a batch shows which images it holds.
+        let pixels: Vec<u8> = (0..n).flat_map(|i| [i as u8; 6]).collect();
+        let labels = (0..n).map(|i| (i % 3) as i64).collect();
+        let names = vec!["a".into(), "b".into(), "c".into()];
+        Dataset::from_raw(pixels, [n, 1, 2, 3], labels, names).unwrap()
+    }
+
+    fn summary(b: &Batch) -> (Vec<usize>, Vec<bool>, Vec<f32>) {
+        (
+            b.indices.clone(),
+            b.flipped.clone(),
+            b.images.to_vec().unwrap(),
+        )
+    }
+
+    #[test]
+    fn same_seed_same_stream_and_epochs_cover_everything() {
+        let d = data(10);
+        let config = LoaderConfig::new(3, 42).hflip(true).pad(1);
+        let a: Vec<_> = Batches::new(&d, config.clone())
+            .unwrap()
+            .take(9)
+            .map(|b| summary(&b.unwrap()))
+            .collect();
+        let b: Vec<_> = Batches::new(&d, config.clone())
+            .unwrap()
+            .take(9)
+            .map(|b| summary(&b.unwrap()))
+            .collect();
+        assert_eq!(a, b);
+        // 3 batches per epoch (the short last one dropped); each epoch is a fresh permutation.
+        let epoch0: Vec<usize> = a[..3].iter().flat_map(|s| s.0.clone()).collect();
+        let epoch1: Vec<usize> = a[3..6].iter().flat_map(|s| s.0.clone()).collect();
+        assert_ne!(epoch0, epoch1);
+        let mut seen = epoch0.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 9);
+        assert_ne!(epoch0, (0..9).collect::<Vec<_>>(), "shuffled");
+        // Both flips occur, and another seed gives another stream.
+        assert!(a.iter().any(|s| s.1.contains(&true)) && a.iter().any(|s| s.1.contains(&false)));
+        let c = Batches::new(&d, LoaderConfig::new(3, 43))
+            .unwrap()
+            .next_batch()
+            .unwrap();
+        assert_ne!(c.indices, a[0].0);
+    }
+
+    #[test]
+    fn batch_contents_match_the_indices() {
+        let d = data(5);
+        let mut batches = Batches::new(&d, LoaderConfig::new(2, 0).pad(1)).unwrap();
+        let b = batches.next_batch().unwrap();
+        assert_eq!(b.images.shape(), &[2, 1, 4, 5]);
+        let x = b.images.to_vec::<f32>().unwrap();
+        for (k, &i) in b.indices.iter().enumerate() {
+            let img = &x[k * 20..(k + 1) * 20];
+            assert_eq!(img[0], -1.0, "padding");
+            assert_eq!(img[6], i as f32 / 127.5 - 1.0, "interior");
+        }
+        let labels = b.labels.to_vec::<i64>().unwrap();
+        assert_eq!(
+            labels,
+            b.indices
+                .iter()
+                .map(|&i| (i % 3) as i64)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_restored_state_continues_the_same_order() {
+        let d = data(10);
+        let config = LoaderConfig::new(4, 7).hflip(true).drop_last(false);
+        let mut full = Batches::new(&d, config.clone()).unwrap();
+        assert_eq!(full.batches_per_epoch(), 3);
+        let all: Vec<_> = (0..8)
+            .map(|_| summary(&full.next_batch().unwrap()))
+            .collect();
+        // The short last batch of an epoch is kept.
+        assert_eq!(all[2].0.len(), 2);
+        for stop in [1, 3, 5] {
+            let mut first = Batches::new(&d, config.clone()).unwrap();
+            for _ in 0..stop {
+                first.next_batch().unwrap();
+            }
+            let saved = LoaderState::from_metadata(&first.state().to_metadata()).unwrap();
+            let mut resumed = Batches::resume(&d, config.clone(), saved).unwrap();
+            let rest: Vec<_> = (stop..8)
+                .map(|_| summary(&resumed.next_batch().unwrap()))
+                .collect();
+            assert_eq!(rest, all[stop..], "resumed after {stop} batches");
+        }
+    }
+
+    #[test]
+    fn bad_configs_and_states_are_errors() {
+        let d = data(3);
+        assert!(Batches::new(&d, LoaderConfig::new(0, 0)).is_err());
+        assert!(Batches::new(&d, LoaderConfig::new(4, 0)).is_err());
+        assert!(Batches::new(&d, LoaderConfig::new(4, 0).drop_last(false)).is_ok());
+        let late = LoaderState {
+            epoch: 0,
+            position: 4,
+        };
+        assert!(Batches::resume(&d, LoaderConfig::new(1, 0), late).is_err());
+        let meta = HashMap::from([("loader.epoch".to_string(), "x".to_string())]);
+        assert!(LoaderState::from_metadata(&meta).is_err());
+    }
+}
