@@ -4,6 +4,7 @@
 //! binary. Today it holds [`toy`], a complete 2-D diffusion model trained with difftune's own
 //! autograd (the README's main job until the Fashion-MNIST training lands).
 
+pub mod diffusion;
 pub mod files;
 pub mod optim;
 pub mod plot;
