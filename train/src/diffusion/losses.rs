@@ -230,3 +230,222 @@ impl Diffusion {
         self.training_losses(&out, x0, &x_t, t, noise)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use autograd::check::{gradcheck, CheckOptions};
+    use tensor::{Device, Generator};
+
+    use super::*;
+    use crate::diffusion::{create_diffusion, DiffusionConfig};
+
+    fn randn(shape: &[usize], gen: &mut Generator) -> Tensor {
+        Tensor::randn(shape, 0.0, 1.0, DType::F64, Device::Cpu, gen).unwrap()
+    }
+
+    /// The hybrid loss of one sample written out in scalars (DiT's formulas, nothing shared with
+    /// the Var implementation but the schedule).
+    fn scalar_hybrid(d: &Diffusion, x0: &[f64], eps: &[f64], out: &[f64], t: usize) -> f64 {
+        let s = &d.schedule;
+        let c = x0.len();
+        let (eps_hat, v) = out.split_at(c);
+        let phi = |x: f64| {
+            0.5 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+        };
+        let (mut mse, mut kl, mut nll) = (0.0, 0.0, 0.0);
+        for i in 0..c {
+            let xt = s.sqrt_alphas_cumprod[t] * x0[i] + s.sqrt_one_minus_alphas_cumprod[t] * eps[i];
+            mse += (eps[i] - eps_hat[i]).powi(2) / c as f64;
+            let x0_hat =
+                s.sqrt_recip_alphas_cumprod[t] * xt - s.sqrt_recipm1_alphas_cumprod[t] * eps_hat[i];
+            let mean = s.posterior_mean_coef1[t] * x0_hat + s.posterior_mean_coef2[t] * xt;
+            let true_mean = s.posterior_mean_coef1[t] * x0[i] + s.posterior_mean_coef2[t] * xt;
+            let frac = (v[i] + 1.0) / 2.0;
+            let lv = frac * s.betas[t].ln() + (1.0 - frac) * s.posterior_log_variance_clipped[t];
+            let tlv = s.posterior_log_variance_clipped[t];
+            kl += 0.5
+                * (-1.0 + lv - tlv + (tlv - lv).exp() + (true_mean - mean).powi(2) * (-lv).exp())
+                / c as f64;
+            let inv = (-0.5 * lv).exp();
+            let (hi, lo) = (
+                phi(inv * (x0[i] - mean + 1.0 / 255.0)),
+                phi(inv * (x0[i] - mean - 1.0 / 255.0)),
+            );
+            let logp = if x0[i] < -0.999 {
+                hi.max(1e-12).ln()
+            } else if x0[i] > 0.999 {
+                (1.0 - lo).max(1e-12).ln()
+            } else {
+                (hi - lo).max(1e-12).ln()
+            };
+            nll -= logp / c as f64;
+        }
+        let vb = if t == 0 { nll } else { kl };
+        mse + vb / LN_2
+    }
+
+    #[test]
+    fn hybrid_loss_matches_a_scalar_computation() {
+        let d = create_diffusion("", &DiffusionConfig::default()).unwrap();
+        let mut gen = Generator::new(7);
+        // Pixels at both edges and inside, so every branch of the decoder likelihood is used.
+        let x0 = Tensor::from_vec(
+            vec![-1.0, 1.0, 0.3, -0.2, 1.0, -1.0, 0.0, 0.5],
+            &[2, 1, 2, 2],
+        )
+        .unwrap();
+        let noise = randn(&[2, 1, 2, 2], &mut gen);
+        let out =
+            Tensor::rand(&[2, 2, 2, 2], -1.0, 1.0, DType::F64, Device::Cpu, &mut gen).unwrap();
+        for steps in [[0usize, 500], [0, 0], [1, 999]] {
+            let t = Diffusion::timesteps(&steps).unwrap();
+            let x_t = d.q_sample(&x0, &t, &noise).unwrap();
+            let terms = d
+                .training_losses(&Var::param(out.clone()), &x0, &x_t, &t, &noise)
+                .unwrap();
+            let got = terms.loss.value().to_vec::<f64>().unwrap();
+            let (x0v, nv, ov) = (
+                x0.to_f64_vec().unwrap(),
+                noise.to_f64_vec().unwrap(),
+                out.to_f64_vec().unwrap(),
+            );
+            for n in 0..2 {
+                let want = scalar_hybrid(
+                    &d,
+                    &x0v[4 * n..4 * n + 4],
+                    &nv[4 * n..4 * n + 4],
+                    &ov[8 * n..8 * n + 8],
+                    steps[n],
+                );
+                assert!(
+                    (got[n] - want).abs() < 1e-10 * want.abs().max(1.0),
+                    "t {}: {} vs {want}",
+                    steps[n],
+                    got[n]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_vb_term_trains_only_the_variance() {
+        let d = create_diffusion("", &DiffusionConfig::default()).unwrap();
+        let mut gen = Generator::new(2);
+        let x0 = Tensor::rand(&[3, 2, 2, 2], -1.0, 1.0, DType::F64, Device::Cpu, &mut gen).unwrap();
+        let noise = randn(&[3, 2, 2, 2], &mut gen);
+        let out = Var::param(randn(&[3, 4, 2, 2], &mut gen).mul_scalar(0.3).unwrap());
+        let t = Diffusion::timesteps(&[0, 10, 700]).unwrap();
+        let x_t = d.q_sample(&x0, &t, &noise).unwrap();
+        let terms = d.training_losses(&out, &x0, &x_t, &t, &noise).unwrap();
+        let g = terms.vb.unwrap().sum_all().unwrap().backward().unwrap();
+        let g = g.get(&out).unwrap();
+        let abs_sum = |x: Tensor| x.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert_eq!(abs_sum(g.narrow(1, 0, 2).unwrap()), 0.0);
+        assert!(abs_sum(g.narrow(1, 2, 2).unwrap()) > 0.0);
+        // ... and the MSE only the mean.
+        let g = terms.mse.sum_all().unwrap().backward().unwrap();
+        let g = g.get(&out).unwrap();
+        assert!(abs_sum(g.narrow(1, 0, 2).unwrap()) > 0.0);
+        assert_eq!(abs_sum(g.narrow(1, 2, 2).unwrap()), 0.0);
+    }
+
+    #[test]
+    fn the_true_posterior_has_zero_kl() {
+        let d = create_diffusion("250", &DiffusionConfig::default()).unwrap();
+        let mut gen = Generator::new(4);
+        let x0 = Tensor::rand(&[3, 2, 2, 2], -1.0, 1.0, DType::F64, Device::Cpu, &mut gen).unwrap();
+        let noise = randn(&[3, 2, 2, 2], &mut gen);
+        let t = Diffusion::timesteps(&[1, 100, 249]).unwrap();
+        let x_t = d.q_sample(&x0, &t, &noise).unwrap();
+        // ε̂ = ε gives the true mean; v = −1 gives frac 0, the posterior variance.
+        let v = Tensor::full(&[3, 2, 2, 2], -1.0, DType::F64, Device::Cpu).unwrap();
+        let out = Var::param(Tensor::cat(&[&noise, &v], 1).unwrap());
+        let terms = d.training_losses(&out, &x0, &x_t, &t, &noise).unwrap();
+        let vb = terms.vb.unwrap().value().to_vec::<f64>().unwrap();
+        assert!(vb.iter().all(|k| k.abs() < 1e-12), "{vb:?}");
+        assert!(terms
+            .mse
+            .value()
+            .to_vec::<f64>()
+            .unwrap()
+            .iter()
+            .all(|&m| m == 0.0));
+        // Any other variance (here β_t, v = 1) costs a positive KL.
+        let out = Var::param(Tensor::cat(&[&noise, &v.neg().unwrap()], 1).unwrap());
+        let vb = d
+            .training_losses(&out, &x0, &x_t, &t, &noise)
+            .unwrap()
+            .vb
+            .unwrap();
+        assert!(vb
+            .value()
+            .to_vec::<f64>()
+            .unwrap()
+            .iter()
+            .all(|&k| k > 0.0));
+    }
+
+    #[test]
+    fn vb_term_gradients_match_finite_differences() {
+        let d = create_diffusion("", &DiffusionConfig::default()).unwrap();
+        let mut gen = Generator::new(9);
+        let x0 = Tensor::from_vec(
+            vec![-1.0, 1.0, 0.3, -0.2, 0.9, -0.6, 0.0, 0.5],
+            &[2, 1, 2, 2],
+        )
+        .unwrap();
+        let noise = randn(&[2, 1, 2, 2], &mut gen);
+        for steps in [[0usize, 3], [0, 800]] {
+            let t = Diffusion::timesteps(&steps).unwrap();
+            let x_t = d.q_sample(&x0, &t, &noise).unwrap();
+            let eps_hat = randn(&[2, 1, 2, 2], &mut gen)
+                .mul_scalar(0.1)
+                .unwrap()
+                .add(&noise)
+                .unwrap();
+            let v =
+                Tensor::rand(&[2, 1, 2, 2], -0.9, 0.9, DType::F64, Device::Cpu, &mut gen).unwrap();
+            // Through the mean (not detached here) and the variance.
+            let report = gradcheck(
+                |p| {
+                    let lv = d.learned_log_variance(&p[1], &t)?;
+                    d.vb_terms_bpd(&p[0], &lv, &x0, &x_t, &t)
+                },
+                &[eps_hat, v],
+                &CheckOptions::default(),
+            )
+            .unwrap();
+            assert!(report.passed(), "t {steps:?}: {report:?}");
+        }
+    }
+
+    #[test]
+    fn v_prediction_and_fixed_variance_losses() {
+        let cfg = DiffusionConfig {
+            mean_type: MeanType::Velocity,
+            var_type: VarType::FixedSmall,
+            ..Default::default()
+        };
+        let d = create_diffusion("", &cfg).unwrap();
+        let mut gen = Generator::new(1);
+        let x0 = randn(&[2, 3, 2, 2], &mut gen);
+        let noise = randn(&[2, 3, 2, 2], &mut gen);
+        let t = Diffusion::timesteps(&[5, 600]).unwrap();
+        let v = d.v_target(&x0, &t, &noise).unwrap();
+        let terms = d
+            .training_losses_with(|_, _| Ok(Var::param(v.clone())), &x0, &t, &noise)
+            .unwrap();
+        assert!(terms.vb.is_none());
+        assert_eq!(terms.loss.value().to_vec::<f64>().unwrap(), vec![0.0, 0.0]);
+        // A 2C output is refused when the variance is fixed.
+        let wide = Var::param(randn(&[2, 6, 2, 2], &mut gen));
+        let x_t = d.q_sample(&x0, &t, &noise).unwrap();
+        assert!(d.training_losses(&wide, &x0, &x_t, &t, &noise).is_err());
+        // Per-sample: sample 1's loss is the mean of its own squared errors.
+        let off = Var::param(v.add_scalar(1.0).unwrap());
+        let terms = d.training_losses(&off, &x0, &x_t, &t, &noise).unwrap();
+        assert_eq!(terms.loss.shape(), &[2]);
+        let got = terms.loss.value().to_vec::<f64>().unwrap();
+        assert!(got.iter().all(|&l| (l - 1.0).abs() < 1e-12), "{got:?}");
+    }
+}
