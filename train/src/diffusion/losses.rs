@@ -377,12 +377,7 @@ mod tests {
             .unwrap()
             .vb
             .unwrap();
-        assert!(vb
-            .value()
-            .to_vec::<f64>()
-            .unwrap()
-            .iter()
-            .all(|&k| k > 0.0));
+        assert!(vb.value().to_vec::<f64>().unwrap().iter().all(|&k| k > 0.0));
     }
 
     #[test]

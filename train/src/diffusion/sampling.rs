@@ -279,3 +279,228 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tensor::{DType, Device};
+
+    use super::*;
+    use crate::diffusion::{create_diffusion, DiffusionConfig, MeanType, Schedule};
+
+    /// The exact ε-predictor for data that is the single point `x_star` (a `[1, C, ..]` tensor):
+    /// ε = (x_t − √ᾱ_t x*) / √(1 − ᾱ_t), with ᾱ read at the ORIGINAL step the model is fed, so a
+    /// wrong timestep map gives a wrong ε. `learned` appends variance values `v`.
+    fn oracle(x_star: Tensor, learned: Option<f64>) -> impl Fn(&Tensor, &Tensor) -> Result<Tensor> {
+        let full =
+            Schedule::from_betas(crate::diffusion::BetaSchedule::Linear.betas(1000).unwrap())
+                .unwrap();
+        move |x: &Tensor, t: &Tensor| {
+            let n = x.shape()[0];
+            let mut shape = vec![1; x.rank()];
+            shape[0] = n;
+            let pick = |v: &[f64]| -> Result<Tensor> {
+                let vals: Vec<f64> = t.to_vec::<i64>()?.iter().map(|&k| v[k as usize]).collect();
+                Tensor::from_vec(vals, &shape)?.to_dtype(x.dtype())
+            };
+            let eps = x
+                .sub(&x_star.mul(&pick(&full.sqrt_alphas_cumprod)?)?)?
+                .div(&pick(&full.sqrt_one_minus_alphas_cumprod)?)?;
+            match learned {
+                Some(v) => Tensor::cat(&[&eps, &eps.ones_like()?.mul_scalar(v)?], 1),
+                None => Ok(eps),
+            }
+        }
+    }
+
+    fn noise(seed: u64) -> Tensor {
+        Tensor::randn(
+            &[4, 2, 3, 3],
+            0.0,
+            1.0,
+            DType::F64,
+            Device::Cpu,
+            &mut Generator::new(seed),
+        )
+        .unwrap()
+    }
+
+    fn point() -> Tensor {
+        Tensor::from_vec(
+            (0..18)
+                .map(|i| (i as f64 / 9.0) - 0.95)
+                .collect::<Vec<f64>>(),
+            &[1, 2, 3, 3],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn samplers_recover_the_single_data_point() {
+        let target = point()
+            .broadcast_as(&[4, 2, 3, 3])
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let mut gen = Generator::new(11);
+        for (respacing, var_type, learned) in [
+            ("250", VarType::LearnedRange, Some(0.3)),
+            ("10,5,20", VarType::FixedSmall, None),
+            ("ddim50", VarType::FixedLarge, None),
+        ] {
+            let cfg = DiffusionConfig {
+                var_type,
+                ..Default::default()
+            };
+            let d = create_diffusion(respacing, &cfg).unwrap();
+            let model = oracle(point(), learned);
+            let x = d.p_sample_loop(&model, noise(1), false, &mut gen).unwrap();
+            let err = x.max_abs_diff(&target).unwrap();
+            assert!(err < 1e-9, "DDPM {respacing}: {err}");
+            for eta in [0.0, 1.0] {
+                let x = d
+                    .ddim_sample_loop(&model, noise(2), true, eta, &mut gen)
+                    .unwrap();
+                let err = x.max_abs_diff(&target).unwrap();
+                assert!(err < 1e-9, "DDIM {respacing} eta {eta}: {err}");
+            }
+        }
+    }
+
+    /// From x_T = √ᾱ_T x* + √(1 − ᾱ_T) ε, every DDIM (η = 0) step with the oracle stays on
+    /// x_k = √ᾱ_k x* + √(1 − ᾱ_k) ε, and the DDPM mean is the true posterior mean: both hold only
+    /// if the model is fed the original steps. Returns the largest deviation over the steps.
+    fn oracle_path_error<M>(d: &Diffusion, model: &M) -> f64
+    where
+        M: Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    {
+        let star = point()
+            .broadcast_as(&[4, 2, 3, 3])
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let eps = noise(5);
+        let s = &d.schedule;
+        let last = d.num_timesteps() - 1;
+        let on_path = |k: usize| {
+            star.mul_scalar(s.sqrt_alphas_cumprod[k])
+                .unwrap()
+                .add(&eps.mul_scalar(s.sqrt_one_minus_alphas_cumprod[k]).unwrap())
+                .unwrap()
+        };
+        let mut x = on_path(last);
+        let mut worst = 0.0f64;
+        let mut gen = Generator::new(0);
+        for k in (1..=last).rev() {
+            let t = d.full_step(k, &x).unwrap();
+            let out = d.p_mean_variance(model, &x, &t, false).unwrap();
+            let (true_mean, _, _) = d.q_posterior(&star, &x, &t).unwrap();
+            worst = worst.max(out.mean.max_abs_diff(&true_mean).unwrap());
+            x = d.ddim_sample(model, &x, &t, false, 0.0, &mut gen).unwrap();
+            worst = worst.max(x.max_abs_diff(&on_path(k - 1)).unwrap());
+        }
+        worst
+    }
+
+    #[test]
+    fn the_oracle_stays_on_its_noise_path_only_with_the_timestep_map() {
+        let d = create_diffusion("ddim50", &DiffusionConfig::default()).unwrap();
+        let model = oracle(point(), Some(0.0));
+        let err = oracle_path_error(&d, &model);
+        assert!(err < 1e-9, "{err}");
+        // Fed the respaced step instead of the original one, the same oracle leaves the path.
+        let unmapped = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
+            let k = t.to_vec::<i64>()?;
+            let back: Vec<i64> = k.iter().map(|&v| v / 20).collect();
+            model(x, &Tensor::from_vec(back, &[k.len()])?)
+        };
+        assert!(oracle_path_error(&d, &unmapped) > 1e-2);
+    }
+
+    /// A smooth, nonlinear stand-in for a trained model, so that the samplers' maps are not
+    /// trivially the identity.
+    fn wobbly(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let n = x.shape()[0];
+        let tt: Vec<f64> = t.to_f64_vec()?.iter().map(|v| v / 1000.0).collect();
+        let tt = Tensor::from_vec(tt, &[n, 1, 1, 1])?;
+        x.mul_scalar(0.8)?.tanh()?.add(&tt)?.mul_scalar(0.9)
+    }
+
+    #[test]
+    fn ddim_with_eta_zero_is_a_deterministic_map_of_x_t() {
+        let cfg = DiffusionConfig {
+            var_type: VarType::FixedSmall,
+            ..Default::default()
+        };
+        let d = create_diffusion("ddim20", &cfg).unwrap();
+        let run = |x_t: Tensor, seed: u64| {
+            d.ddim_sample_loop(&wobbly, x_t, true, 0.0, &mut Generator::new(seed))
+                .unwrap()
+        };
+        // Same x_T, different generators: identical samples.
+        let (a, b) = (run(noise(1), 1), run(noise(1), 99));
+        assert_eq!(a.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
+        // Different seeds give different x_T and so different samples.
+        assert!(noise(1).max_abs_diff(&noise(2)).unwrap() > 0.1);
+        let c = run(noise(2), 1);
+        assert!(a.max_abs_diff(&c).unwrap() > 1e-3);
+        // With eta > 0 the generator matters, and the same seed reproduces.
+        let s = |seed| {
+            d.ddim_sample_loop(&wobbly, noise(1), true, 1.0, &mut Generator::new(seed))
+                .unwrap()
+        };
+        assert_eq!(s(5).to_vec::<f64>().unwrap(), s(5).to_vec::<f64>().unwrap());
+        assert!(s(5).max_abs_diff(&s(6)).unwrap() > 1e-3);
+        // DDPM likewise.
+        let p = |seed| {
+            d.p_sample_loop(&wobbly, noise(1), true, &mut Generator::new(seed))
+                .unwrap()
+        };
+        assert_eq!(p(3).to_vec::<f64>().unwrap(), p(3).to_vec::<f64>().unwrap());
+        assert!(p(3).max_abs_diff(&p(4)).unwrap() > 1e-3);
+    }
+
+    #[test]
+    fn guidance_interpolates_conditional_and_unconditional() {
+        // "Conditional" half: 2x; "unconditional" half: x; channel 1 stands for variance values.
+        let model = |x: &Tensor, _t: &Tensor| -> Result<Tensor> {
+            let n = x.shape()[0] / 2;
+            let cond = x.narrow(0, 0, n)?.mul_scalar(2.0)?;
+            Tensor::cat(&[&cond, &x.narrow(0, n, n)?], 0)
+        };
+        let x = noise(3).narrow(1, 0, 2).unwrap().contiguous().unwrap();
+        let t = Diffusion::timesteps(&[1, 2, 3, 4]).unwrap();
+        for scale in [0.0, 1.0, 4.0] {
+            let g = classifier_free_guidance(model, scale, Some(1))(&x, &t).unwrap();
+            let want0 = x.narrow(1, 0, 1).unwrap().mul_scalar(1.0 + scale).unwrap();
+            assert!(g.narrow(1, 0, 1).unwrap().max_abs_diff(&want0).unwrap() < 1e-15);
+            let want1 = x.narrow(1, 1, 1).unwrap().mul_scalar(2.0).unwrap();
+            assert!(g.narrow(1, 1, 1).unwrap().max_abs_diff(&want1).unwrap() < 1e-15);
+        }
+        let all = classifier_free_guidance(model, 3.0, None)(&x, &t).unwrap();
+        assert!(all.max_abs_diff(&x.mul_scalar(4.0).unwrap()).unwrap() < 1e-15);
+    }
+
+    #[test]
+    fn x0_prediction_and_bad_outputs() {
+        // An x_0-predicting oracle recovers its point too; a wrong channel count is an error.
+        let cfg = DiffusionConfig {
+            mean_type: MeanType::StartX,
+            var_type: VarType::FixedSmall,
+            ..Default::default()
+        };
+        let d = create_diffusion("25", &cfg).unwrap();
+        let star = point();
+        let model = |x: &Tensor, _t: &Tensor| -> Result<Tensor> {
+            star.broadcast_as(x.shape())?.contiguous()
+        };
+        let x = d
+            .p_sample_loop(&model, noise(4), true, &mut Generator::new(0))
+            .unwrap();
+        let target = point().broadcast_as(&[4, 2, 3, 3]).unwrap();
+        assert!(x.max_abs_diff(&target.contiguous().unwrap()).unwrap() < 1e-12);
+        let wide = |x: &Tensor, _t: &Tensor| Tensor::cat(&[x, x], 1);
+        assert!(d
+            .p_sample_loop(&wide, noise(4), true, &mut Generator::new(0))
+            .is_err());
+    }
+}
