@@ -5,6 +5,7 @@
 //! autograd (the README's main job until the Fashion-MNIST training lands).
 
 pub mod data;
+pub mod diffusion;
 pub mod files;
 pub mod optim;
 pub mod plot;

@@ -13,6 +13,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use tensor::{DType, Device, Generator, Result, Tensor};
 
+use crate::diffusion::{BetaSchedule, Schedule};
 use crate::files::write_atomic;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::plot::{Canvas, Panel};
@@ -95,30 +96,6 @@ fn normal(rng: &mut impl Rng) -> f64 {
     rng.sample(StandardNormal)
 }
 
-/// The noise schedule: linear betas, scaled so that T steps end near pure noise.
-struct Schedule {
-    betas: Vec<f64>,
-    alpha_bars: Vec<f64>,
-}
-
-impl Schedule {
-    fn new(t: usize) -> Self {
-        let scale = 1000.0 / t as f64;
-        let (lo, hi) = (1e-4 * scale, 0.02 * scale);
-        let betas: Vec<f64> = (0..t)
-            .map(|i| lo + (hi - lo) * i as f64 / (t - 1).max(1) as f64)
-            .collect();
-        let alpha_bars = betas.iter().scan(1.0, |a, b| {
-            *a *= 1.0 - b;
-            Some(*a)
-        });
-        Schedule {
-            alpha_bars: alpha_bars.collect(),
-            betas,
-        }
-    }
-}
-
 /// The denoiser: [x, sin/cos(t)] -> hidden -> hidden -> ε, with SiLU. Layer `i` has the
 /// parameters `i.weight` ([in, out]) and `i.bias`.
 struct Mlp {
@@ -191,7 +168,8 @@ fn column(values: impl Iterator<Item = f64>) -> Result<Tensor> {
 /// `config.out`, and returns what it measured.
 pub fn run(config: &ToyConfig) -> Result<ToyReport> {
     let mut gen = Generator::new(config.seed);
-    let schedule = Schedule::new(config.timesteps);
+    // DiT's linear schedule, scaled so that T steps end near pure noise.
+    let schedule = Schedule::from_betas(BetaSchedule::Linear.betas(config.timesteps)?)?;
     let mut model = Mlp::new(config.hidden, &mut gen)?;
     let mut opt = AdamW::new(AdamWConfig::default().with_lr(config.lr));
     // Cosine decay of the learning rate to 10% over the run.
@@ -217,8 +195,8 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
             Device::Cpu,
             &mut gen,
         )?;
-        let a = column(t.iter().map(|&i| schedule.alpha_bars[i].sqrt()))?;
-        let s = column(t.iter().map(|&i| (1.0 - schedule.alpha_bars[i]).sqrt()))?;
+        let a = column(t.iter().map(|&i| schedule.alphas_cumprod[i].sqrt()))?;
+        let s = column(t.iter().map(|&i| (1.0 - schedule.alphas_cumprod[i]).sqrt()))?;
         let x_t = Var::constant(x0.mul(&a)?.add(&noise.mul(&s)?)?);
         let loss = model
             .forward(&x_t, &t, config.timesteps)?
@@ -266,12 +244,12 @@ fn sample(model: &Mlp, s: &Schedule, config: &ToyConfig, gen: &mut Generator) ->
     for t in (0..config.timesteps).rev() {
         let eps =
             no_grad(|| model.forward(&Var::constant(x.clone()), &vec![t; n], config.timesteps))?;
-        let (beta, abar) = (s.betas[t], s.alpha_bars[t]);
+        let (beta, abar) = (s.betas[t], s.alphas_cumprod[t]);
         let mean = x
             .sub(&eps.value().mul_scalar(beta / (1.0 - abar).sqrt())?)?
             .mul_scalar(1.0 / (1.0 - beta).sqrt())?;
         x = if t > 0 {
-            let posterior_var = beta * (1.0 - s.alpha_bars[t - 1]) / (1.0 - abar);
+            let posterior_var = s.posterior_variance[t];
             mean.add(&Tensor::randn(
                 &[n, 2],
                 0.0,
