@@ -12,6 +12,27 @@ pub fn bad_value(model: &str, key: &str, value: impl std::fmt::Display, expected
     ))
 }
 
+/// Checks diffusers' per-level lists: `block_out_channels` non-empty and positive, and each of
+/// `lists` (e.g. `down_block_types`) with one entry per level.
+pub fn check_levels(model: &str, widths: &[usize], lists: &[(&str, &[String])]) -> Result<()> {
+    if widths.is_empty() || widths.contains(&0) {
+        let expected = "a non-empty list of positive widths";
+        return Err(bad_value(
+            model,
+            "block_out_channels",
+            format!("{widths:?}"),
+            expected,
+        ));
+    }
+    for (key, list) in lists {
+        if list.len() != widths.len() {
+            let expected = format!("{} entries, one per block_out_channels", widths.len());
+            return Err(bad_value(model, key, format!("{list:?}"), &expected));
+        }
+    }
+    Ok(())
+}
+
 /// A parsed config object. Keys starting with `_` (`_class_name`, `_diffusers_version`) are
 /// diffusers' bookkeeping and ignored; any other key outside `known` is an error.
 pub struct JsonConfig {

@@ -15,7 +15,7 @@ use crate::blocks::{
     Activation, AttnOpts, BlockCtx, DownBlock, MidBlock2D, ResBlockHook, ResnetOpts, TimeShift,
     UpBlock, UpChannels,
 };
-use crate::config::{bad_value, JsonConfig};
+use crate::config::{bad_value, check_levels, JsonConfig};
 use crate::nn::{sinusoidal_embedding_f32, Conv2d, Embedding, GroupNorm, Linear};
 use crate::params::ParamStore;
 
@@ -175,27 +175,12 @@ impl UNet2DConfig {
 
     /// Checks the values this implementation supports and that the lists agree.
     pub fn validate(&self) -> Result<()> {
-        let levels = self.block_out_channels.len();
-        if levels == 0 || self.block_out_channels.contains(&0) {
-            return Err(bad_value(
-                MODEL,
-                "block_out_channels",
-                format!("{:?}", self.block_out_channels),
-                "a non-empty list of positive widths",
-            ));
-        }
-        for (key, list) in [
-            ("down_block_types", &self.down_block_types),
-            ("up_block_types", &self.up_block_types),
-        ] {
-            if list.len() != levels {
-                return Err(bad_value(
-                    MODEL,
-                    key,
-                    format!("{list:?}"),
-                    &format!("{levels} entries, one per block_out_channels"),
-                ));
-            }
+        let lists = [
+            ("down_block_types", &self.down_block_types[..]),
+            ("up_block_types", &self.up_block_types[..]),
+        ];
+        check_levels(MODEL, &self.block_out_channels, &lists)?;
+        for (key, list) in lists {
             for kind in list {
                 block_has_attention(key, kind)?;
             }

@@ -14,7 +14,7 @@ use crate::blocks::{
     Activation, AttnOpts, BlockCtx, DownBlock, MidBlock2D, ResnetOpts, TimeShift, UpBlock,
     UpChannels,
 };
-use crate::config::{bad_value, JsonConfig};
+use crate::config::{bad_value, check_levels, JsonConfig};
 use crate::nn::{Conv2d, GroupNorm};
 use crate::params::{join, ParamStore};
 
@@ -109,15 +109,14 @@ impl AutoencoderKLConfig {
 
     /// Checks the values this implementation supports and that the lists agree.
     pub fn validate(&self) -> Result<()> {
-        let levels = self.block_out_channels.len();
-        if levels == 0 || self.block_out_channels.contains(&0) {
-            return Err(bad_value(
-                MODEL,
-                "block_out_channels",
-                format!("{:?}", self.block_out_channels),
-                "a non-empty list of positive widths",
-            ));
-        }
+        check_levels(
+            MODEL,
+            &self.block_out_channels,
+            &[
+                ("down_block_types", &self.down_block_types[..]),
+                ("up_block_types", &self.up_block_types[..]),
+            ],
+        )?;
         for (key, list, kind) in [
             (
                 "down_block_types",
@@ -126,14 +125,6 @@ impl AutoencoderKLConfig {
             ),
             ("up_block_types", &self.up_block_types, "UpDecoderBlock2D"),
         ] {
-            if list.len() != levels {
-                return Err(bad_value(
-                    MODEL,
-                    key,
-                    format!("{list:?}"),
-                    &format!("{levels} entries, one per block_out_channels"),
-                ));
-            }
             if let Some(bad) = list.iter().find(|k| *k != kind) {
                 return Err(bad_value(MODEL, key, format!("{bad:?}"), kind));
             }
