@@ -98,3 +98,24 @@ impl Fixture {
             .count()
     }
 }
+
+/// Runs the fixture at `path` through the shared runner behind `difftune parity` in `dtype`, and
+/// asserts that every output and every reference gradient was compared and is within tolerance.
+pub fn assert_parity(path: &std::path::Path, dtype: DType) -> models::parity::ParityReport {
+    use models::parity::{check_fixture, reference_model};
+    let report = check_fixture(path, dtype, reference_model).unwrap();
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    let file = SafeTensorsFile::open(path).unwrap();
+    let expected = file
+        .names()
+        .iter()
+        .filter(|n| n.starts_with("out/") || n.starts_with("grad/"))
+        .count();
+    assert_eq!(
+        report.rows.len(),
+        expected,
+        "not every output and gradient was compared"
+    );
+    report
+}

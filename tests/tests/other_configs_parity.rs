@@ -1,15 +1,16 @@
 //! `difftune parity`'s runner on fixtures whose configs differ from the shared ones (other block
 //! layouts, channel counts, norm groups, class counts, timestep-embedding options, three levels;
-//! DiT depths, patch sizes, learn_sigma off, no null class), made from the references by `tools/make_fixture.py` (see tests/fixtures/README.md).
+//! DiT depths, patch sizes, learn_sigma off, no null class), made from the references by
+//! `tools/make_fixture.py` (see tests/fixtures/README.md).
 
-use models::parity::{check_fixture, reference_model};
+use difftune_tests::fixture::assert_parity;
 use tensor::DType;
 
 fn check(name: &str) {
-    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let report = check_fixture(&path, DType::F32, reference_model).unwrap();
-    println!("{report}");
-    assert!(report.passed(), "{report}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let report = assert_parity(&path, DType::F32);
     assert!(report
         .rows
         .iter()

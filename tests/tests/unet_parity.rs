@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use autograd::Var;
 use difftune_tests::fixture::{rel_err, rel_err_floor, Fixture, GRAD_FLOOR};
 use models::blocks::ResBlockHook;
-use models::parity::{check_fixture, reference_model};
 use models::unet::UNet2DModel;
 use models::ParamStore;
 use tensor::{DType, Device, Generator, Result, Tensor};
@@ -27,17 +26,8 @@ fn run(fx: &Fixture, ps: &ParamStore, model: &UNet2DModel, x: &Var) -> Var {
     model.forward(ps, x, &t, Some(&y)).unwrap()
 }
 
-/// Every output and gradient of the fixture, through the shared runner behind `difftune parity`.
 fn check(dtype: DType) {
-    let report = check_fixture(
-        difftune_tests::fixture::path(FIXTURE),
-        dtype,
-        reference_model,
-    )
-    .unwrap();
-    println!("{report}");
-    assert!(report.passed(), "{report}");
-    assert_eq!(report.rows.len(), 1 + Fixture::open(FIXTURE).grad_count());
+    difftune_tests::fixture::assert_parity(&difftune_tests::fixture::path(FIXTURE), dtype);
 }
 
 #[test]

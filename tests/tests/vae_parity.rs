@@ -3,7 +3,6 @@
 
 use autograd::{Grads, Var};
 use difftune_tests::fixture::{rel_err, rel_err_floor, Fixture, GRAD_FLOOR};
-use models::parity::{check_fixture, reference_model};
 use models::vae::AutoencoderKL;
 use models::ParamStore;
 use tensor::{DType, Device, Generator, Tensor};
@@ -33,20 +32,8 @@ fn backward(fx: &Fixture, outs: &[Var; 3]) -> Grads {
     fx.loss(&named).backward().unwrap()
 }
 
-/// Every output and gradient of the fixture, through the shared runner behind `difftune parity`.
 fn check(dtype: DType) {
-    let report = check_fixture(
-        difftune_tests::fixture::path(FIXTURE),
-        dtype,
-        reference_model,
-    )
-    .unwrap();
-    println!("{report}");
-    assert!(report.passed(), "{report}");
-    assert_eq!(
-        report.rows.len(),
-        OUTS.len() + Fixture::open(FIXTURE).grad_count()
-    );
+    difftune_tests::fixture::assert_parity(&difftune_tests::fixture::path(FIXTURE), dtype);
 }
 
 #[test]
