@@ -136,12 +136,7 @@ impl Diffusion {
     where
         M: Fn(&Tensor, &Tensor) -> Result<Tensor>,
     {
-        let mut x = x_t;
-        for k in (0..self.num_timesteps()).rev() {
-            let t = self.full_step(k, &x)?;
-            x = self.p_sample(model, &x, &t, clip_denoised, gen)?;
-        }
-        Ok(x)
+        self.reverse_chain(x_t, |x, t| self.p_sample(model, x, t, clip_denoised, gen))
     }
 
     /// One DDIM step (eq. 12 of Song et al.): x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1} − σ²) ε̂ + σ z
@@ -214,10 +209,21 @@ impl Diffusion {
     where
         M: Fn(&Tensor, &Tensor) -> Result<Tensor>,
     {
+        self.reverse_chain(x_t, |x, t| {
+            self.ddim_sample(model, x, t, clip_denoised, eta, gen)
+        })
+    }
+
+    /// Runs `step(x, t)` from `x_T` over every (respaced) step, last to first.
+    fn reverse_chain(
+        &self,
+        x_t: Tensor,
+        mut step: impl FnMut(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let mut x = x_t;
         for k in (0..self.num_timesteps()).rev() {
             let t = self.full_step(k, &x)?;
-            x = self.ddim_sample(model, &x, &t, clip_denoised, eta, gen)?;
+            x = step(&x, &t)?;
         }
         Ok(x)
     }
