@@ -9,4 +9,6 @@ pub mod diffusion;
 pub mod files;
 pub mod optim;
 pub mod plot;
+pub mod progress;
+pub mod run;
 pub mod toy;

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use autograd::{no_grad, Var};
-use indicatif::{ProgressBar, ProgressStyle};
 use models::ParamStore;
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -174,7 +173,7 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
     let mut opt = AdamW::new(AdamWConfig::default().with_lr(config.lr));
     // Cosine decay of the learning rate to 10% over the run.
     let lr_schedule = LrSchedule::cosine(config.lr, 0, config.steps as u64, 0.1 * config.lr);
-    let bar = progress(config.steps as u64, "train");
+    let bar = crate::progress::bar(config.steps as u64, "train");
     let mut losses = Vec::with_capacity(config.steps);
     for step in 0..config.steps {
         let x0 = Tensor::from_vec(
@@ -240,7 +239,7 @@ pub fn run(config: &ToyConfig) -> Result<ToyReport> {
 fn sample(model: &Mlp, s: &Schedule, config: &ToyConfig, gen: &mut Generator) -> Result<Vec<f64>> {
     let n = config.samples;
     let mut x = Tensor::randn(&[n, 2], 0.0, 1.0, DType::F32, Device::Cpu, gen)?;
-    let bar = progress(config.timesteps as u64, "sample");
+    let bar = crate::progress::bar(config.timesteps as u64, "sample");
     for t in (0..config.timesteps).rev() {
         let eps =
             no_grad(|| model.forward(&Var::constant(x.clone()), &vec![t; n], config.timesteps))?;
@@ -288,18 +287,6 @@ fn on_mode(points: &[f64]) -> (f64, [usize; MODES]) {
         per_mode.iter().sum::<usize>() as f64 / (points.len() / 2).max(1) as f64,
         per_mode,
     )
-}
-
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    let template =
-        format!("{what:>6} [{{bar:30}}] {{pos}}/{{len}} {{msg}} {{per_sec}} ETA {{eta}}");
-    bar.set_style(
-        ProgressStyle::with_template(&template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 fn draw(path: &Path, data: &[f64], samples: &[f64], losses: &[f64]) -> Result<()> {

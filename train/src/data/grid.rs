@@ -88,6 +88,49 @@ pub fn save_grid(
     Ok((width, height))
 }
 
+/// Writes images `[N, C, H, W]` (as for [`save_grid`]) one PNG each, into a sub-folder per class
+/// named after `classes[label]`: the layout [`Dataset::from_folder`](super::Dataset::from_folder)
+/// reads back, e.g. for `difftune eval --images`.
+pub fn save_image_folder(
+    dir: impl AsRef<Path>,
+    images: &Tensor,
+    labels: &[i64],
+    classes: &[String],
+) -> Result<()> {
+    let dir = dir.as_ref();
+    let [n, c, h, w] = <[usize; 4]>::try_from(images.shape()).map_err(|_| {
+        Error::shape(
+            "save_image_folder",
+            format!("images {:?}: expected [N, C, H, W]", images.shape()),
+        )
+    })?;
+    if labels.len() != n {
+        return Err(Error::shape(
+            "save_image_folder",
+            format!("{} labels for {n} images", labels.len()),
+        ));
+    }
+    let pixels = unscale(images)?.to_vec::<u8>()?;
+    let size = c * h * w;
+    for (i, (image, &label)) in pixels.chunks_exact(size).zip(labels).enumerate() {
+        let class = usize::try_from(label)
+            .ok()
+            .and_then(|l| classes.get(l))
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "save_image_folder: label {label} has no class name ({} classes)",
+                    classes.len()
+                ))
+            })?;
+        // CHW planes to interleaved HWC pixels.
+        let hwc: Vec<u8> = (0..h * w)
+            .flat_map(|p| (0..c).map(move |ch| image[ch * h * w + p]))
+            .collect();
+        save_png(&dir.join(class).join(format!("{i:06}.png")), w, h, c, &hwc)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;

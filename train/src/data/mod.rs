@@ -28,6 +28,6 @@ pub mod transform;
 
 pub use dataset::{Dataset, Split, ANIMAL_MNIST_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
 pub use folder::{ColorMode, FolderOptions};
-pub use grid::save_grid;
+pub use grid::{save_grid, save_image_folder};
 pub use latents::Latents;
 pub use loader::{Batch, Batches, LoaderConfig, LoaderState, Sampler};

@@ -1,7 +1,10 @@
 //! The `difftune` command line: one module per subcommand.
 
 mod demo;
+mod info;
 mod parity;
+mod sample;
+mod train;
 
 use std::process::ExitCode;
 
@@ -20,12 +23,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pretrain a DiT (default: a small one on Fashion-MNIST).
+    Pretrain(train::TrainArgs),
+    /// Fine-tune a pretrained DiT on a new domain (default: Animal-MNIST).
+    Finetune(train::FinetuneArgs),
+    Sample(sample::SampleArgs),
+    Info(info::InfoArgs),
     Demo(demo::DemoArgs),
     Parity(parity::ParityArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Pretrain(args) => train::pretrain(args),
+        Command::Finetune(args) => train::finetune(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Info(args) => info::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Parity(args) => parity::run(args),
     };

@@ -1,0 +1,226 @@
+//! Checkpoints: a folder per save, `step-NNNNNNNN/` under the run's `checkpoints/`, holding the
+//! weights, their moving average, the optimizer state and `state.json` (step, loader position,
+//! config, and a checksum of every file). The folder is written under a temporary name and
+//! renamed, then the `latest` pointer is replaced atomically, then older folders are removed: a
+//! crash at any moment leaves `latest` naming a complete checkpoint.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tensor::{Error, Result};
+
+use super::RunConfig;
+use crate::data::LoaderState;
+use crate::files::write_atomic;
+
+/// The weights as trained.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The exponential moving average of the weights (what samples are drawn with).
+pub const EMA_FILE: &str = "ema.safetensors";
+/// AdamW's moments and step count.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Step, loader position, config and checksums.
+pub const STATE_FILE: &str = "state.json";
+const LATEST: &str = "latest";
+
+/// What `state.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Optimisation steps taken.
+    pub step: u64,
+    /// The loader's epoch at the next batch.
+    pub loader_epoch: u64,
+    /// The loader's position in that epoch.
+    pub loader_position: usize,
+    /// The class names of the training data, in label order.
+    pub classes: Vec<String>,
+    /// `[channels, height, width]` of the model's images.
+    pub image_shape: [usize; 3],
+    /// The run's config.
+    pub config: RunConfig,
+    /// FNV-1a 64 of each weight file, in hex.
+    pub checksums: Vec<(String, String)>,
+}
+
+impl CheckpointState {
+    /// The loader state.
+    pub fn loader(&self) -> LoaderState {
+        LoaderState {
+            epoch: self.loader_epoch,
+            position: self.loader_position,
+        }
+    }
+}
+
+/// The `checkpoints/` folder of a run folder.
+pub fn checkpoints_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+/// FNV-1a 64 of `bytes`: detects a flipped or truncated byte, which the safetensors header alone
+/// would not.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        msg: format!("corrupt or incomplete checkpoint: {msg}"),
+    }
+}
+
+/// Writes a checkpoint of `step` into `run/checkpoints/`: `write_files` fills the given folder with
+/// [`MODEL_FILE`], [`EMA_FILE`] and [`OPTIMIZER_FILE`]; the state is completed with their
+/// checksums. Returns the checkpoint's folder.
+pub fn save(
+    run: &Path,
+    mut state: CheckpointState,
+    write_files: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run);
+    let name = format!("step-{:08}", state.step);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let done = dir.join(&name);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    write_files(&tmp)?;
+    state.checksums.clear();
+    for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
+        let path = tmp.join(file);
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        state
+            .checksums
+            .push((file.to_string(), format!("{:016x}", fnv1a(&bytes))));
+    }
+    let json = serde_json::to_string_pretty(&state).expect("checkpoint state is plain JSON");
+    write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+    if done.exists() {
+        fs::remove_dir_all(&done).map_err(io(&done))?;
+    }
+    fs::rename(&tmp, &done).map_err(io(&done))?;
+    // The folder's entry must reach the disk before the pointer names it.
+    if let Ok(d) = fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    write_atomic(&dir.join(LATEST), name.as_bytes())?;
+    for entry in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        if other.starts_with("step-") && other != name {
+            fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        }
+    }
+    Ok(done)
+}
+
+/// The newest complete checkpoint of a run folder, if it has one.
+pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
+    let pointer = checkpoints_dir(run).join(LATEST);
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = fs::read_to_string(&pointer).map_err(io(&pointer))?;
+    let name = name.trim();
+    if !name.starts_with("step-") || name.contains(['/', '\\']) {
+        return Err(corrupt(&pointer, format!("it names `{name}`, not a step folder")));
+    }
+    Ok(Some(checkpoints_dir(run).join(name)))
+}
+
+/// Finds the checkpoint folder meant by `path`: a checkpoint folder itself, a run folder (its
+/// latest checkpoint), or a run's `checkpoints/` folder.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join(STATE_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let run = if path.file_name().is_some_and(|n| n == "checkpoints") {
+        path.parent().unwrap_or(path)
+    } else {
+        path
+    };
+    match latest(run)? {
+        Some(dir) => Ok(dir),
+        None if path.exists() => Err(Error::msg(format!(
+            "{}: not a checkpoint (no {STATE_FILE}) nor a run folder with one (no checkpoints/{LATEST})",
+            path.display()
+        ))),
+        None => Err(Error::msg(format!("{}: no such file or folder", path.display()))),
+    }
+}
+
+/// Reads and verifies a checkpoint folder's state: every weight file must be present with the
+/// checksum written at save time.
+pub fn load_state(dir: &Path) -> Result<CheckpointState> {
+    let path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| corrupt(&path, e))?;
+    for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
+        let expected = state
+            .checksums
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, c)| c)
+            .ok_or_else(|| corrupt(&path, format!("no checksum for {file}")))?;
+        let p = dir.join(file);
+        let bytes = fs::read(&p).map_err(io(&p))?;
+        let found = format!("{:016x}", fnv1a(&bytes));
+        if &found != expected {
+            return Err(corrupt(
+                &p,
+                format!("checksum {found} differs from the {expected} written at save time ({} bytes)", bytes.len()),
+            ));
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> CheckpointState {
+        CheckpointState {
+            step,
+            loader_epoch: 0,
+            loader_position: 0,
+            classes: vec!["a".into()],
+            image_shape: [1, 4, 4],
+            config: RunConfig::default(),
+            checksums: vec![],
+        }
+    }
+
+    fn write_dummy(dir: &Path) -> Result<()> {
+        for f in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
+            fs::write(dir.join(f), f.as_bytes()).map_err(io(dir))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn save_replaces_the_previous_checkpoint_and_detects_damage() {
+        let run = std::env::temp_dir().join(format!("difftune-ckpt-{}", std::process::id()));
+        let first = save(&run, state(5), write_dummy).unwrap();
+        let second = save(&run, state(10), write_dummy).unwrap();
+        assert!(!first.exists(), "the older checkpoint is removed");
+        assert_eq!(resolve(&run).unwrap(), second);
+        assert_eq!(load_state(&second).unwrap().step, 10);
+        // One changed byte is refused, naming the file.
+        fs::write(second.join(EMA_FILE), b"ema.safetensorz").unwrap();
+        let err = load_state(&second).unwrap_err().to_string();
+        assert!(err.contains("ema.safetensors") && err.contains("checksum"), "{err}");
+        fs::remove_dir_all(run).unwrap();
+    }
+}

@@ -1,0 +1,329 @@
+//! [`RunConfig`]: everything a training run needs, read from a JSON file with defaults for what
+//! it leaves out, and overridden by command-line flags. Saved with every checkpoint, so a
+//! checkpoint says how it was made and `--resume` continues the same run.
+
+use std::path::{Path, PathBuf};
+
+use models::dit::DitConfig;
+use serde::{Deserialize, Serialize};
+use tensor::{Device, Error, Result};
+
+use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, VarType};
+
+/// A training run: data, model, diffusion, optimisation, outputs.
+///
+/// ```
+/// use train::run::RunConfig;
+/// let c = RunConfig::from_json_str(r#"{ "data": "animal-mnist", "steps": 10 }"#).unwrap();
+/// assert_eq!((c.data.as_str(), c.steps, c.batch_size), ("animal-mnist", 10, 64));
+/// assert!(RunConfig::from_json_str(r#"{ "stepz": 10 }"#).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// `fashion-mnist`, `animal-mnist`, or a folder of class sub-folders of images.
+    pub data: String,
+    /// Image side for a folder data set (Fashion- and Animal-MNIST are 28).
+    pub image_size: usize,
+    /// The DiT; input size, channels and classes come from the data.
+    pub model: ModelConfig,
+    /// The diffusion process.
+    pub diffusion: DiffusionSettings,
+    /// The transfer method: `full` (every parameter trained).
+    pub method: String,
+    /// A checkpoint (a run's `checkpoint` folder or a `model.safetensors`) to start from.
+    pub init: Option<PathBuf>,
+    /// Optimisation steps of the whole run.
+    pub steps: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// AdamW's learning rate after warmup.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// `constant` or `cosine` (down to `min_lr` at the last step).
+    pub lr_decay: String,
+    /// The floor of the cosine decay.
+    pub min_lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Gradient-norm clipping (0 for none).
+    pub grad_clip: f64,
+    /// Decay of the exponential moving average of the weights.
+    pub ema_decay: f64,
+    /// Random horizontal flips of the training images.
+    pub hflip: bool,
+    /// Steps between checkpoints (and at the end).
+    pub checkpoint_every: u64,
+    /// Steps between sample grids (0: only at the end).
+    pub sample_every: u64,
+    /// Steps between metric lines.
+    pub log_every: u64,
+    /// How grids are sampled.
+    pub sample: SampleSettings,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// The run folder: checkpoint, metrics, grids, loss curve.
+    pub out: PathBuf,
+}
+
+/// The DiT's shape (the rest is set by the data).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Side of a patch.
+    pub patch_size: usize,
+    /// Width of the transformer.
+    pub hidden_size: usize,
+    /// Transformer blocks.
+    pub depth: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// MLP width over hidden width.
+    pub mlp_ratio: f64,
+    /// Probability of dropping a label in training (for classifier-free guidance).
+    pub class_dropout_prob: f64,
+    /// Whether the model also predicts the variance (DiT's hybrid loss).
+    pub learn_sigma: bool,
+}
+
+/// The diffusion process of training and sampling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiffusionSettings {
+    /// `linear` (DiT's) or `cosine`.
+    pub schedule: String,
+    /// Steps of the process.
+    pub steps: usize,
+    /// `epsilon`, `velocity` or `x0`.
+    pub prediction: String,
+}
+
+/// How sample grids are drawn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleSettings {
+    /// A respacing: `ddim50` samples with DDIM in 50 steps, `250` with ancestral DDPM in 250.
+    pub sampler: String,
+    /// DDIM's eta (0: deterministic).
+    pub eta: f64,
+    /// Classifier-free guidance scale (1: none).
+    pub cfg_scale: f64,
+    /// Images per class in a grid.
+    pub per_class: usize,
+}
+
+impl Default for RunConfig {
+    /// A small DiT on Fashion-MNIST that trains on two CPU cores in minutes.
+    fn default() -> Self {
+        RunConfig {
+            data: "fashion-mnist".into(),
+            image_size: 28,
+            model: ModelConfig::default(),
+            diffusion: DiffusionSettings::default(),
+            method: "full".into(),
+            init: None,
+            steps: 2000,
+            batch_size: 64,
+            lr: 1e-3,
+            warmup_steps: 100,
+            lr_decay: "cosine".into(),
+            min_lr: 1e-5,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            hflip: false,
+            checkpoint_every: 500,
+            sample_every: 0,
+            log_every: 10,
+            sample: SampleSettings::default(),
+            seed: 0,
+            device: "cpu".into(),
+            out: "runs/pretrain".into(),
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            patch_size: 4,
+            hidden_size: 96,
+            depth: 4,
+            num_heads: 4,
+            mlp_ratio: 4.0,
+            class_dropout_prob: 0.1,
+            learn_sigma: false,
+        }
+    }
+}
+
+impl Default for DiffusionSettings {
+    fn default() -> Self {
+        DiffusionSettings {
+            schedule: "linear".into(),
+            steps: 1000,
+            prediction: "epsilon".into(),
+        }
+    }
+}
+
+impl Default for SampleSettings {
+    fn default() -> Self {
+        SampleSettings {
+            sampler: "ddim50".into(),
+            eta: 0.0,
+            cfg_scale: 2.0,
+            per_class: 8,
+        }
+    }
+}
+
+fn invalid(what: &str, msg: impl std::fmt::Display) -> Error {
+    Error::msg(format!("config `{what}`: {msg}"))
+}
+
+impl RunConfig {
+    /// A config from JSON text; absent keys keep their defaults, unknown keys are errors.
+    pub fn from_json_str(json: &str) -> Result<RunConfig> {
+        let config: RunConfig =
+            serde_json::from_str(json).map_err(|e| Error::msg(format!("config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config from a JSON file; errors name the file.
+    pub fn from_file(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        RunConfig::from_json_str(&text)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+    }
+
+    /// The config as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config is plain JSON")
+    }
+
+    /// Checks every value that can be checked without the data.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size as u64),
+            ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
+            ("sample.per_class", self.sample.per_class as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(invalid("lr", format!("must be positive, got {}", self.lr)));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(invalid("ema_decay", format!("must be in [0, 1), got {}", self.ema_decay)));
+        }
+        if !(self.grad_clip >= 0.0) {
+            return Err(invalid("grad_clip", format!("must be >= 0, got {}", self.grad_clip)));
+        }
+        if !(self.sample.eta >= 0.0) {
+            return Err(invalid("sample.eta", format!("must be >= 0, got {}", self.sample.eta)));
+        }
+        if self.method != "full" {
+            return Err(invalid(
+                "method",
+                format!("unknown method `{}`; the methods are: full", self.method),
+            ));
+        }
+        self.lr_schedule()?;
+        self.diffusion_config()?;
+        crate::diffusion::space_timesteps(self.diffusion.steps, &self.sample.sampler)
+            .map_err(|e| invalid("sample.sampler", e))?;
+        self.device
+            .parse::<Device>()
+            .map_err(|e| invalid("device", e))?;
+        Ok(())
+    }
+
+    /// The learning-rate schedule.
+    pub fn lr_schedule(&self) -> Result<crate::optim::LrSchedule> {
+        use crate::optim::LrSchedule;
+        match self.lr_decay.as_str() {
+            "constant" => Ok(LrSchedule::constant(self.lr, self.warmup_steps)),
+            "cosine" => Ok(LrSchedule::cosine(self.lr, self.warmup_steps, self.steps, self.min_lr)),
+            other => Err(invalid(
+                "lr_decay",
+                format!("unknown decay `{other}`; expected constant or cosine"),
+            )),
+        }
+    }
+
+    /// The diffusion process of training.
+    pub fn diffusion_config(&self) -> Result<DiffusionConfig> {
+        let d = &self.diffusion;
+        let schedule = match d.schedule.as_str() {
+            "linear" => BetaSchedule::Linear,
+            "cosine" => BetaSchedule::Cosine,
+            other => {
+                return Err(invalid(
+                    "diffusion.schedule",
+                    format!("unknown schedule `{other}`; expected linear or cosine"),
+                ))
+            }
+        };
+        let mean_type = match d.prediction.as_str() {
+            "epsilon" => MeanType::Epsilon,
+            "velocity" => MeanType::Velocity,
+            "x0" => MeanType::StartX,
+            other => {
+                return Err(invalid(
+                    "diffusion.prediction",
+                    format!("unknown prediction `{other}`; expected epsilon, velocity or x0"),
+                ))
+            }
+        };
+        if d.steps < 2 {
+            return Err(invalid("diffusion.steps", "must be at least 2"));
+        }
+        Ok(DiffusionConfig {
+            schedule,
+            steps: d.steps,
+            mean_type,
+            var_type: if self.model.learn_sigma {
+                VarType::LearnedRange
+            } else {
+                VarType::FixedSmall
+            },
+        })
+    }
+
+    /// Whether grids are drawn with DDIM.
+    pub fn uses_ddim(&self) -> bool {
+        self.sample.sampler.starts_with("ddim")
+    }
+
+    /// The DiT for images `[channels, size, size]` of `classes` classes.
+    pub fn dit_config(&self, channels: usize, size: usize, classes: usize) -> Result<DitConfig> {
+        let m = &self.model;
+        let cfg = DitConfig {
+            input_size: size,
+            patch_size: m.patch_size,
+            in_channels: channels,
+            hidden_size: m.hidden_size,
+            depth: m.depth,
+            num_heads: m.num_heads,
+            mlp_ratio: m.mlp_ratio,
+            class_dropout_prob: m.class_dropout_prob,
+            num_classes: classes,
+            learn_sigma: m.learn_sigma,
+        };
+        cfg.validate().map_err(|e| invalid("model", e))?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,182 @@
+//! The run's metric log, one JSON object per line (`metrics.jsonl`), and its loss-curve picture.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tensor::{Error, Result};
+
+use crate::files::write_atomic;
+use crate::plot::{Canvas, Panel};
+
+/// One line of `metrics.jsonl`: averages over the steps since the previous line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MetricLine {
+    /// Steps taken when the line was written.
+    pub step: u64,
+    /// The training loss.
+    pub loss: f64,
+    /// The gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The learning rate of the last step.
+    pub lr: f64,
+    /// Optimisation steps per second.
+    pub steps_per_sec: f64,
+}
+
+/// An append-only metric log.
+pub struct MetricLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricLog {
+    /// Opens `path` for a run that has taken `step` steps: lines beyond `step` (written after the
+    /// checkpoint a resumed run starts from) are dropped, so the log has one line per step logged.
+    pub fn open(path: &Path, step: u64) -> Result<MetricLog> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let kept: Vec<MetricLine> = read(path)?
+            .into_iter()
+            .filter(|l| l.step <= step)
+            .collect();
+        let mut text = String::new();
+        for line in &kept {
+            text += &serde_json::to_string(line).expect("plain JSON");
+            text.push('\n');
+        }
+        write_atomic(path, text.as_bytes())?;
+        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        Ok(MetricLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Appends a line (and flushes it, so a crash loses no logged line).
+    pub fn write(&mut self, line: &MetricLine) -> Result<()> {
+        let text = serde_json::to_string(line).expect("plain JSON") + "\n";
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// The lines of a metric log (none if the file does not exist). A torn last line (a crash while
+/// it was written) is skipped; a bad line elsewhere is an error naming it.
+pub fn read(path: &Path) -> Result<Vec<MetricLine>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(m) => out.push(m),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => {
+                return Err(Error::Format {
+                    path: path.to_path_buf(),
+                    msg: format!("line {}: {e}", i + 1),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Draws loss against step (log scale) for one or more labelled logs, as a PNG. Each series is
+/// smoothed by a running mean over a twentieth of its lines.
+pub fn plot_loss_curves(path: &Path, series: &[(&str, &[MetricLine])]) -> Result<()> {
+    const COLOURS: [[u8; 3]; 4] = [[30, 60, 200], [200, 40, 40], [30, 150, 60], [150, 60, 160]];
+    let smoothed: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|(_, lines)| {
+            let window = (lines.len() / 20).max(1);
+            lines
+                .windows(window.min(lines.len()).max(1))
+                .map(|w| {
+                    let mean = w.iter().map(|l| l.loss).sum::<f64>() / w.len() as f64;
+                    (w[w.len() - 1].step as f64, mean.max(1e-12).log10())
+                })
+                .collect()
+        })
+        .collect();
+    let points = smoothed.iter().flatten();
+    let (x_max, lo, hi) = points.fold((1.0f64, f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+        (a.0.max(p.0), a.1.min(p.1), a.2.max(p.1))
+    });
+    if !lo.is_finite() {
+        return Err(Error::msg(format!(
+            "{}: no metric lines to plot",
+            path.display()
+        )));
+    }
+    let mut canvas = Canvas::new(640, 400);
+    let panel = Panel {
+        left: 20,
+        top: 20,
+        size: (600, 360),
+        x: (0.0, x_max),
+        y: (lo - 0.05, hi + 0.05),
+    };
+    canvas.frame(&panel, [0, 0, 0]);
+    // Decade lines of the log scale, so a reader can read the loss off the picture.
+    for decade in (lo.floor() as i32)..=(hi.ceil() as i32) {
+        let y = decade as f64;
+        canvas.line(&panel, &[(0.0, y), (x_max, y)], [215, 215, 215]);
+    }
+    for (s, colour) in smoothed.iter().zip(COLOURS.iter().cycle()) {
+        canvas.line(&panel, s, *colour);
+    }
+    canvas.save_png(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(step: u64) -> MetricLine {
+        MetricLine {
+            step,
+            loss: 1.0 / step as f64,
+            grad_norm: 1.0,
+            lr: 1e-3,
+            steps_per_sec: 10.0,
+        }
+    }
+
+    #[test]
+    fn reopening_drops_lines_after_the_checkpoint_and_a_torn_line() {
+        let dir = std::env::temp_dir().join(format!("difftune-metrics-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        let mut log = MetricLog::open(&path, 0).unwrap();
+        for s in [10, 20, 30] {
+            log.write(&line(s)).unwrap();
+        }
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"step\": 40, \"lo").unwrap();
+        assert_eq!(read(&path).unwrap().len(), 3);
+        MetricLog::open(&path, 20).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![line(10), line(20)]);
+        plot_loss_curves(&dir.join("loss.png"), &[("a", &read(&path).unwrap())]).unwrap();
+        assert!(dir.join("loss.png").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
