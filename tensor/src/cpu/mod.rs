@@ -93,6 +93,14 @@ pub(crate) fn map1<T: Copy + Send + Sync, U: Copy + Default + Send + Sync>(
     let fill_row = |row: usize, chunk: &mut [U]| {
         let [start] = rows.start(row);
         let [stride] = rows.stride;
+        if stride == 1 {
+            // A unit stride known to the compiler lets the loop vectorise.
+            let len = chunk.len();
+            for (o, &x) in chunk.iter_mut().zip(&src[start..start + len]) {
+                *o = f(x);
+            }
+            return;
+        }
         for (i, o) in chunk.iter_mut().enumerate() {
             *o = f(src[start + i * stride]);
         }
@@ -130,8 +138,31 @@ pub(crate) fn map2<
     let fill_row = |row: usize, chunk: &mut [U]| {
         let [sa, sb] = rows.start(row);
         let [da, db] = rows.stride;
-        for (i, o) in chunk.iter_mut().enumerate() {
-            *o = f(a[sa + i * da], b[sb + i * db]);
+        let len = chunk.len();
+        match (da, db) {
+            // Unit and zero (broadcast) strides known to the compiler let the loops vectorise.
+            (1, 1) => {
+                for ((o, &x), &y) in chunk.iter_mut().zip(&a[sa..sa + len]).zip(&b[sb..sb + len]) {
+                    *o = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[sb];
+                for (o, &x) in chunk.iter_mut().zip(&a[sa..sa + len]) {
+                    *o = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[sa];
+                for (o, &y) in chunk.iter_mut().zip(&b[sb..sb + len]) {
+                    *o = f(x, y);
+                }
+            }
+            _ => {
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    *o = f(a[sa + i * da], b[sb + i * db]);
+                }
+            }
         }
     };
     for_each_row(&mut out, rows.len, fill_row);

@@ -25,6 +25,8 @@ pub struct RunConfig {
     pub data: String,
     /// Image side for a folder data set (Fashion- and Animal-MNIST are 28).
     pub image_size: usize,
+    /// `gray` or `rgb`: the channels of a folder data set.
+    pub color: String,
     /// The DiT; input size, channels and classes come from the data.
     pub model: ModelConfig,
     /// The diffusion process.
@@ -121,6 +123,7 @@ impl Default for RunConfig {
         RunConfig {
             data: "fashion-mnist".into(),
             image_size: 28,
+            color: "rgb".into(),
             model: ModelConfig::default(),
             diffusion: DiffusionSettings::default(),
             method: "full".into(),
@@ -186,12 +189,10 @@ fn invalid(what: &str, msg: impl std::fmt::Display) -> Error {
 }
 
 impl RunConfig {
-    /// A config from JSON text; absent keys keep their defaults, unknown keys are errors.
+    /// A config from JSON text; absent keys keep their defaults, unknown or mistyped keys are
+    /// errors. The values are checked by [`RunConfig::validate`] (after any overrides).
     pub fn from_json_str(json: &str) -> Result<RunConfig> {
-        let config: RunConfig =
-            serde_json::from_str(json).map_err(|e| Error::msg(format!("config: {e}")))?;
-        config.validate()?;
-        Ok(config)
+        serde_json::from_str(json).map_err(|e| Error::msg(format!("config: {e}")))
     }
 
     /// A config from a JSON file; errors name the file.
@@ -234,6 +235,15 @@ impl RunConfig {
         }
         if !(self.sample.eta >= 0.0) {
             return Err(invalid("sample.eta", format!("must be >= 0, got {}", self.sample.eta)));
+        }
+        if !matches!(self.color.as_str(), "gray" | "rgb") {
+            return Err(invalid(
+                "color",
+                format!("unknown colour mode `{}`; expected gray or rgb", self.color),
+            ));
+        }
+        if self.image_size == 0 {
+            return Err(invalid("image_size", "must be at least 1"));
         }
         if self.method != "full" {
             return Err(invalid(

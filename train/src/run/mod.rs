@@ -98,7 +98,11 @@ pub fn load_data(config: &RunConfig) -> Result<Dataset> {
                 path,
                 FolderOptions {
                     size: config.image_size,
-                    color: ColorMode::Rgb,
+                    color: if config.color == "gray" {
+                        ColorMode::Gray
+                    } else {
+                        ColorMode::Rgb
+                    },
                 },
             )
         }

@@ -1,0 +1,240 @@
+//! End-to-end runs of the training loop on tiny models: a killed run resumes to the same weights,
+//! damaged checkpoints are refused, a tiny model overfits a small batch, bad configs are named.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tensor::safetensors;
+use train::data::{save_image_folder, Dataset};
+use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
+use train::run::{load_model, metrics, train, ModelConfig, RunConfig, TrainOptions, Weights};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difftune-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `per_class` Animal-MNIST images of each of the first `classes` classes, as an image folder.
+fn image_folder(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
+    let data = Dataset::animal_mnist().unwrap();
+    let mut picked = Vec::new();
+    for class in 0..classes as i64 {
+        picked.extend(
+            (0..data.len())
+                .filter(|&i| data.labels()[i] == class)
+                .take(per_class),
+        );
+    }
+    let subset = data.subset(&picked).unwrap();
+    let images = train::data::transform::scale(&subset.images_tensor().unwrap()).unwrap();
+    let root = dir.join("images");
+    save_image_folder(&root, &images, subset.labels(), subset.classes()).unwrap();
+    root
+}
+
+/// A DiT small enough to train in the dev profile in seconds.
+fn tiny_config(data: &Path, out: &Path) -> RunConfig {
+    let mut c = RunConfig {
+        data: data.display().to_string(),
+        color: "gray".into(),
+        model: ModelConfig {
+            patch_size: 7,
+            hidden_size: 32,
+            depth: 2,
+            num_heads: 2,
+            ..ModelConfig::default()
+        },
+        batch_size: 8,
+        warmup_steps: 5,
+        checkpoint_every: 4,
+        log_every: 2,
+        out: out.to_path_buf(),
+        ..RunConfig::default()
+    };
+    c.sample.sampler = "ddim4".into();
+    c.sample.per_class = 1;
+    c.sample.cfg_scale = 1.0;
+    c
+}
+
+fn difftune(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_difftune"));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+fn write_config(path: &Path, config: &RunConfig) -> String {
+    std::fs::write(path, config.to_json()).unwrap();
+    path.display().to_string()
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut t: Vec<(String, Vec<f32>)> = safetensors::load(path)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec::<f32>().unwrap()))
+        .collect();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let dir = scratch("resume");
+    let data = image_folder(&dir, 4, 6);
+    let steps = 60;
+    let mut config = tiny_config(&data, &dir.join("whole"));
+    config.steps = steps;
+    let whole = write_config(&dir.join("whole.json"), &config);
+    config.out = dir.join("killed");
+    let killed = write_config(&dir.join("killed.json"), &config);
+
+    let out = difftune(&["pretrain", "--config", &whole, "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Kill the second run (SIGKILL: no clean-up) once it has written a checkpoint past step 8.
+    let mut child = difftune(&["pretrain", "--config", &killed, "--quiet"])
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let killed_at = loop {
+        let state = checkpoint::latest(&config.out)
+            .ok()
+            .flatten()
+            .and_then(|d| checkpoint::load_state(&d).ok());
+        if let Some(s) = state.filter(|s| s.step >= 8) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break s.step;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint came");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let last = checkpoint::load_state(&checkpoint::latest(&config.out).unwrap().unwrap()).unwrap();
+    assert!(
+        last.step < steps,
+        "the run finished (step {}) before it could be killed at {killed_at}",
+        last.step
+    );
+    // Without --resume the run folder is not overwritten.
+    let refused = difftune(&["pretrain", "--config", &killed, "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--resume"), "{err}");
+    let out = difftune(&["pretrain", "--config", &killed, "--resume", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let a = checkpoint::latest(&dir.join("whole")).unwrap().unwrap();
+    let b = checkpoint::latest(&config.out).unwrap().unwrap();
+    for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
+        assert_eq!(tensors(&a.join(file)), tensors(&b.join(file)), "{file} differs");
+    }
+    // One metric line per logged step, none lost or repeated across the kill.
+    let steps_logged: Vec<u64> = metrics::read(&config.out.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|l| l.step)
+        .collect();
+    assert_eq!(steps_logged, (1..=steps / 2).map(|i| 2 * i).collect::<Vec<_>>());
+    assert!(config.out.join("samples.png").exists() && config.out.join("loss.png").exists());
+
+    // Damaged checkpoints are refused with the file named.
+    let damage = |file: &str, f: &dyn Fn(&mut Vec<u8>)| -> String {
+        let copy = dir.join(format!("damaged-{file}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(&b).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        let mut bytes = std::fs::read(copy.join(file)).unwrap();
+        f(&mut bytes);
+        std::fs::write(copy.join(file), bytes).unwrap();
+        match load_model(&copy, Weights::Ema) {
+            Ok(_) => panic!("a damaged {file} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let truncated = damage(MODEL_FILE, &|b| b.truncate(b.len() / 2));
+    assert!(truncated.contains(MODEL_FILE) && truncated.contains("corrupt"), "{truncated}");
+    let flipped = damage(EMA_FILE, &|b| {
+        let i = b.len() - 3;
+        b[i] ^= 0x10;
+    });
+    assert!(flipped.contains(EMA_FILE) && flipped.contains("checksum"), "{flipped}");
+    let state = damage(STATE_FILE, &|b| b.truncate(b.len() - 10));
+    assert!(state.contains(STATE_FILE), "{state}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_tiny_model_overfits_a_batch_of_eight_images() {
+    let dir = scratch("overfit");
+    let data = image_folder(&dir, 2, 4);
+    let mut config = tiny_config(&data, &dir.join("run"));
+    config.model.patch_size = 4;
+    config.model.hidden_size = 64;
+    config.model.class_dropout_prob = 0.0;
+    config.steps = 800;
+    config.lr = 2e-3;
+    config.lr_decay = "constant".into();
+    config.log_every = 10;
+    config.checkpoint_every = 800;
+    let report = train(&config, &TrainOptions::default()).unwrap();
+    let lines = metrics::read(&config.out.join("metrics.jsonl")).unwrap();
+    // The first 10 steps against the last 50 (the loss of a random timestep is noisy).
+    let first = lines[0].loss;
+    let last = lines[lines.len() - 5..].iter().map(|l| l.loss).sum::<f64>() / 5.0;
+    assert!(
+        first / last >= 10.0,
+        "loss {first:.4} over the first 10 steps, {last:.4} over the last 50: not a 10x fall"
+    );
+    assert_eq!(report.steps, 800);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_configs_and_flags_are_named() {
+    let dir = scratch("errors");
+    let bad_key = dir.join("bad.json");
+    std::fs::write(&bad_key, r#"{ "stepz": 3 }"#).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--config".into(), bad_key.display().to_string()],
+            "stepz",
+        ),
+        (
+            vec!["--config".into(), dir.join("missing.json").display().to_string()],
+            "missing.json",
+        ),
+        (vec!["--device".into(), "gpu".into()], "gpu"),
+        (vec!["--data".into(), "no-such-set".into()], "no-such-set"),
+        (vec!["--lr=0".into()], "lr"),
+    ];
+    for (args, named) in cases {
+        let mut all = vec!["pretrain".to_string(), "--quiet".into()];
+        all.extend(args.iter().cloned());
+        all.extend(["--out".into(), dir.join("out").display().to_string()]);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = difftune(&refs).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(named), "{args:?}: the error does not name `{named}`: {err}");
+    }
+    let out = difftune(&["finetune", "--quiet"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--init"), "{err}");
+    let out = difftune(&["sample", dir.join("nothing").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nothing"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
