@@ -3,6 +3,8 @@
 
     python3 tools/convert_pt.py DiT-XL-2-256.pt DiT-XL-2-256.safetensors
     python3 tools/convert_pt.py 0400000.pt ema.safetensors --key ema   # a DiT training checkpoint
+    python3 tools/convert_pt.py pt_inception-2015-12-05-6726825d.pth pt_inception-2015-12-05.safetensors
+                                          # pytorch-fid's FID Inception-v3 (models::inception)
 
 The released DiT checkpoints are plain state dicts; DiT's training checkpoints hold several under
 "model", "ema" and "opt" (choose one with --key). Tensors are written contiguous, in their own dtype,
@@ -53,7 +55,8 @@ def main():
         t = tensors[name].detach().contiguous()
         if str(t.dtype) not in DTYPES:
             sys.exit(f"error: tensor {name!r} has dtype {t.dtype}, which safetensors cannot hold here")
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        # Flattened first: a 0-dim tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes.
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": DTYPES[str(t.dtype)], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)

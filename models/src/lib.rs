@@ -2,13 +2,15 @@
 //!
 //! Neural-network blocks ([`nn`], and diffusers' residual, attention and resampling [`blocks`]) and
 //! the diffusion models built from them: [`dit::Dit`] (facebookresearch/DiT),
-//! [`unet::UNet2DModel`] and [`vae::AutoencoderKL`] (diffusers). Parameters live in a
+//! [`unet::UNet2DModel`] and [`vae::AutoencoderKL`] (diffusers); [`inception::InceptionV3`] is the
+//! FID feature network of pytorch-fid. Parameters live in a
 //! [`ParamStore`] under the reference checkpoint names, so real checkpoints load unchanged;
 //! [`peft`] adds LoRA and BitFit, [`parity`] checks a model against a reference fixture.
 
 pub mod blocks;
 pub mod config;
 pub mod dit;
+pub mod inception;
 pub mod nn;
 pub mod params;
 pub mod parity;
