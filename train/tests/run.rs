@@ -95,7 +95,11 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let out = difftune(&["pretrain", "--config", &whole, "--quiet"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Kill the second run (SIGKILL: no clean-up) once it has written a checkpoint past step 8.
     let mut child = difftune(&["pretrain", "--config", &killed, "--quiet"])
@@ -112,7 +116,10 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
             child.wait().unwrap();
             break s.step;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint came");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint came"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     let last = checkpoint::load_state(&checkpoint::latest(&config.out).unwrap().unwrap()).unwrap();
@@ -126,16 +133,27 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && err.contains("--resume"), "{err}");
+    assert!(
+        !refused.status.success() && err.contains("--resume"),
+        "{err}"
+    );
     let out = difftune(&["pretrain", "--config", &killed, "--resume", "--quiet"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let a = checkpoint::latest(&dir.join("whole")).unwrap().unwrap();
     let b = checkpoint::latest(&config.out).unwrap().unwrap();
     for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
-        assert_eq!(tensors(&a.join(file)), tensors(&b.join(file)), "{file} differs");
+        assert_eq!(
+            tensors(&a.join(file)),
+            tensors(&b.join(file)),
+            "{file} differs"
+        );
     }
     // One metric line per logged step, none lost or repeated across the kill.
     let steps_logged: Vec<u64> = metrics::read(&config.out.join("metrics.jsonl"))
@@ -143,7 +161,10 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         .iter()
         .map(|l| l.step)
         .collect();
-    assert_eq!(steps_logged, (1..=steps / 2).map(|i| 2 * i).collect::<Vec<_>>());
+    assert_eq!(
+        steps_logged,
+        (1..=steps / 2).map(|i| 2 * i).collect::<Vec<_>>()
+    );
     assert!(config.out.join("samples.png").exists() && config.out.join("loss.png").exists());
 
     // Damaged checkpoints are refused with the file named.
@@ -163,14 +184,46 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         }
     };
     let truncated = damage(MODEL_FILE, &|b| b.truncate(b.len() / 2));
-    assert!(truncated.contains(MODEL_FILE) && truncated.contains("corrupt"), "{truncated}");
+    assert!(
+        truncated.contains(MODEL_FILE) && truncated.contains("corrupt"),
+        "{truncated}"
+    );
     let flipped = damage(EMA_FILE, &|b| {
         let i = b.len() - 3;
         b[i] ^= 0x10;
     });
-    assert!(flipped.contains(EMA_FILE) && flipped.contains("checksum"), "{flipped}");
+    assert!(
+        flipped.contains(EMA_FILE) && flipped.contains("checksum"),
+        "{flipped}"
+    );
     let state = damage(STATE_FILE, &|b| b.truncate(b.len() - 10));
     assert!(state.contains(STATE_FILE), "{state}");
+
+    // Fine-tuning on a domain with 2 classes starts from the pretrained average; the class table
+    // (4 classes + null before, 2 + null now) is new.
+    let target = image_folder(&dir.join("target"), 2, 4);
+    let mut tune = tiny_config(&target, &dir.join("tuned"));
+    tune.init = Some(dir.join("whole"));
+    tune.steps = 1;
+    tune.lr = 1e-12;
+    train(&tune, &TrainOptions::default()).unwrap();
+    let tuned = checkpoint::latest(&tune.out).unwrap().unwrap();
+    let before: std::collections::HashMap<_, _> = tensors(&a.join(EMA_FILE)).into_iter().collect();
+    for (name, values) in tensors(&tuned.join(MODEL_FILE)) {
+        if name.starts_with("y_embedder.") {
+            assert_eq!(values.len(), 3 * 32, "{name}");
+        } else if let Some(old) = before.get(&name) {
+            let diff = old
+                .iter()
+                .zip(&values)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff < 1e-6,
+                "{name} moved by {diff} from the pretrained average"
+            );
+        }
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -211,7 +264,10 @@ fn bad_configs_and_flags_are_named() {
             "stepz",
         ),
         (
-            vec!["--config".into(), dir.join("missing.json").display().to_string()],
+            vec![
+                "--config".into(),
+                dir.join("missing.json").display().to_string(),
+            ],
             "missing.json",
         ),
         (vec!["--device".into(), "gpu".into()], "gpu"),
@@ -226,7 +282,10 @@ fn bad_configs_and_flags_are_named() {
         let out = difftune(&refs).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
-        assert!(err.contains(named), "{args:?}: the error does not name `{named}`: {err}");
+        assert!(
+            err.contains(named),
+            "{args:?}: the error does not name `{named}`: {err}"
+        );
     }
     let out = difftune(&["finetune", "--quiet"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

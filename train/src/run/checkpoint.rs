@@ -134,7 +134,10 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     let name = fs::read_to_string(&pointer).map_err(io(&pointer))?;
     let name = name.trim();
     if !name.starts_with("step-") || name.contains(['/', '\\']) {
-        return Err(corrupt(&pointer, format!("it names `{name}`, not a step folder")));
+        return Err(corrupt(
+            &pointer,
+            format!("it names `{name}`, not a step folder"),
+        ));
     }
     Ok(Some(checkpoints_dir(run).join(name)))
 }
@@ -179,7 +182,10 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
         if &found != expected {
             return Err(corrupt(
                 &p,
-                format!("checksum {found} differs from the {expected} written at save time ({} bytes)", bytes.len()),
+                format!(
+                    "checksum {found} differs from the {expected} written at save time ({} bytes)",
+                    bytes.len()
+                ),
             ));
         }
     }
@@ -220,7 +226,10 @@ mod tests {
         // One changed byte is refused, naming the file.
         fs::write(second.join(EMA_FILE), b"ema.safetensorz").unwrap();
         let err = load_state(&second).unwrap_err().to_string();
-        assert!(err.contains("ema.safetensors") && err.contains("checksum"), "{err}");
+        assert!(
+            err.contains("ema.safetensors") && err.contains("checksum"),
+            "{err}"
+        );
         fs::remove_dir_all(run).unwrap();
     }
 }

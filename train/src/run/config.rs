@@ -201,8 +201,7 @@ impl RunConfig {
             path: path.to_path_buf(),
             source: e,
         })?;
-        RunConfig::from_json_str(&text)
-            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+        RunConfig::from_json_str(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
     }
 
     /// The config as pretty JSON.
@@ -228,13 +227,22 @@ impl RunConfig {
             return Err(invalid("lr", format!("must be positive, got {}", self.lr)));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(invalid("ema_decay", format!("must be in [0, 1), got {}", self.ema_decay)));
+            return Err(invalid(
+                "ema_decay",
+                format!("must be in [0, 1), got {}", self.ema_decay),
+            ));
         }
         if !(self.grad_clip >= 0.0) {
-            return Err(invalid("grad_clip", format!("must be >= 0, got {}", self.grad_clip)));
+            return Err(invalid(
+                "grad_clip",
+                format!("must be >= 0, got {}", self.grad_clip),
+            ));
         }
         if !(self.sample.eta >= 0.0) {
-            return Err(invalid("sample.eta", format!("must be >= 0, got {}", self.sample.eta)));
+            return Err(invalid(
+                "sample.eta",
+                format!("must be >= 0, got {}", self.sample.eta),
+            ));
         }
         if !matches!(self.color.as_str(), "gray" | "rgb") {
             return Err(invalid(
@@ -266,7 +274,12 @@ impl RunConfig {
         use crate::optim::LrSchedule;
         match self.lr_decay.as_str() {
             "constant" => Ok(LrSchedule::constant(self.lr, self.warmup_steps)),
-            "cosine" => Ok(LrSchedule::cosine(self.lr, self.warmup_steps, self.steps, self.min_lr)),
+            "cosine" => Ok(LrSchedule::cosine(
+                self.lr,
+                self.warmup_steps,
+                self.steps,
+                self.min_lr,
+            )),
             other => Err(invalid(
                 "lr_decay",
                 format!("unknown decay `{other}`; expected constant or cosine"),

@@ -39,10 +39,7 @@ impl MetricLog {
             path: path.to_path_buf(),
             source,
         };
-        let kept: Vec<MetricLine> = read(path)?
-            .into_iter()
-            .filter(|l| l.step <= step)
-            .collect();
+        let kept: Vec<MetricLine> = read(path)?.into_iter().filter(|l| l.step <= step).collect();
         let mut text = String::new();
         for line in &kept {
             text += &serde_json::to_string(line).expect("plain JSON");

@@ -140,16 +140,40 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
     let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
     let dit = Dit::new(&mut params, cfg)?;
-    let file = match weights {
-        Weights::Ema => EMA_FILE,
-        Weights::Raw => MODEL_FILE,
-    };
-    params.load(dir.join(file), "", true)?;
+    load_weights(&mut params, &dir, weights, false)?;
     Ok(LoadedModel { dit, params, state })
 }
 
-/// Starts the weights from `init` (a pretrained checkpoint's moving average). The class table
-/// may differ in size (a new domain with other classes): it then keeps its fresh initialisation.
+/// Loads a checkpoint folder's weights into `ps`: the model file (every parameter, frozen ones
+/// included), then for [`Weights::Ema`] the averages of the trained ones over it. With
+/// `new_labels`, the class table may differ in size (a domain with other classes) and keeps its
+/// fresh initialisation; anything else that does not fit is an error.
+fn load_weights(ps: &mut ParamStore, dir: &Path, weights: Weights, new_labels: bool) -> Result<()> {
+    let mut files = vec![MODEL_FILE];
+    if weights == Weights::Ema {
+        files.push(EMA_FILE);
+    }
+    for file in files {
+        let report = ps.load(dir.join(file), "", false)?;
+        // The average tracks only trained parameters: the others come from the model file.
+        let missing_ok = file == EMA_FILE;
+        let fits = (missing_ok || report.missing.is_empty())
+            && report.unexpected.is_empty()
+            && report
+                .mismatched
+                .iter()
+                .all(|(name, ..)| new_labels && name.starts_with("y_embedder."));
+        if !fits {
+            return Err(Error::msg(format!(
+                "{}: the checkpoint does not fit this model: {report}",
+                dir.join(file).display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the weights from `init` (a pretrained checkpoint's moving average).
 fn load_init(init: &Path, ps: &mut ParamStore, image_shape: [usize; 3]) -> Result<()> {
     let dir = checkpoint::resolve(init)?;
     let state = checkpoint::load_state(&dir)?;
@@ -161,20 +185,7 @@ fn load_init(init: &Path, ps: &mut ParamStore, image_shape: [usize; 3]) -> Resul
             image_shape
         )));
     }
-    let report = ps.load(dir.join(EMA_FILE), "", false)?;
-    let only_labels = report.missing.is_empty()
-        && report.unexpected.is_empty()
-        && report
-            .mismatched
-            .iter()
-            .all(|(name, ..)| name.starts_with("y_embedder."));
-    if !only_labels {
-        return Err(Error::msg(format!(
-            "init {}: the checkpoint does not fit this model: {report}",
-            init.display()
-        )));
-    }
-    Ok(())
+    load_weights(ps, &dir, Weights::Ema, true)
 }
 
 /// The fields that may change between a run and its resumption.
@@ -291,7 +302,14 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunReport> {
     let draw = |ema: &Ema, ps: &ParamStore, path: &Path| -> Result<()> {
         let weights = ema.store(ps)?;
         let labels = grid_labels(data.classes().len(), config.sample.per_class);
-        let images = generate(&dit, &weights, &process, &config.sample, &labels, config.seed)?;
+        let images = generate(
+            &dit,
+            &weights,
+            &process,
+            &config.sample,
+            &labels,
+            config.seed,
+        )?;
         let len = labels.len();
         save_grid(path, &images, Some(&Tensor::from_vec(labels, &[len])?), 2)?;
         Ok(())

@@ -26,7 +26,12 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let dit = model.dit.config();
     println!("checkpoint   {}", dir.display());
     println!("step         {} of {}", s.step, c.steps);
-    println!("data         {} ({} classes: {})", c.data, s.classes.len(), s.classes.join(", "));
+    println!(
+        "data         {} ({} classes: {})",
+        c.data,
+        s.classes.len(),
+        s.classes.join(", ")
+    );
     println!("images       {:?}", s.image_shape);
     println!(
         "model        DiT: patch {}, hidden {}, depth {}, heads {}, {} parameters",
@@ -48,7 +53,10 @@ pub fn run(args: InfoArgs) -> Result<()> {
         println!("initialised  from {}", init.display());
     }
     let run = dir.parent().and_then(Path::parent);
-    if let Some(lines) = run.map(|r| metrics::read(&r.join("metrics.jsonl"))).transpose()? {
+    if let Some(lines) = run
+        .map(|r| metrics::read(&r.join("metrics.jsonl")))
+        .transpose()?
+    {
         if let (Some(first), Some(last)) = (lines.first(), lines.last()) {
             println!(
                 "loss         {:.4} at step {} -> {:.4} at step {} ({:.2} steps/s lately)",

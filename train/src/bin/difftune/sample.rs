@@ -91,9 +91,21 @@ pub fn run(args: SampleArgs) -> Result<()> {
         settings.eta,
         settings.cfg_scale
     );
-    let images = generate(&model.dit, &model.params, &process, &settings, &labels, args.seed)?;
+    let images = generate(
+        &model.dit,
+        &model.params,
+        &process,
+        &settings,
+        &labels,
+        args.seed,
+    )?;
     let n = labels.len();
-    save_grid(&args.out, &images, Some(&Tensor::from_vec(labels.clone(), &[n])?), 2)?;
+    save_grid(
+        &args.out,
+        &images,
+        Some(&Tensor::from_vec(labels.clone(), &[n])?),
+        2,
+    )?;
     println!("grid: {}", args.out.display());
     if let Some(dir) = args.images {
         save_image_folder(&dir, &images, &labels, classes)?;

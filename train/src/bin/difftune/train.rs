@@ -121,7 +121,11 @@ fn run(config: RunConfig, args: &TrainArgs) -> Result<()> {
     };
     let r = train(&config, &options)?;
     if r.started_at == r.steps {
-        println!("{}: already trained for {} steps", config.out.display(), r.steps);
+        println!(
+            "{}: already trained for {} steps",
+            config.out.display(),
+            r.steps
+        );
     }
     println!(
         "steps {}; loss {:.4} (first log line) -> {:.4} (last)",
