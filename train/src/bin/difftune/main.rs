@@ -1,6 +1,8 @@
 //! The `difftune` command line: one module per subcommand.
 
+mod classifier;
 mod demo;
+mod eval;
 mod parity;
 
 use std::process::ExitCode;
@@ -20,13 +22,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Classifier(classifier::ClassifierArgs),
     Demo(demo::DemoArgs),
+    Eval(eval::EvalArgs),
     Parity(parity::ParityArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Classifier(args) => classifier::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Parity(args) => parity::run(args),
     };
     match result {
