@@ -135,6 +135,30 @@ mod tests {
     }
 
     #[test]
+    fn unbiased_mean_is_near_zero_where_the_biased_one_is_not() {
+        // Fresh pairs of samples of one distribution: E[MMD²_u] = 0 exactly.
+        let mut gen = Generator::new(5);
+        let (m, d, trials) = (30, 4, 300);
+        let mut unbiased = Vec::new();
+        let mut biased = Vec::new();
+        for _ in 0..trials {
+            let x = DMatrix::from_vec(m, d, gaussian(m, d, 0.0, &mut gen));
+            let y = DMatrix::from_vec(m, d, gaussian(m, d, 0.0, &mut gen));
+            unbiased.push(mmd2_unbiased(&x, &y));
+            // The V-statistic keeps the diagonals.
+            biased
+                .push(kernel(&x, &x).mean() + kernel(&y, &y).mean() - 2.0 * kernel(&x, &y).mean());
+        }
+        let n = trials as f64;
+        let mean = unbiased.iter().sum::<f64>() / n;
+        let std = (unbiased.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let stderr = std / n.sqrt();
+        let biased_mean = biased.iter().sum::<f64>() / n;
+        assert!(mean.abs() < 3.0 * stderr, "{mean} vs {stderr}");
+        assert!(biased_mean > 10.0 * stderr, "{biased_mean} vs {stderr}");
+    }
+
+    #[test]
     fn kid_separates_shifted_sets_and_is_seeded() {
         let mut gen = Generator::new(1);
         let a = gaussian(400, 4, 0.0, &mut gen);

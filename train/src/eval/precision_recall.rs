@@ -146,7 +146,7 @@ mod tests {
     fn radii_are_the_kth_neighbour_distances() {
         // Points on a line at 0, 1, 3, 7: the 2nd neighbour of 0 is 3 away (squared 9).
         let p = Points::new(&[0.0, 1.0, 3.0, 7.0], 1);
-        assert_eq!(p.knn_radii(2), vec![9.0, 4.0, 4.0, 36.0]);
+        assert_eq!(p.knn_radii(2), vec![9.0, 4.0, 9.0, 36.0]);
         assert!(precision_recall(&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0, 3.0], 1, 3).is_err());
         assert!(precision_recall(&[0.0; 8], &[0.0; 8], 1, 0).is_err());
     }

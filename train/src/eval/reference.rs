@@ -251,7 +251,7 @@ mod tests {
         let (third, cached) = ReferenceStats::cached(&dir, "toy/set", &data, &other).unwrap();
         assert!(!cached && third.key != first.key);
         let bad = Dataset::from_raw(
-            vec![0; 2 * 16],
+            vec![0; 2 * 2 * 16],
             [2, 2, 4, 4],
             vec![0, 1],
             vec!["a".into(), "b".into()],
