@@ -11,6 +11,7 @@ use train::data::{transform, Dataset, Split, FASHION_MNIST_DIR};
 use train::eval::classifier::{accuracy, run, ClassifierOutput};
 use train::eval::data::DataSource;
 use train::eval::kid::{kid, KidConfig};
+use train::eval::reference::subset_rows;
 use train::eval::stats::{frechet_distance, FeatureStats};
 use train::eval::{evaluate, ReferenceStats};
 
@@ -33,6 +34,11 @@ fn fashion_installed() -> bool {
 fn head(data: &Dataset, n: usize) -> Dataset {
     data.subset(&(0..n.min(data.len())).collect::<Vec<_>>())
         .unwrap()
+}
+
+/// A seeded random subset of `n` images (Animal-MNIST is stored class by class).
+fn sample(data: &Dataset, n: usize, seed: u64) -> Dataset {
+    data.subset(&subset_rows(data.len(), n, seed)).unwrap()
 }
 
 fn features(model: &Classifier, data: &Dataset) -> ClassifierOutput {
@@ -76,7 +82,7 @@ fn fashion_halves_are_far_closer_than_fashion_and_animal() {
         &model,
         &head(&Dataset::fashion_mnist(Split::Test).unwrap(), 2000),
     );
-    let animal = features(&model, &head(&Dataset::animal_mnist().unwrap(), 1000));
+    let animal = features(&model, &sample(&Dataset::animal_mnist().unwrap(), 1000, 0));
     let (a, b, c) = (
         rows(&fashion, 0..1000),
         rows(&fashion, 1000..2000),
@@ -106,7 +112,7 @@ fn fashion_halves_are_far_closer_than_fashion_and_animal() {
 #[test]
 fn kid_is_unbiased_over_random_splits_of_one_set() {
     let model = classifier("animal-mnist");
-    let out = features(&model, &head(&Dataset::animal_mnist().unwrap(), 1200));
+    let out = features(&model, &sample(&Dataset::animal_mnist().unwrap(), 1200, 1));
     let dim = out.dim;
     let mut gen = Generator::new(7);
     let splits = 40;
@@ -143,7 +149,7 @@ fn evaluate_scores_real_images_as_real_and_reports_class_accuracy() {
     let all = Dataset::animal_mnist().unwrap();
     let (train, held) = all.split(0.2, 0).unwrap();
     let reference =
-        ReferenceStats::compute("animal-mnist-train", &head(&train, 2000), &model).unwrap();
+        ReferenceStats::compute("animal-mnist-train", &sample(&train, 2000, 2), &model).unwrap();
     let images = transform::scale(&held.images_tensor().unwrap()).unwrap();
     let report = evaluate(&images, Some(held.labels()), &reference, &model).unwrap();
     println!("{report}");

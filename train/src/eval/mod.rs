@@ -33,7 +33,9 @@ pub use report::EvalReport;
 pub struct EvalOptions {
     /// KID's subsets.
     pub kid: KidConfig,
-    /// Splits of the Inception-style score (fewer when there are fewer images).
+    /// Splits of the Inception-style score (fewer when there are fewer images), cut after a
+    /// seeded shuffle (seed `kid.seed`), so images saved class by class do not make one-class
+    /// splits.
     pub is_splits: usize,
     /// Neighbour rank of precision and recall.
     pub k: usize,
@@ -147,7 +149,7 @@ pub fn evaluate_with(
         fd: stats::frechet_distance(&stats, &reference.stats)?,
         kid: kid::kid(&out.features, &reference.features, dim, &options.kid)?,
         inception_score: inception_score::inception_score(
-            &out.probs,
+            &shuffled_rows(&out.probs, cfg.classes.len(), options.kid.seed),
             cfg.classes.len(),
             options.is_splits.clamp(1, n),
         )?,
@@ -161,4 +163,14 @@ pub fn evaluate_with(
             .map(|labels| classifier::label_accuracy(&out.probs, labels))
             .transpose()?,
     })
+}
+
+/// The rows of row-major `values` (`width` per row) in a seeded random order.
+fn shuffled_rows(values: &[f64], width: usize, seed: u64) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len() / width).collect();
+    rand::seq::SliceRandom::shuffle(&mut order[..], tensor::Generator::new(seed).rng());
+    order
+        .iter()
+        .flat_map(|&i| values[i * width..(i + 1) * width].iter().copied())
+        .collect()
 }
