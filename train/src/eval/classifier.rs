@@ -139,7 +139,7 @@ pub fn accuracy(model: &Classifier, data: &Dataset) -> Result<f64> {
 
 /// Share of rows of `probs` (`[N, K]`, row-major) whose largest entry is at `labels[n]`.
 pub fn label_accuracy(probs: &[f64], labels: &[i64]) -> Result<f64> {
-    if labels.is_empty() || probs.len() % labels.len() != 0 {
+    if labels.is_empty() || !probs.len().is_multiple_of(labels.len()) {
         return Err(Error::msg(format!(
             "label accuracy: {} probabilities for {} labels",
             probs.len(),

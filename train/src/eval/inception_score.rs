@@ -19,7 +19,7 @@ pub struct InceptionScore {
 /// The score of row-major probabilities `probs` `[N, classes]` (rows summing to 1) in `splits`
 /// parts (each at least one row).
 pub fn inception_score(probs: &[f64], classes: usize, splits: usize) -> Result<InceptionScore> {
-    if classes == 0 || probs.len() % classes != 0 {
+    if classes == 0 || !probs.len().is_multiple_of(classes) {
         return Err(Error::shape(
             "inception_score",
             format!(
