@@ -1,6 +1,8 @@
 //! The `difftune` command line: one module per subcommand.
 
+mod classifier;
 mod demo;
+mod eval;
 mod info;
 mod parity;
 mod sample;
@@ -28,9 +30,11 @@ enum Command {
     /// Fine-tune a pretrained DiT on a new domain (default: Animal-MNIST).
     Finetune(train::FinetuneArgs),
     Sample(sample::SampleArgs),
+    Eval(eval::EvalArgs),
+    Classifier(classifier::ClassifierArgs),
     Info(info::InfoArgs),
-    Demo(demo::DemoArgs),
     Parity(parity::ParityArgs),
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,7 +43,9 @@ fn main() -> ExitCode {
         Command::Finetune(args) => train::finetune(args),
         Command::Sample(args) => sample::run(args),
         Command::Info(args) => info::run(args),
+        Command::Classifier(args) => classifier::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Parity(args) => parity::run(args),
     };
     match result {
