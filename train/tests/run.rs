@@ -81,6 +81,22 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     t
 }
 
+/// Polls `run` until its latest checkpoint is at `step` or later; that step, or `None` on timeout.
+fn wait_for_checkpoint(run: &Path, step: u64, timeout: Duration) -> Option<u64> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let state = checkpoint::latest(run)
+            .ok()
+            .flatten()
+            .and_then(|d| checkpoint::load_state(&d).ok());
+        if let Some(s) = state.filter(|s| s.step >= step) {
+            return Some(s.step);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let dir = scratch("resume");
@@ -105,23 +121,10 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let mut child = difftune(&["pretrain", "--config", &killed, "--quiet"])
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let killed_at = loop {
-        let state = checkpoint::latest(&config.out)
-            .ok()
-            .flatten()
-            .and_then(|d| checkpoint::load_state(&d).ok());
-        if let Some(s) = state.filter(|s| s.step >= 8) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break s.step;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no checkpoint came"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let seen = wait_for_checkpoint(&config.out, 8, Duration::from_secs(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = seen.expect("no checkpoint past step 8 came in 5 minutes");
     let last = checkpoint::load_state(&checkpoint::latest(&config.out).unwrap().unwrap()).unwrap();
     assert!(
         last.step < steps,

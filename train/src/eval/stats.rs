@@ -236,33 +236,6 @@ mod tests {
         assert!((&r * &r - &c).abs().max() < 1e-10);
     }
 
-    /// Run with `--ignored` (in release) to time a 2048-wide Fréchet distance.
-    #[test]
-    #[ignore = "slow: times the Fréchet distance at Inception's 2048 features"]
-    fn fd_at_2048_features() {
-        let dim = 2048;
-        let wide = |seed| {
-            let mut gen = Generator::new(seed);
-            let a = DMatrix::from_fn(dim, 64, |_, _| gen.rng().random::<f64>() - 0.5);
-            let cov = &a * a.transpose() / 64.0 + DMatrix::identity(dim, dim) * 0.01;
-            FeatureStats {
-                n: 1000,
-                dim,
-                mean: vec![0.0; dim],
-                cov: cov.as_slice().to_vec(),
-            }
-        };
-        let (a, b) = (wide(1), wide(2));
-        let start = std::time::Instant::now();
-        let same = frechet_distance(&a, &a).unwrap();
-        let other = frechet_distance(&a, &b).unwrap();
-        println!(
-            "two FDs at D = {dim}: {:.1} s; FD(a, a) = {same:.3e}, FD(a, b) = {other:.4}",
-            start.elapsed().as_secs_f64()
-        );
-        assert!(same.abs() < 1e-6 && other > 1.0);
-    }
-
     #[test]
     fn tensors_round_trip() {
         let s = FeatureStats::from_features(&random_features(20, 3, 5), 3).unwrap();

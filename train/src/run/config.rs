@@ -232,13 +232,13 @@ impl RunConfig {
                 format!("must be in [0, 1), got {}", self.ema_decay),
             ));
         }
-        if !(self.grad_clip >= 0.0) {
+        if self.grad_clip.is_nan() || self.grad_clip < 0.0 {
             return Err(invalid(
                 "grad_clip",
                 format!("must be >= 0, got {}", self.grad_clip),
             ));
         }
-        if !(self.sample.eta >= 0.0) {
+        if self.sample.eta.is_nan() || self.sample.eta < 0.0 {
             return Err(invalid(
                 "sample.eta",
                 format!("must be >= 0, got {}", self.sample.eta),

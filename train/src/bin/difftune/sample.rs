@@ -55,7 +55,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         settings.sampler = s;
     }
     if let Some(e) = args.eta {
-        if !(e >= 0.0) {
+        if e.is_nan() || e < 0.0 {
             return Err(Error::msg(format!("--eta {e}: expected a value >= 0")));
         }
         settings.eta = e;
