@@ -21,9 +21,9 @@ suffix=""
 
 scripts/setup.sh
 cargo build --release --bin difftune
-difftune=target/release/difftune
+difftune() { cargo run --release --quiet --bin difftune -- "$@"; }
 # --resume: a finished run is reused as it is; an interrupted one continues where it stopped.
-"$difftune" pretrain --config "configs/pretrain-fashion$suffix.json" --device "$device" --resume
-"$difftune" finetune --config "configs/finetune-animal$suffix.json" --device "$device" --resume
+difftune pretrain --config "configs/pretrain-fashion$suffix.json" --device "$device" --resume
+difftune finetune --config "configs/finetune-animal$suffix.json" --device "$device" --resume
 echo "pretraining: runs/pretrain-fashion$suffix/{samples.png,loss.png}"
 echo "fine-tuning: runs/finetune-animal$suffix/{samples.png,loss.png}"
