@@ -66,6 +66,16 @@ fn difftune(args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs difftune and fails with its standard error unless it succeeds.
+fn run_ok(args: &[&str]) {
+    let out = difftune(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn write_config(path: &Path, config: &RunConfig) -> String {
     std::fs::write(path, config.to_json()).unwrap();
     path.display().to_string()
@@ -108,14 +118,7 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     config.out = dir.join("killed");
     let killed = write_config(&dir.join("killed.json"), &config);
 
-    let out = difftune(&["pretrain", "--config", &whole, "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&["pretrain", "--config", &whole, "--quiet"]);
 
     // Kill the second run (SIGKILL: no clean-up) once it has written a checkpoint past step 8.
     let mut child = difftune(&["pretrain", "--config", &killed, "--quiet"])
@@ -140,14 +143,7 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         !refused.status.success() && err.contains("--resume"),
         "{err}"
     );
-    let out = difftune(&["pretrain", "--config", &killed, "--resume", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&["pretrain", "--config", &killed, "--resume", "--quiet"]);
 
     let a = checkpoint::latest(&dir.join("whole")).unwrap().unwrap();
     let b = checkpoint::latest(&config.out).unwrap().unwrap();

@@ -2,7 +2,6 @@
 //! features and class probabilities.
 
 use autograd::{no_grad, Var};
-use indicatif::{ProgressBar, ProgressStyle};
 use models::classifier::{Classifier, ClassifierConfig};
 use tensor::{Error, Result, Tensor};
 
@@ -87,7 +86,7 @@ pub fn train_classifier(
             .with_lr(cfg.lr)
             .with_weight_decay(cfg.weight_decay),
     );
-    let bar = progress(total, "train");
+    let bar = crate::progress::bar(total, "train");
     let mut epoch_losses = Vec::with_capacity(cfg.epochs);
     let mut step = 0u64;
     for _ in 0..cfg.epochs {
@@ -200,19 +199,6 @@ pub fn run(model: &Classifier, images: &Tensor) -> Result<ClassifierOutput> {
         model.features(&Var::constant(images.clone()))?;
     }
     Ok(out)
-}
-
-/// A progress bar in the style of the other training loops.
-pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    let template =
-        format!("{what:>6} [{{bar:30}}] {{pos}}/{{len}} {{msg}} {{per_sec}} ETA {{eta}}");
-    bar.set_style(
-        ProgressStyle::with_template(&template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 #[cfg(test)]
