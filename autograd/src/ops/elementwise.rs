@@ -27,7 +27,7 @@ fn unary_op_name(op: UnaryOp) -> Op {
     }
 }
 
-macro_rules! unary_methods {
+macro_rules! var_unary_methods {
     ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
         impl Var {
             $($(#[$doc])* pub fn $name(&self) -> Result<Var> {
@@ -37,34 +37,7 @@ macro_rules! unary_methods {
     };
 }
 
-unary_methods! {
-    /// -x
-    neg => UnaryOp::Neg;
-    /// e^x
-    exp => UnaryOp::Exp;
-    /// ln x
-    log => UnaryOp::Log;
-    /// √x
-    sqrt => UnaryOp::Sqrt;
-    /// 1/√x
-    rsqrt => UnaryOp::Rsqrt;
-    /// |x|
-    abs => UnaryOp::Abs;
-    /// x²
-    square => UnaryOp::Square;
-    /// tanh x
-    tanh => UnaryOp::Tanh;
-    /// sigmoid x
-    sigmoid => UnaryOp::Sigmoid;
-    /// max(x, 0)
-    relu => UnaryOp::Relu;
-    /// x · sigmoid(x)
-    silu => UnaryOp::Silu;
-    /// exact (erf) GELU
-    gelu => UnaryOp::GeluErf;
-    /// tanh-approximated GELU
-    gelu_tanh => UnaryOp::GeluTanh;
-}
+tensor::unary_method_list!(var_unary_methods);
 
 impl Var {
     /// A pointwise function; its backward is `grad · f'(x)` from the op's derivative table.

@@ -257,7 +257,43 @@ impl CmpOp {
     }
 }
 
-macro_rules! unary_methods {
+/// Calls `$define! { /// doc  name => op; ... }` with the named pointwise functions of
+/// [`UnaryOp`](crate::UnaryOp): one list gives `Tensor` and autograd's `Var` the same methods.
+#[macro_export]
+macro_rules! unary_method_list {
+    ($define:ident) => {
+        $define! {
+            /// -x elementwise.
+            neg => $crate::UnaryOp::Neg;
+            /// e^x elementwise.
+            exp => $crate::UnaryOp::Exp;
+            /// ln x elementwise.
+            log => $crate::UnaryOp::Log;
+            /// √x elementwise.
+            sqrt => $crate::UnaryOp::Sqrt;
+            /// 1/√x elementwise.
+            rsqrt => $crate::UnaryOp::Rsqrt;
+            /// |x| elementwise.
+            abs => $crate::UnaryOp::Abs;
+            /// x² elementwise.
+            square => $crate::UnaryOp::Square;
+            /// tanh elementwise.
+            tanh => $crate::UnaryOp::Tanh;
+            /// The logistic sigmoid elementwise.
+            sigmoid => $crate::UnaryOp::Sigmoid;
+            /// max(x, 0) elementwise.
+            relu => $crate::UnaryOp::Relu;
+            /// x · sigmoid(x) elementwise.
+            silu => $crate::UnaryOp::Silu;
+            /// The exact (erf) GELU elementwise.
+            gelu => $crate::UnaryOp::GeluErf;
+            /// The tanh-approximated GELU elementwise.
+            gelu_tanh => $crate::UnaryOp::GeluTanh;
+        }
+    };
+}
+
+macro_rules! tensor_unary_methods {
     ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
         impl Tensor {
             $($(#[$doc])* pub fn $name(&self) -> Result<Tensor> {
@@ -267,34 +303,7 @@ macro_rules! unary_methods {
     };
 }
 
-unary_methods! {
-    /// -x elementwise.
-    neg => UnaryOp::Neg;
-    /// e^x elementwise.
-    exp => UnaryOp::Exp;
-    /// ln x elementwise.
-    log => UnaryOp::Log;
-    /// √x elementwise.
-    sqrt => UnaryOp::Sqrt;
-    /// 1/√x elementwise.
-    rsqrt => UnaryOp::Rsqrt;
-    /// |x| elementwise.
-    abs => UnaryOp::Abs;
-    /// x² elementwise.
-    square => UnaryOp::Square;
-    /// tanh elementwise.
-    tanh => UnaryOp::Tanh;
-    /// The logistic sigmoid elementwise.
-    sigmoid => UnaryOp::Sigmoid;
-    /// max(x, 0) elementwise.
-    relu => UnaryOp::Relu;
-    /// x · sigmoid(x) elementwise.
-    silu => UnaryOp::Silu;
-    /// The exact (erf) GELU elementwise.
-    gelu => UnaryOp::GeluErf;
-    /// The tanh-approximated GELU elementwise.
-    gelu_tanh => UnaryOp::GeluTanh;
-}
+unary_method_list!(tensor_unary_methods);
 
 impl Tensor {
     /// `op` applied to every element.
