@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use models::classifier::Classifier;
 use tensor::Generator;
+use train::data::DataSource;
 use train::data::{transform, Dataset, Split, FASHION_MNIST_DIR};
 use train::eval::classifier::{accuracy, run, ClassifierOutput};
-use train::eval::data::DataSource;
 use train::eval::kid::{kid, KidConfig};
 use train::eval::reference::subset_rows;
 use train::eval::stats::{frechet_distance, FeatureStats};

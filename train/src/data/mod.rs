@@ -8,6 +8,7 @@
 //! - [`Latents`] ([`latents`]): a dataset encoded once through a caller's encoder, saved as
 //!   safetensors.
 //! - [`save_grid`] ([`grid`]): a batch of images as one PNG, rows by class.
+//! - [`DataSource`] ([`source`]): the named data sets and image folders, with their fixed splits.
 //!
 //! ```
 //! use train::data::{Batches, Dataset, LoaderConfig};
@@ -24,6 +25,7 @@ pub mod grid;
 pub mod idx;
 pub mod latents;
 pub mod loader;
+pub mod source;
 pub mod transform;
 
 pub use dataset::{Dataset, Split, ANIMAL_MNIST_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
@@ -31,3 +33,4 @@ pub use folder::{ColorMode, FolderOptions};
 pub use grid::{save_grid, save_image_folder};
 pub use latents::Latents;
 pub use loader::{Batch, Batches, LoaderConfig, LoaderState, Sampler};
+pub use source::DataSource;

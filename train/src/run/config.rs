@@ -21,7 +21,8 @@ use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, VarType};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// `fashion-mnist`, `animal-mnist`, or a folder of class sub-folders of images.
+    /// `fashion-mnist` (its training images), `fashion-mnist-test`, `animal-mnist`, or a folder
+    /// of class sub-folders of images.
     pub data: String,
     /// Image side for a folder data set (Fashion- and Animal-MNIST are 28).
     pub image_size: usize,
@@ -188,6 +189,13 @@ fn invalid(what: &str, msg: impl std::fmt::Display) -> Error {
     Error::msg(format!("config `{what}`: {msg}"))
 }
 
+impl SampleSettings {
+    /// Whether the sampler is DDIM (`ddimN`) rather than ancestral DDPM.
+    pub fn uses_ddim(&self) -> bool {
+        self.sampler.starts_with("ddim")
+    }
+}
+
 impl RunConfig {
     /// A config from JSON text; absent keys keep their defaults, unknown or mistyped keys are
     /// errors. The values are checked by [`RunConfig::validate`] (after any overrides).
@@ -324,11 +332,6 @@ impl RunConfig {
                 VarType::FixedSmall
             },
         })
-    }
-
-    /// Whether grids are drawn with DDIM.
-    pub fn uses_ddim(&self) -> bool {
-        self.sample.sampler.starts_with("ddim")
     }
 
     /// The DiT for images `[channels, size, size]` of `classes` classes.

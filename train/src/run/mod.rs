@@ -28,9 +28,7 @@ pub use sample::{generate, grid_labels};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
 use self::metrics::{MetricLine, MetricLog};
-use crate::data::{
-    save_grid, Batches, ColorMode, Dataset, FolderOptions, LoaderConfig, LoaderState, Split,
-};
+use crate::data::{save_grid, Batches, DataSource, Dataset, LoaderConfig, LoaderState};
 use crate::diffusion::{create_diffusion, TimestepSampler};
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, Ema, EmaWarmup};
 
@@ -71,6 +69,8 @@ pub struct LoadedModel {
     pub params: ParamStore,
     /// The checkpoint's state: config, step, classes.
     pub state: CheckpointState,
+    /// The checkpoint folder it was read from.
+    pub dir: PathBuf,
 }
 
 /// Which weights of a checkpoint to load.
@@ -82,31 +82,15 @@ pub enum Weights {
     Raw,
 }
 
-/// Reads the training images of `config.data`.
+/// Reads the training images of `config.data`: the whole named set (Fashion-MNIST's training
+/// images, all of Animal-MNIST) or folder, see [`DataSource::reference`].
 pub fn load_data(config: &RunConfig) -> Result<Dataset> {
-    match config.data.as_str() {
-        "fashion-mnist" => Dataset::fashion_mnist(Split::Train),
-        "animal-mnist" => Dataset::animal_mnist(),
-        folder => {
-            let path = Path::new(folder);
-            if !path.is_dir() {
-                return Err(Error::msg(format!(
-                    "data `{folder}`: expected fashion-mnist, animal-mnist or a folder of class sub-folders of images"
-                )));
-            }
-            Dataset::from_folder(
-                path,
-                FolderOptions {
-                    size: config.image_size,
-                    color: if config.color == "gray" {
-                        ColorMode::Gray
-                    } else {
-                        ColorMode::Rgb
-                    },
-                },
-            )
-        }
-    }
+    let channels = if config.color == "gray" { 1 } else { 3 };
+    DataSource::parse(&config.data, "data")?.reference([
+        channels,
+        config.image_size,
+        config.image_size,
+    ])
 }
 
 /// The generator of step `step`: a pure function of the seed and the step, so a resumed run
@@ -141,7 +125,12 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
     let dit = Dit::new(&mut params, cfg)?;
     load_weights(&mut params, &dir, weights, false)?;
-    Ok(LoadedModel { dit, params, state })
+    Ok(LoadedModel {
+        dit,
+        params,
+        state,
+        dir,
+    })
 }
 
 /// Loads a checkpoint folder's weights into `ps`: the model file (every parameter, frozen ones
@@ -377,13 +366,10 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunReport> {
     if let Some(bar) = bar {
         bar.finish();
     }
-    let checkpoint = match last_checkpoint {
-        Some(dir) => dir,
-        None => match checkpoint::latest(out)? {
-            Some(dir) => dir,
-            None => save(step, &ps, &ema, &opt, batches.state())?,
-        },
-    };
+    // A run saves at its last step; one resumed after its last step has the checkpoint it ended with.
+    let checkpoint = last_checkpoint
+        .or(previous)
+        .expect("a run that took no step was resumed from a checkpoint");
     let grid = out.join("samples.png");
     if options.progress {
         eprintln!("sampling the final grid ({})", config.sample.sampler);

@@ -72,7 +72,7 @@ fn run_chain<M>(
 where
     M: Fn(&Tensor, &Tensor) -> Result<Tensor>,
 {
-    if settings.sampler.starts_with("ddim") {
+    if settings.uses_ddim() {
         diffusion.ddim_sample_loop(model, noise, true, settings.eta, gen)
     } else {
         diffusion.p_sample_loop(model, noise, true, gen)

@@ -6,8 +6,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use models::classifier::Classifier;
 use tensor::Error;
+use train::data::DataSource;
 use train::eval::classifier::{accuracy, train_classifier, ClassifierTraining};
-use train::eval::data::DataSource;
 
 /// Train or measure an evaluation classifier.
 #[derive(Args)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tensor::safetensors::SafeTensorsFile;
 use tensor::Result;
-use train::run::{checkpoint, load_model, metrics, Weights};
+use train::run::{load_model, metrics, Weights};
 
 /// Summarise a run folder, a checkpoint folder or a safetensors file.
 #[derive(Args, Debug)]
@@ -20,7 +20,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         return file_info(&args.path);
     }
     let model = load_model(&args.path, Weights::Ema)?;
-    let dir = checkpoint::resolve(&args.path)?;
+    let dir = &model.dir;
     let s = &model.state;
     let c = &s.config;
     let dit = model.dit.config();
