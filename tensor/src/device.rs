@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use crate::{Error, Result};
 
-/// The device of a tensor. Only the CPU computes today; `Cuda` is the seam the CUDA backend fills.
+/// The device of a tensor: host memory, or a CUDA GPU by ordinal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     /// Host memory.
@@ -16,13 +16,24 @@ pub enum Device {
 }
 
 impl Device {
-    /// The CUDA device `ordinal`, or a clear error where CUDA cannot be used.
+    /// The CUDA device `ordinal`, opened (context, stream, kernels on first use) if it can be,
+    /// else a clear error: no driver, no NVRTC, no such device.
+    ///
+    /// ```
+    /// use tensor::Device;
+    /// match Device::cuda(0) {
+    ///     Ok(d) => assert_eq!(d.to_string(), "cuda:0"),
+    ///     Err(e) => assert!(e.to_string().contains("cuda:0")), // a machine without a GPU
+    /// }
+    /// ```
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Err(Error::Device {
-            op: "Device::cuda",
-            device: Device::Cuda(ordinal),
-            msg: "this build has no CUDA backend yet; use --device cpu".into(),
-        })
+        crate::cuda::gpu(ordinal)?;
+        Ok(Device::Cuda(ordinal))
+    }
+
+    /// Whether this is a CUDA device.
+    pub fn is_cuda(self) -> bool {
+        matches!(self, Device::Cuda(_))
     }
 }
 

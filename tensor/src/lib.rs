@@ -6,7 +6,9 @@
 //! the op and the shapes or dtypes involved.
 //!
 //! CPU kernels live in `cpu/`, one file per family, generic over f32 and f64. bf16 and f16 are
-//! storage types on the CPU (cast them to compute); the CUDA backend computes in them.
+//! storage types on the CPU (cast them to compute); the CUDA backend (`cuda/`, over the `kernels`
+//! crate) computes in them, accumulating in f32. Every op takes tensors of one device and returns
+//! one there; [`Tensor::to_device`] moves data between host and GPU.
 //!
 //! ```
 //! use tensor::{DType, Device, Generator, Tensor};
@@ -18,6 +20,7 @@
 //! ```
 
 mod cpu;
+mod cuda;
 mod device;
 mod dtype;
 mod error;
@@ -27,6 +30,7 @@ mod storage;
 mod tensor;
 
 pub use cpu::{BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
+pub use cuda::CudaStorage;
 pub use device::Device;
 pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result};

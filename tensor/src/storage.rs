@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use half::{bf16, f16};
 
+use crate::cuda::CudaStorage;
 use crate::DType;
 
 /// A typed buffer in host memory.
@@ -69,11 +70,14 @@ impl CpuStorage {
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+static CUDA_LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// The buffer behind one or more tensors; its bytes are counted while it lives.
+/// The buffer behind one or more tensors, in host or device memory; its bytes are counted while
+/// it lives.
 #[derive(Debug)]
-pub(crate) struct Storage {
-    cpu: CpuStorage,
+pub(crate) enum Storage {
+    Cpu(CpuStorage),
+    Cuda(CudaStorage),
 }
 
 impl Storage {
@@ -81,21 +85,41 @@ impl Storage {
         let bytes = cpu.size_in_bytes();
         let live = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
         PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
-        Storage { cpu }
+        Storage::Cpu(cpu)
     }
 
+    pub(crate) fn new_cuda(cuda: CudaStorage) -> Self {
+        CUDA_LIVE_BYTES.fetch_add(cuda.size_in_bytes(), Ordering::Relaxed);
+        Storage::Cuda(cuda)
+    }
+
+    /// The host elements. Every op dispatches CUDA tensors to `cuda/` before its CPU kernel
+    /// asks for these, so reaching the panic is a missing dispatch, never bad input.
     pub(crate) fn cpu(&self) -> &CpuStorage {
-        &self.cpu
+        match self {
+            Storage::Cpu(c) => c,
+            Storage::Cuda(_) => panic!("internal error: a CPU kernel was handed a CUDA tensor"),
+        }
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(c) => c.dtype(),
+            Storage::Cuda(c) => c.dtype(),
+        }
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        LIVE_BYTES.fetch_sub(self.cpu.size_in_bytes(), Ordering::Relaxed);
+        match self {
+            Storage::Cpu(c) => LIVE_BYTES.fetch_sub(c.size_in_bytes(), Ordering::Relaxed),
+            Storage::Cuda(c) => CUDA_LIVE_BYTES.fetch_sub(c.size_in_bytes(), Ordering::Relaxed),
+        };
     }
 }
 
-/// Process-wide counters of tensor memory in host storage.
+/// Process-wide counters of tensor memory: host storage, and device storage apart.
 ///
 /// ```
 /// use tensor::{memory, DType, Device, Tensor};
@@ -115,6 +139,11 @@ pub mod memory {
     /// The high-water mark of [`live_bytes`] since the start or the last [`reset_peak`].
     pub fn peak_bytes() -> usize {
         PEAK_BYTES.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by all live tensor storages on CUDA devices now.
+    pub fn cuda_live_bytes() -> usize {
+        CUDA_LIVE_BYTES.load(Ordering::Relaxed)
     }
 
     /// Restarts the high-water mark from the current live bytes.

@@ -76,7 +76,9 @@ impl Tensor {
 
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
-        check_cpu("full", device)?;
+        if let Device::Cuda(_) = device {
+            return crate::cuda::elementwise::full(shape, value, dtype, device);
+        }
         let n = shape.iter().product();
         let storage = match dtype {
             DType::F32 => CpuStorage::F32(vec![f32::from_f64(value); n]),
@@ -160,10 +162,16 @@ impl Tensor {
             .to_dtype(dtype)
     }
 
-    /// A copy on `device` (the same tensor when it is already there).
+    /// A copy on `device` (the same tensor when it is already there). Copying to the host waits
+    /// for the device's queued work.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        check_cpu("to_device", device)?;
-        Ok(self.clone())
+        match (self.device, device) {
+            (a, b) if a == b => Ok(self.clone()),
+            (Device::Cpu, Device::Cuda(ordinal)) => self.upload(ordinal),
+            (Device::Cuda(_), Device::Cpu) => self.download(),
+            (Device::Cuda(_), Device::Cuda(ordinal)) => self.download()?.upload(ordinal),
+            _ => unreachable!("equal devices handled above"),
+        }
     }
 
     /// The shape.
@@ -193,7 +201,7 @@ impl Tensor {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        self.storage.cpu().dtype()
+        self.storage.dtype()
     }
 
     /// The device.
@@ -221,6 +229,18 @@ impl Tensor {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
 
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub(crate) fn from_parts(storage: Storage, layout: Layout, device: Device) -> Tensor {
+        Tensor {
+            storage: Arc::new(storage),
+            layout,
+            device,
+        }
+    }
+
     /// A tensor over new storage with the same device.
     pub(crate) fn with_storage(&self, storage: CpuStorage, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_storage(storage, shape)
@@ -236,6 +256,9 @@ impl Tensor {
 
     /// The elements in row-major order, as `T` (which must be the dtype).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if self.is_cuda() {
+            return self.to_device(Device::Cpu)?.to_vec();
+        }
         let data = T::slice(self.storage.cpu())
             .ok_or_else(|| Error::dtype("to_vec", self.dtype(), T::DTYPE.as_str()))?;
         Ok(match self.layout.contiguous_range() {
@@ -265,6 +288,9 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
+        if self.is_cuda() {
+            return crate::cuda::elementwise::to_dtype(self, dtype);
+        }
         let layout = &self.layout;
         let storage = with_elements!(self.storage.cpu(), v => match dtype {
             DType::F32 => CpuStorage::F32(map1(v, layout, |x| f32::from_f64(x.to_f64()))),
@@ -281,6 +307,9 @@ impl Tensor {
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.is_contiguous() {
             return Ok(self.clone());
+        }
+        if self.is_cuda() {
+            return crate::cuda::elementwise::contiguous(self);
         }
         let layout = &self.layout;
         let storage =
@@ -384,25 +413,19 @@ impl Tensor {
                 ),
             });
         }
+        self.same_device(op, other)
+    }
+
+    /// Checks that `other` lives on this tensor's device.
+    pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.device != other.device {
             return Err(Error::Device {
                 op,
                 device: other.device,
-                msg: format!("expected {}", self.device),
+                msg: format!("expected {}, the device of the other operand", self.device),
             });
         }
         Ok(())
-    }
-}
-
-fn check_cpu(op: &'static str, device: Device) -> Result<()> {
-    match device {
-        Device::Cpu => Ok(()),
-        Device::Cuda(_) => Err(Error::Device {
-            op,
-            device,
-            msg: "this build has no CUDA backend yet; use the cpu".into(),
-        }),
     }
 }
 

@@ -2,6 +2,7 @@
 //! comparisons and `where`.
 
 use crate::cpu::{float_op, float_op2, map1, map2};
+use crate::cuda::elementwise as cuda;
 use crate::layout::{broadcast_shapes, Rows};
 use crate::{ensure_shape, CpuStorage, DType, Element, Error, Float, Result, Tensor};
 
@@ -308,6 +309,9 @@ unary_method_list!(tensor_unary_methods);
 impl Tensor {
     /// `op` applied to every element.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        if self.is_cuda() {
+            return cuda::unary(self, op);
+        }
         let l = self.layout();
         let out = float_op!(op.name(), self.cpu_storage(), |v: T| T::into_storage(map1(
             v,
@@ -330,6 +334,9 @@ impl Tensor {
             saved.shape(),
             self.shape()
         );
+        if self.is_cuda() {
+            return cuda::unary_backward(self, op, saved);
+        }
         let (lv, lg) = (saved.layout(), self.layout());
         let d = float_op2!(
             op.name(),
@@ -363,6 +370,9 @@ impl Tensor {
     /// `op(self, other)` with numpy broadcasting.
     pub fn binary(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
         self.same_kind(op.name(), other)?;
+        if self.is_cuda() {
+            return cuda::binary(self, op, other);
+        }
         let shape = broadcast_shapes(op.name(), self.shape(), other.shape())?;
         let (la, lb) = (
             self.layout().broadcast_as(&shape)?,
@@ -409,6 +419,10 @@ impl Tensor {
 
     /// The u8 mask of `op(self, other)`, broadcasting; any dtypes.
     pub fn cmp(&self, op: CmpOp, other: &Tensor) -> Result<Tensor> {
+        if self.is_cuda() || other.is_cuda() {
+            self.same_device("cmp", other)?;
+            return cuda::cmp(self, op, other);
+        }
         let shape = broadcast_shapes("cmp", self.shape(), other.shape())?;
         let (a, b) = (
             self.broadcast_as(&shape)?.to_f64_vec()?,
@@ -428,6 +442,10 @@ impl Tensor {
         on_true.same_kind("where", on_false)?;
         let shape = broadcast_shapes("where", self.shape(), on_true.shape())?;
         let shape = broadcast_shapes("where", &shape, on_false.shape())?;
+        if on_true.is_cuda() {
+            on_true.same_device("where", self)?;
+            return cuda::where_cond(self, on_true, on_false, &shape);
+        }
         let mask = self.broadcast_as(&shape)?.to_dtype(DType::U8)?;
         let (lm, lt, lf) = (
             mask.layout().clone(),

@@ -1,0 +1,1 @@
+// conv kernels: filled in by the CUDA backend work.

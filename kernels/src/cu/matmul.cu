@@ -1,0 +1,1 @@
+// matmul kernels: filled in by the CUDA backend work.

@@ -1,0 +1,1 @@
+// norm kernels: filled in by the CUDA backend work.

@@ -1,0 +1,1 @@
+// pool kernels: filled in by the CUDA backend work.

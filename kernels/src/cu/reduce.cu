@@ -1,0 +1,1 @@
+// reduce kernels: filled in by the CUDA backend work.

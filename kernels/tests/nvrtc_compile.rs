@@ -1,0 +1,43 @@
+//! Every kernel family compiles with NVRTC for the architectures difftune targets. Needs no GPU:
+//! `scripts/setup.sh` installs NVRTC and the CUDA headers from NVIDIA's pip wheels, and
+//! `scripts/test.sh` puts them on the loader path, so a kernel that does not compile fails CI.
+
+use kernels::nvrtc::compile_cubin;
+use kernels::source::SOURCES;
+
+/// Ampere (A100) and Hopper (H100/H200, with the `a` features).
+const ARCHS: &[&str] = &["sm_80", "sm_90a"];
+
+#[test]
+fn every_kernel_family_compiles_to_a_cubin() {
+    let mut failures = Vec::new();
+    for source in SOURCES {
+        for arch in ARCHS {
+            match compile_cubin(source, arch) {
+                Ok(cubin) => {
+                    assert!(
+                        cubin.starts_with(b"\x7fELF"),
+                        "{}.cu {arch}: not an ELF",
+                        source.name
+                    );
+                    println!("{}.cu {arch}: {} bytes", source.name, cubin.len());
+                }
+                Err(e) => failures.push(format!("{}.cu {arch}: {e}", source.name)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_broken_kernel_is_reported_with_the_compiler_log() {
+    let broken = kernels::source::Source {
+        name: "broken",
+        code: "extern \"C\" __global__ void k(float* x) { x[0] = undeclared; }",
+    };
+    let err = compile_cubin(&broken, "sm_80").unwrap_err().to_string();
+    assert!(
+        err.contains("broken.cu") && err.contains("undeclared"),
+        "{err}"
+    );
+}
