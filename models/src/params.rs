@@ -29,6 +29,7 @@ pub struct ParamStore {
     params: BTreeMap<String, Var>,
     adapters: BTreeMap<String, Lora>,
     dtype: DType,
+    compute: Option<DType>,
     device: Device,
     gen: Generator,
 }
@@ -100,6 +101,7 @@ impl ParamStore {
             params: BTreeMap::new(),
             adapters: BTreeMap::new(),
             dtype,
+            compute: None,
             device,
             gen: Generator::new(seed),
         }
@@ -151,6 +153,30 @@ impl ParamStore {
             .ok_or_else(|| Error::msg(format!("no parameter named `{name}`")))
     }
 
+    /// Mixed precision: the parameters stay in the store's dtype (the f32 master weights the
+    /// optimizer updates) while forward passes read them through [`ParamStore::weight`] cast to
+    /// `dtype` (bf16 on CUDA, accumulating in f32); gradients come back through the cast in the
+    /// master dtype. `None` computes in the store's dtype.
+    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) {
+        self.compute = dtype.filter(|&d| d != self.dtype);
+    }
+
+    /// The dtype forward passes compute in: the mixed-precision choice, else the store's dtype.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute.unwrap_or(self.dtype)
+    }
+
+    /// The Var of `name` as a forward pass uses it: cast to [`ParamStore::compute_dtype`]
+    /// (the parameter itself when no cast is needed). Use [`ParamStore::var`] for the parameter's
+    /// identity (gradients, optimizers).
+    pub fn weight(&self, name: &str) -> Result<Var> {
+        let v = self.var(name)?;
+        match self.compute {
+            Some(dtype) => v.to_dtype(dtype),
+            None => Ok(v),
+        }
+    }
+
     /// The current value of `name`.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         Ok(self.var(name)?.value().clone())
@@ -195,6 +221,7 @@ impl ParamStore {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             dtype: self.dtype,
+            compute: self.compute,
             device: self.device,
             gen: Generator::new(0),
         }

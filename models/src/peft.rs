@@ -118,8 +118,8 @@ pub(crate) fn lora_vars(ps: &ParamStore, weight: &str) -> Result<Option<LoraVars
         return Ok(None);
     };
     Ok(Some(LoraVars {
-        a: ps.var(&lora.a)?,
-        b: ps.var(&lora.b)?,
+        a: ps.weight(&lora.a)?,
+        b: ps.weight(&lora.b)?,
         scale: lora.scale,
     }))
 }

@@ -440,7 +440,7 @@ impl UNet2DModel {
         class_labels: Option<&Tensor>,
         n: usize,
     ) -> Result<Var> {
-        let dtype = ps.dtype();
+        let dtype = ps.compute_dtype();
         let cfg = &self.config;
         let dim = cfg.block_out_channels[0];
         let project = |t: &Tensor| -> Result<Var> {
@@ -510,10 +510,12 @@ impl UNet2DModel {
             checkpoint: self.checkpointing,
             hook: self.hook.as_deref(),
         };
+        // Mixed precision: compute in the store's compute dtype, answer in the master dtype.
+        let sample = sample.to_dtype(ps.compute_dtype())?;
         let x = if self.config.center_input_sample {
             sample.mul_scalar(2.0)?.add_scalar(-1.0)?
         } else {
-            sample.clone()
+            sample
         };
         let mut h = self.conv_in.forward(ps, &x)?;
         let mut skips = vec![h.clone()];
@@ -529,7 +531,7 @@ impl UNet2DModel {
             h = block.forward(&ctx, &h, &mut skips)?;
         }
         let h = self.conv_norm_out.forward(ps, &h)?.silu()?;
-        self.conv_out.forward(ps, &h)
+        self.conv_out.forward(ps, &h)?.to_dtype(ps.dtype())
     }
 }
 

@@ -272,6 +272,9 @@ fn bad_configs_and_flags_are_named() {
         (vec!["--device".into(), "gpu".into()], "gpu"),
         (vec!["--data".into(), "no-such-set".into()], "no-such-set"),
         (vec!["--lr=0".into()], "lr"),
+        (vec!["--precision".into(), "bf16".into()], "precision"),
+        // Without a GPU the device itself is refused, naming it; with one the run would start.
+        (vec!["--device".into(), "cuda:99".into()], "cuda:99"),
     ];
     for (args, named) in cases {
         let mut all = vec!["pretrain".to_string(), "--quiet".into()];

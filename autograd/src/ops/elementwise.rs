@@ -160,6 +160,9 @@ impl Var {
     /// The value converted to `dtype`; the gradient is converted back.
     pub fn to_dtype(&self, dtype: DType) -> Result<Var> {
         let from = self.value().dtype();
+        if from == dtype {
+            return Ok(self.clone());
+        }
         let y = self.value().to_dtype(dtype)?;
         Ok(Var::from_op(Op::ToDtype, y, &[self], move |g, _| {
             Ok(vec![Some(g.to_dtype(from)?)])

@@ -45,8 +45,8 @@ impl Conv2d {
 
     /// x `[N, C, H, W]` -> `[N, out, H', W']`.
     pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
-        let bias = self.bias.as_deref().map(|b| ps.var(b)).transpose()?;
-        let y = x.conv2d(&ps.var(&self.weight)?, bias.as_ref(), &self.params)?;
+        let bias = self.bias.as_deref().map(|b| ps.weight(b)).transpose()?;
+        let y = x.conv2d(&ps.weight(&self.weight)?, bias.as_ref(), &self.params)?;
         match conv_lora(ps, &self.weight, x, &self.params)? {
             Some(lora) => y.add(&lora),
             None => Ok(y),

@@ -28,7 +28,7 @@ impl Embedding {
 
     /// Rows for `ids` (i64, any shape): `ids.shape + [dim]`.
     pub fn forward(&self, ps: &ParamStore, ids: &Tensor) -> Result<Var> {
-        ps.var(&self.weight)?.embedding(ids)
+        ps.weight(&self.weight)?.embedding(ids)
     }
 }
 

@@ -57,8 +57,8 @@ impl Linear {
     /// a block can then run without the store, e.g. inside a gradient checkpoint.
     pub fn vars(&self, ps: &ParamStore) -> Result<LinearVars> {
         Ok(LinearVars {
-            weight: ps.var(&self.weight)?,
-            bias: self.bias.as_deref().map(|b| ps.var(b)).transpose()?,
+            weight: ps.weight(&self.weight)?,
+            bias: self.bias.as_deref().map(|b| ps.weight(b)).transpose()?,
             lora: lora_vars(ps, &self.weight)?,
         })
     }
@@ -130,8 +130,8 @@ impl GroupNorm {
     pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
         x.group_norm(
             self.groups,
-            Some(&ps.var(&self.weight)?),
-            Some(&ps.var(&self.bias)?),
+            Some(&ps.weight(&self.weight)?),
+            Some(&ps.weight(&self.bias)?),
             self.eps,
         )
     }
@@ -166,7 +166,7 @@ impl LayerNorm {
     /// Normalised x, same shape.
     pub fn forward(&self, ps: &ParamStore, x: &Var) -> Result<Var> {
         match &self.affine {
-            Some((w, b)) => x.layer_norm(1, Some(&ps.var(w)?), Some(&ps.var(b)?), self.eps),
+            Some((w, b)) => x.layer_norm(1, Some(&ps.weight(w)?), Some(&ps.weight(b)?), self.eps),
             None => x.layer_norm(1, None, None, self.eps),
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use models::dit::DitConfig;
 use serde::{Deserialize, Serialize};
-use tensor::{Device, Error, Result};
+use tensor::{DType, Device, Error, Result};
 
 use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, VarType};
 
@@ -68,6 +68,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Compute precision: `f32`, or `bf16`/`f16` (CUDA only) with f32 master weights, optimizer
+    /// state and loss, and f32 accumulation inside the kernels.
+    pub precision: String,
     /// The run folder: checkpoint, metrics, grids, loss curve.
     pub out: PathBuf,
 }
@@ -145,6 +148,7 @@ impl Default for RunConfig {
             sample: SampleSettings::default(),
             seed: 0,
             device: "cpu".into(),
+            precision: "f32".into(),
             out: "runs/pretrain".into(),
         }
     }
@@ -271,10 +275,33 @@ impl RunConfig {
         self.diffusion_config()?;
         crate::diffusion::space_timesteps(self.diffusion.steps, &self.sample.sampler)
             .map_err(|e| invalid("sample.sampler", e))?;
-        self.device
+        let device = self
+            .device
             .parse::<Device>()
             .map_err(|e| invalid("device", e))?;
+        if self.compute_dtype()?.is_some() && !device.is_cuda() {
+            return Err(invalid(
+                "precision",
+                format!(
+                    "{} computes on CUDA only; use f32 on the cpu",
+                    self.precision
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The mixed-precision compute dtype, `None` for plain f32.
+    pub fn compute_dtype(&self) -> Result<Option<DType>> {
+        match self.precision.as_str() {
+            "f32" => Ok(None),
+            "bf16" => Ok(Some(DType::BF16)),
+            "f16" => Ok(Some(DType::F16)),
+            other => Err(invalid(
+                "precision",
+                format!("unknown precision `{other}`; expected f32, bf16 or f16"),
+            )),
+        }
     }
 
     /// The learning-rate schedule.

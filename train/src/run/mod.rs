@@ -112,6 +112,7 @@ fn build_model(config: &RunConfig, data: &Dataset, device: Device) -> Result<(Di
     let cfg = config.dit_config(c, h, data.classes().len())?;
     let mut ps = ParamStore::new(DType::F32, device, config.seed);
     let dit = Dit::new(&mut ps, cfg)?;
+    ps.set_compute_dtype(config.compute_dtype()?);
     Ok((dit, ps))
 }
 
@@ -125,6 +126,9 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
     let dit = Dit::new(&mut params, cfg)?;
     load_weights(&mut params, &dir, weights, false)?;
+    if device.is_cuda() {
+        params.set_compute_dtype(state.config.compute_dtype()?);
+    }
     Ok(LoadedModel {
         dit,
         params,

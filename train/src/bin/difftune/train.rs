@@ -36,6 +36,9 @@ pub struct TrainArgs {
     /// `cpu` or `cuda:N`.
     #[arg(long)]
     device: Option<String>,
+    /// Compute precision: f32, or bf16/f16 on CUDA (f32 master weights).
+    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    precision: Option<String>,
     /// The run folder.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,6 +105,9 @@ impl TrainArgs {
         }
         if let Some(v) = self.seed {
             c.seed = v;
+        }
+        if let Some(v) = &self.precision {
+            c.precision = v.clone();
         }
         if let Some(v) = &self.device {
             c.device = v.clone();
