@@ -414,6 +414,7 @@ impl TimestepEmbedder {
     /// `[N]` (any numeric dtype) -> `[N, D]`.
     fn forward(&self, ps: &ParamStore, t: &Tensor) -> Result<Var> {
         let freq = timestep_embedding_f32(t, FREQUENCY_EMBEDDING_SIZE, 10000.0)?
+            .to_device(ps.device())?
             .to_dtype(ps.compute_dtype())?;
         let h = self.fc1.forward(ps, &Var::constant(freq))?.silu()?;
         self.fc2.forward(ps, &h)
@@ -494,7 +495,7 @@ pub fn drop_labels(
         .zip(u.to_vec::<f64>()?)
         .map(|(l, u)| if u < p { null_class as i64 } else { l })
         .collect();
-    Tensor::from_vec(dropped, labels.shape())
+    Tensor::from_vec(dropped, labels.shape())?.to_device(labels.device())
 }
 
 /// The fixed position embedding of the reference's `get_2d_sincos_pos_embed(embed_dim,

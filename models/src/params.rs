@@ -117,13 +117,19 @@ impl ParamStore {
         self.device
     }
 
+    /// `value` on the store's device in its dtype: values made on the host (checkpoints, fixed
+    /// embeddings) land where the parameters live.
+    fn place(&self, value: &Tensor) -> Result<Tensor> {
+        value.to_device(self.device)?.to_dtype(self.dtype)
+    }
+
     /// Adds a trainable parameter; a name can be added once.
     pub fn insert(&mut self, name: &str, value: Tensor) -> Result<()> {
         if self.params.contains_key(name) {
             return Err(Error::msg(format!("parameter `{name}` is defined twice")));
         }
         self.params
-            .insert(name.to_string(), Var::param(value.to_dtype(self.dtype)?));
+            .insert(name.to_string(), Var::param(self.place(&value)?));
         Ok(())
     }
 
@@ -191,7 +197,7 @@ impl ParamStore {
                 format!("`{name}` is {:?}, got {:?}", old.shape(), value.shape()),
             ));
         }
-        let value = value.to_dtype(self.dtype)?;
+        let value = self.place(&value)?;
         self.params
             .insert(name.to_string(), Var::leaf(value, old.requires_grad()));
         Ok(())

@@ -28,7 +28,9 @@ impl Embedding {
 
     /// Rows for `ids` (i64, any shape): `ids.shape + [dim]`.
     pub fn forward(&self, ps: &ParamStore, ids: &Tensor) -> Result<Var> {
-        ps.weight(&self.weight)?.embedding(ids)
+        let table = ps.weight(&self.weight)?;
+        // Labels are made on the host; the table may live on a GPU.
+        table.embedding(&ids.to_device(table.value().device())?)
     }
 }
 

@@ -149,8 +149,12 @@ impl Diffusion {
             discretized_gaussian_log_likelihood(x0, &model_mean, &log_variance.mul_scalar(0.5)?)?
                 .neg()?;
         let nll = mean_flat(&nll)?.mul_scalar(1.0 / LN_2)?;
+        // Timesteps come from the host; the mask goes where the terms are.
         let zero = Tensor::zeros(&[], DType::I64, t.device())?;
-        let first = t.to_dtype(DType::I64)?.cmp(CmpOp::Eq, &zero)?;
+        let first = t
+            .to_dtype(DType::I64)?
+            .cmp(CmpOp::Eq, &zero)?
+            .to_device(x0.device())?;
         Var::where_cond(&first, &nll, &kl)
     }
 

@@ -183,7 +183,9 @@ impl Diffusion {
         let per_sample = |v: &[f64]| -> Result<Tensor> {
             let mut shape = vec![1; x.rank()];
             shape[0] = v.len();
-            Tensor::from_vec(v.to_vec(), &shape)?.to_dtype(x.dtype())
+            Tensor::from_vec(v.to_vec(), &shape)?
+                .to_device(x.device())?
+                .to_dtype(x.dtype())
         };
         let mean = out
             .pred_xstart

@@ -2,18 +2,27 @@
 
 use autograd::Grads;
 use models::ParamStore;
-use tensor::Result;
+use tensor::{DType, Result, Tensor};
 
 /// The global L2 norm of the gradients of the trainable parameters of `store` (parameters
 /// without a gradient count as zero), accumulated in f64.
 pub fn grad_norm(store: &ParamStore, grads: &Grads) -> Result<f64> {
-    let mut sum = 0.0;
+    // Summed where the gradients live, read once: one host synchronisation per step on a GPU.
+    let mut sum: Option<Tensor> = None;
     for (_, var) in store.iter().filter(|(_, v)| v.requires_grad()) {
         if let Some(g) = grads.get(var) {
-            sum += g.square()?.sum_all()?.to_scalar()?;
+            let s = g.to_dtype(DType::F64)?.square()?.sum_all()?;
+            sum = Some(match sum {
+                Some(acc) => acc.add(&s)?,
+                None => s,
+            });
         }
     }
-    Ok(sum.sqrt())
+    Ok(sum
+        .map(|s| s.to_scalar())
+        .transpose()?
+        .unwrap_or(0.0)
+        .sqrt())
 }
 
 /// Scales the gradients of the trainable parameters of `store` so that their global L2 norm is
