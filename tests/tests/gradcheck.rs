@@ -34,6 +34,7 @@ fn cases(op: Op) -> Vec<Case> {
         | LayerNorm
         | GroupNorm
         | ScaledDotProductAttention
+        | Attention
         | Dropout
         | MseLoss
         | CrossEntropy => nn::cases(op),

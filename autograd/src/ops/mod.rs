@@ -135,8 +135,10 @@ registry! {
     LayerNorm,
     /// group normalisation
     GroupNorm,
-    /// softmax(QK^T/√d + mask) V
+    /// softmax(QK^T/√d + mask) V (fused when there is no mask)
     ScaledDotProductAttention,
+    /// fused softmax(scale·QK^T) V over [B, H, S, D], optionally causal
+    Attention,
     /// seeded dropout
     Dropout,
     /// mean squared error

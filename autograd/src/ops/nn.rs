@@ -130,6 +130,14 @@ impl Var {
         );
         let d = qs[qs.len() - 1];
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
+        let same_batch = qs.len() == 4
+            && ks.len() == 4
+            && vs.len() == 4
+            && qs[..2] == ks[..2]
+            && ks[..2] == vs[..2];
+        if mask.is_none() && same_batch {
+            return self.attention(k, v, Some(scale), false);
+        }
         let rk = ks.len();
         // Scaling q ([.., Sq, D]) rather than the scores ([.., Sq, Sk]) is the smaller pass.
         let scores = self
@@ -143,6 +151,34 @@ impl Var {
         };
         let last = scores.shape().len() - 1;
         scores.softmax(last)?.matmul(v)
+    }
+
+    /// Fused attention `softmax(scale · q kᵀ) v` over `q` `[B, H, Sq, D]`, `k` `[B, H, Sk, D]`,
+    /// `v` `[B, H, Sk, Dv]` (any strides; `scale` defaults to 1/√D), query `i` seeing keys
+    /// `0..=i` when `causal`. Keeps q, k, v, the output and one log-sum-exp per query for the
+    /// backward pass, never the `Sq × Sk` probabilities (see [`Tensor::attention`]).
+    pub fn attention(&self, k: &Var, v: &Var, scale: Option<f64>, causal: bool) -> Result<Var> {
+        let d = self.shape().last().copied().unwrap_or(1).max(1);
+        let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
+        let (o, lse) = self
+            .value()
+            .attention(k.value(), v.value(), scale, causal)?;
+        let saved = [self, k, v].map(|x| x.value().clone());
+        let out = o.clone();
+        Ok(Var::from_op(
+            Op::Attention,
+            o,
+            &[self, k, v],
+            move |g, needs| {
+                let [q, k, v] = &saved;
+                let (dq, dk, dv) = q.attention_backward(k, v, &out, &lse, g, scale, causal)?;
+                Ok(vec![
+                    needs[0].then_some(dq),
+                    needs[1].then_some(dk),
+                    needs[2].then_some(dv),
+                ])
+            },
+        ))
     }
 
     /// Dropout: in training, each element is zeroed with probability `p` (drawn from `gen`, so a

@@ -151,6 +151,29 @@ pub fn cases(op: Op) -> Vec<Case> {
                 },
             ),
         ],
+        Op::Attention => vec![
+            case(
+                "fused attention of permuted [B, S, H, D] views",
+                vec![
+                    randn(&[2, 3, 2, 4], 11),
+                    randn(&[2, 5, 2, 4], 12),
+                    randn(&[2, 5, 2, 3], 13),
+                ],
+                |v| {
+                    let [q, k, v] = [&v[0], &v[1], &v[2]].map(|x| x.transpose(1, 2));
+                    q?.attention(&k?, &v?, None, false)
+                },
+            ),
+            case(
+                "fused causal attention, scale 0.6",
+                vec![
+                    randn(&[1, 2, 4, 3], 14),
+                    randn(&[1, 2, 4, 3], 15),
+                    randn(&[1, 2, 4, 2], 16),
+                ],
+                |v| v[0].attention(&v[1], &v[2], Some(0.6), true),
+            ),
+        ],
         Op::Dropout => vec![
             case("dropout p 0.3 seed 7", vec![randn(&[4, 5], 1)], |v| {
                 v[0].dropout(0.3, &mut Generator::new(7), true)
