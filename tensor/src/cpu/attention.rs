@@ -104,7 +104,7 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 #[inline]
 fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = *y + alpha * x;
+        *y += alpha * x;
     }
 }
 
@@ -130,7 +130,7 @@ fn forward_block<T: Float>(
         let mut sum = T::ZERO;
         for pj in &mut p[..keys] {
             *pj = (*pj - max).exp();
-            sum = sum + *pj;
+            sum += *pj;
         }
         let oi = &mut o[i * n.dv..(i + 1) * n.dv];
         for j in 0..keys {
