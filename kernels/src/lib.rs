@@ -17,8 +17,10 @@ mod dims;
 pub mod elementwise;
 mod error;
 mod gpu;
+pub mod index;
 mod launch;
 pub mod nvrtc;
+pub mod pool;
 pub mod source;
 
 pub use cudarc::driver::sys::CUdeviceptr;

@@ -2,6 +2,7 @@
 //! `*_add` op is the backward of the selecting op beside it.
 
 use crate::cpu::{contiguous_slice, float_op};
+use crate::cuda::index as cuda;
 use crate::layout::Rows;
 use crate::{ensure_shape, with_dtype, CpuStorage, Element, Error, Float, Layout, Result, Tensor};
 
@@ -19,6 +20,14 @@ pub(crate) fn copy_strided<T: Copy>(dst: &mut [T], dl: &Layout, src: &[T], sl: &
 
 /// The indices of an i64 tensor as usize, each checked against `bound`.
 fn indices(op: &'static str, index: &Tensor, bound: usize) -> Result<Vec<usize>> {
+    // The CPU paths come here with CPU data: a CUDA index is a device mismatch, not a panic.
+    if index.is_cuda() {
+        return Err(Error::Device {
+            op,
+            device: index.device(),
+            msg: "expected cpu, the device of the indexed tensor".into(),
+        });
+    }
     let CpuStorage::I64(_) = index.cpu_storage() else {
         return Err(Error::dtype(op, index.dtype(), "i64 indices"));
     };
@@ -70,6 +79,9 @@ impl Tensor {
             );
             shape[dim] += t.shape()[dim];
         }
+        if first.is_cuda() {
+            return cuda::cat(tensors, dim, &shape);
+        }
         let out_layout = Layout::contiguous(&shape);
         let storage = with_dtype!(first.dtype(), T => {
             let mut out = vec![T::default(); out_layout.elem_count()];
@@ -112,6 +124,9 @@ impl Tensor {
         for (i, &(b, _)) in pads.iter().enumerate() {
             inner = inner.narrow(lead + i, b, self.shape()[lead + i])?;
         }
+        if self.is_cuda() {
+            return cuda::pad(self, &shape, &inner, value);
+        }
         let storage = with_dtype!(self.dtype(), T => {
             let mut out = vec![T::from_f64(value); inner.elem_count().max(shape.iter().product())];
             copy_strided(&mut out, &inner, T::slice(self.cpu_storage()).expect("own dtype"), self.layout());
@@ -130,6 +145,9 @@ impl Tensor {
             index.shape()
         );
         self.dim("index_select", dim)?;
+        if self.is_cuda() {
+            return cuda::index_select(self, dim, index);
+        }
         let (outer, size, inner) = around(self.shape(), dim);
         let idx = indices("index_select", index, size)?;
         let mut shape = self.shape().to_vec();
@@ -156,6 +174,9 @@ impl Tensor {
             "index_add",
             "dim {dim} out of range for shape {shape:?}"
         );
+        if self.is_cuda() {
+            return cuda::index_add(self, dim, index, shape);
+        }
         let (outer, size, inner) = around(shape, dim);
         let idx = indices("index_add", index, size)?;
         ensure_shape!(
@@ -184,6 +205,10 @@ impl Tensor {
     /// `out[.., i, ..] = self[.., index[.., i, ..], ..]` along `dim`, as torch.gather: `index` has
     /// the rank of `self` and is no larger in any other dim.
     pub fn gather(&self, dim: usize, index: &Tensor) -> Result<Tensor> {
+        if self.is_cuda() {
+            check_fits("gather", dim, index.shape(), self.shape())?;
+            return cuda::gather(self, dim, index);
+        }
         let targets = gather_targets("gather", dim, index, self.shape())?;
         let storage = with_dtype!(self.dtype(), T => {
             let src = T::slice(self.cpu_storage()).expect("own dtype");
@@ -202,6 +227,10 @@ impl Tensor {
             self.shape(),
             index.shape()
         );
+        if self.is_cuda() {
+            check_fits("scatter_add", dim, index.shape(), shape)?;
+            return cuda::scatter_add(self, dim, index, shape);
+        }
         let targets = gather_targets("scatter_add", dim, index, shape)?;
         let out_layout = Layout::contiguous(shape);
         let storage = float_op!("scatter_add", self.cpu_storage(), |v: T| {
@@ -216,6 +245,18 @@ impl Tensor {
     }
 }
 
+/// Checks that an index of shape `ishape` fits a tensor of `shape` along `dim` (gather's rule).
+fn check_fits(op: &'static str, dim: usize, ishape: &[usize], shape: &[usize]) -> Result<()> {
+    ensure_shape!(
+        ishape.len() == shape.len()
+            && dim < shape.len()
+            && (0..shape.len()).all(|d| d == dim || ishape[d] <= shape[d]),
+        op,
+        "index {ishape:?} does not fit shape {shape:?} along dim {dim}"
+    );
+    Ok(())
+}
+
 /// For each element of `index` (row-major), the multi-index it points to in a tensor of `shape`:
 /// its own position with `dim` replaced by the index value.
 fn gather_targets(
@@ -225,13 +266,7 @@ fn gather_targets(
     shape: &[usize],
 ) -> Result<Vec<Vec<usize>>> {
     let ishape = index.shape();
-    ensure_shape!(
-        ishape.len() == shape.len()
-            && dim < shape.len()
-            && (0..shape.len()).all(|d| d == dim || ishape[d] <= shape[d]),
-        op,
-        "index {ishape:?} does not fit shape {shape:?} along dim {dim}"
-    );
+    check_fits(op, dim, ishape, shape)?;
     let idx = indices(op, index, shape[dim])?;
     let mut pos = vec![0; ishape.len()];
     let mut out = Vec::with_capacity(idx.len());

@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use super::conv::window_out_len;
 use crate::cpu::{contiguous_slice, float_op, for_each_row};
+use crate::cuda::pool as cuda;
 use crate::{ensure_shape, Element, Float, Result, Tensor};
 
 /// The four dims of an NCHW tensor, or a shape error naming `op`.
@@ -71,6 +72,17 @@ impl Pool {
             stride,
             padding,
         })
+    }
+
+    /// The geometry as the CUDA kernels take it.
+    fn geometry(&self) -> kernels::pool::Pool2d {
+        cuda::pool2d(
+            (self.h, self.w),
+            (self.ho, self.wo),
+            self.kernel,
+            self.stride,
+            self.padding,
+        )
     }
 
     /// Calls `f(oy, ox, rows, cols)` for every output pixel and the input window it averages.
@@ -145,6 +157,9 @@ impl Tensor {
             "input {:?}: scales ({scale_h}, {scale_w}) must be positive",
             self.shape()
         );
+        if self.is_cuda() {
+            return cuda::upsample_nearest2d(self, scale_h, scale_w);
+        }
         let (ho, wo) = (h * scale_h, w * scale_w);
         let out = float_op!(OP, self.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, self.layout());
@@ -171,6 +186,9 @@ impl Tensor {
             "grad {:?} is not made of ({scale_h}, {scale_w}) blocks",
             self.shape()
         );
+        if self.is_cuda() {
+            return cuda::upsample_nearest2d_backward(self, scale_h, scale_w);
+        }
         let (h, w) = (ho / scale_h, wo / scale_w);
         self.reshape(&[n, c, h, scale_h, w, scale_w])?
             .sum(&[3, 5], false)
@@ -221,6 +239,9 @@ impl Tensor {
         include_pad: bool,
     ) -> Result<Tensor> {
         let pool = Pool::new(op, self.shape(), kernel, stride, padding)?;
+        if self.is_cuda() {
+            return cuda::avg_pool2d(self, op, pool.geometry(), include_pad);
+        }
         let [n, c, h, w] = nchw(op, self.shape())?;
         let out = float_op!(op, self.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, self.layout());
@@ -265,6 +286,9 @@ impl Tensor {
         const OP: &str = "max_pool2d";
         let pool = Pool::new(OP, self.shape(), kernel, stride, padding)?;
         pool.check_half_kernel_padding(OP, self.shape())?;
+        if self.is_cuda() {
+            return cuda::max_pool2d(self, pool.geometry());
+        }
         let [n, c, h, w] = nchw(OP, self.shape())?;
         let out = float_op!(OP, self.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, self.layout());
@@ -309,6 +333,9 @@ impl Tensor {
             "input {:?} to ({out_h}, {out_w}): both sizes must be non-empty",
             self.shape()
         );
+        if self.is_cuda() {
+            return cuda::resize_bilinear2d(self, out_h, out_w);
+        }
         let (ty, tx) = (bilinear_taps(h, out_h), bilinear_taps(w, out_w));
         let out = float_op!(OP, self.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, self.layout());
@@ -352,6 +379,9 @@ impl Tensor {
             pool.ho,
             pool.wo
         );
+        if self.is_cuda() {
+            return cuda::avg_pool2d_backward(self, pool.geometry());
+        }
         let out = float_op!(OP, self.cpu_storage(), |v: T| {
             let g = contiguous_slice(v, self.layout());
             let mut dx = vec![T::ZERO; n * c * h * w];

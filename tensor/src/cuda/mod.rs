@@ -7,6 +7,8 @@
 //! broadcast, offset), so views cost no copy on the GPU either.
 
 pub(crate) mod elementwise;
+pub(crate) mod index;
+pub(crate) mod pool;
 
 use std::sync::Arc;
 
