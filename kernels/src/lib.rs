@@ -18,7 +18,9 @@ pub mod elementwise;
 mod error;
 mod gpu;
 mod launch;
+pub mod norm;
 pub mod nvrtc;
+pub mod reduce;
 pub mod source;
 
 pub use cudarc::driver::sys::CUdeviceptr;

@@ -7,6 +7,8 @@
 //! broadcast, offset), so views cost no copy on the GPU either.
 
 pub(crate) mod elementwise;
+pub(crate) mod norm;
+pub(crate) mod reduce;
 
 use std::sync::Arc;
 
