@@ -19,8 +19,10 @@ mod error;
 mod gpu;
 pub mod index;
 mod launch;
+pub mod norm;
 pub mod nvrtc;
 pub mod pool;
+pub mod reduce;
 pub mod source;
 
 pub use cudarc::driver::sys::CUdeviceptr;

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use crate::cpu::{contiguous_slice, float_op, for_each_row};
+use crate::cuda::norm as cuda;
 use crate::layout::PAR_THRESHOLD;
 use crate::{ensure_shape, Element, Error, Float, Result, Tensor};
 
@@ -130,6 +131,9 @@ fn undo_dim_last(out: crate::CpuStorage, moved: &Tensor, undo: &[usize]) -> Resu
 impl Tensor {
     fn softmax_kind(&self, kind: SoftmaxKind, dim: usize) -> Result<Tensor> {
         let (x, undo) = dim_last(kind.name(), self, dim)?;
+        if self.is_cuda() {
+            return cuda::softmax(self, dim, kind == SoftmaxKind::Log);
+        }
         let len = self.shape()[dim];
         let out = float_op!(kind.name(), x.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, x.layout());
@@ -158,6 +162,9 @@ impl Tensor {
         );
         let (y, undo) = dim_last(op, self, dim)?;
         let (g, _) = dim_last(op, grad, dim)?;
+        if self.is_cuda() || grad.is_cuda() {
+            return cuda::softmax_backward(self, grad, dim, kind == SoftmaxKind::Log);
+        }
         let len = self.shape()[dim];
         let out = float_op!(op, y.cpu_storage(), |v: T| {
             let (y, g) = (contiguous_slice(v, y.layout()), elems::<T>(op, &g)?);
@@ -217,6 +224,16 @@ impl RowNorm {
 
     fn params(&self) -> usize {
         self.groups * self.len / self.inner
+    }
+
+    /// The same plan for the CUDA kernels.
+    fn cuda(&self) -> cuda::RowNorm {
+        cuda::RowNorm {
+            rows: self.rows,
+            len: self.len,
+            groups: self.groups,
+            inner: self.inner,
+        }
     }
 
     /// Mean and 1/√(var + eps) of one row: two passes in f64, biased variance (as PyTorch).
@@ -371,6 +388,10 @@ impl Tensor {
         eps: f64,
         stat_shape: &[usize],
     ) -> Result<(Tensor, Tensor, Tensor)> {
+        if self.is_cuda() {
+            let plan = plan.cuda();
+            return cuda::row_norm(op, self, plan, (weight, bias), eps, stat_shape);
+        }
         let (y, mean, rstd) = float_op!(op, self.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, self.layout());
             let w = weight.map(|w| elems::<T>(op, w)).transpose()?;
@@ -414,6 +435,10 @@ impl Tensor {
             rstd.shape(),
             plan.rows
         );
+        if [self, grad, mean, rstd].iter().any(|t| t.is_cuda()) {
+            let (plan, stats) = (plan.cuda(), (mean, rstd));
+            return cuda::row_norm_backward(op, self, plan, grad, stats, weight, param_shape);
+        }
         let (dx, dw, db) = float_op!(op, self.cpu_storage(), |v: T| {
             let x = contiguous_slice(v, self.layout());
             let g = elems::<T>(op, grad)?;

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::{contiguous_slice, float_op};
+use crate::cuda::reduce as cuda;
 use crate::layout::PAR_THRESHOLD;
 use crate::{ensure_shape, Element, Float, Result, Tensor};
 
@@ -76,6 +77,14 @@ impl Tensor {
             self.shape()
         );
         let x = self.permute(&perm)?;
+        if self.is_cuda() {
+            let code = match op {
+                ReduceOp::Sum => cuda::reduce_code::SUM,
+                ReduceOp::Max => cuda::reduce_code::MAX,
+                ReduceOp::Min => cuda::reduce_code::MIN,
+            };
+            return cuda::reduce(op.name(), code, &x, row_len, &out_shape);
+        }
         let out = float_op!(op.name(), x.cpu_storage(), |v: T| {
             let v = contiguous_slice(v, x.layout());
             let n_rows = out_shape.iter().product::<usize>();
@@ -156,6 +165,9 @@ impl Tensor {
             self.shape()
         );
         let x = self.permute(&perm)?;
+        if self.is_cuda() {
+            return cuda::argmax(&x, len, &out_shape);
+        }
         let idx: Vec<i64> = float_op!("argmax", x.cpu_storage(), |v: T| {
             let v = contiguous_slice(v, x.layout());
             v.chunks(len)

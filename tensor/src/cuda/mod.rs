@@ -9,6 +9,8 @@
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod pool;
+pub(crate) mod norm;
+pub(crate) mod reduce;
 
 use std::sync::Arc;
 

@@ -1,0 +1,49 @@
+//! CUDA paths of the reductions of `cpu/reduce.rs`. The CPU side checks the dims and permutes the
+//! reduced ones last; here that view is read as `[rows, len]` (no copy, whatever its strides) and
+//! reduced into a fresh contiguous output. `mean`, `sum_all` and `sum_to` are built on `sum`.
+
+use kernels::reduce as k;
+
+pub(crate) use kernels::reduce::reduce_code;
+
+use super::{elem, kernel_error};
+use crate::{DType, Result, Tensor};
+
+/// `code` ([`reduce_code`]) over the last `len` elements of each row of `x` (the input with its
+/// reduced dims permuted last), as a tensor of `out_shape` (one element per row).
+pub(crate) fn reduce(
+    op: &'static str,
+    code: i32,
+    x: &Tensor,
+    len: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let out = x.cuda_output(out_shape, x.dtype())?;
+    k::reduce(
+        x.gpu(),
+        elem(x.dtype()),
+        code,
+        out.elem_count(),
+        len,
+        x.cuda_view(op)?,
+        out.cuda_ptr(),
+    )
+    .map_err(kernel_error(op, x.device()))?;
+    Ok(out)
+}
+
+/// The i64 index of the largest of the last `len` elements of each row of `x` (the input with
+/// the reduced dim permuted last), as a tensor of `out_shape`.
+pub(crate) fn argmax(x: &Tensor, len: usize, out_shape: &[usize]) -> Result<Tensor> {
+    let out = x.cuda_output(out_shape, DType::I64)?;
+    k::argmax(
+        x.gpu(),
+        elem(x.dtype()),
+        out.elem_count(),
+        len,
+        x.cuda_view("argmax")?,
+        out.cuda_ptr(),
+    )
+    .map_err(kernel_error("argmax", x.device()))?;
+    Ok(out)
+}
