@@ -6,7 +6,9 @@
 //! Outputs are fresh contiguous buffers; inputs are read through their views (strided,
 //! broadcast, offset), so views cost no copy on the GPU either.
 
+pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod matmul;
 
 use std::sync::Arc;
 
