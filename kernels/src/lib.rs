@@ -13,12 +13,14 @@
 //! Nothing here needs a GPU to build: cudarc loads the driver and NVRTC dynamically, and
 //! [`Gpu::get`] returns an error where either is missing.
 
+pub mod conv;
 mod dims;
 pub mod elementwise;
 mod error;
 mod gpu;
 pub mod index;
 mod launch;
+pub mod matmul;
 pub mod norm;
 pub mod nvrtc;
 pub mod pool;

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::matmul::{gemm_strided, MatView};
 use crate::cpu::{contiguous_slice, float_op, float_op2};
+use crate::cuda::conv as cuda;
 use crate::{ensure_shape, Element, Float, Result, Tensor};
 
 /// Hyper-parameters of [`Tensor::conv2d`], as in PyTorch's `F.conv2d`; each pair is (H, W).
@@ -634,6 +635,9 @@ impl Tensor {
                 g.cout
             );
         }
+        if self.is_cuda() {
+            return cuda::conv2d(self, weight, bias, p, (g.ho, g.wo));
+        }
         let out = float_op2!(
             "conv2d",
             self.cpu_storage(),
@@ -663,6 +667,9 @@ impl Tensor {
         self.same_kind(OP, weight)?;
         let g = Geometry::new(input_shape, weight.shape(), p)?;
         g.check_grad(OP, self.shape())?;
+        if self.is_cuda() {
+            return cuda::conv2d_backward_input(self, weight, input_shape, p);
+        }
         let out = float_op2!(OP, self.cpu_storage(), weight.cpu_storage(), |dy, w: T| {
             let dy = contiguous_slice(dy, self.layout());
             let w = contiguous_slice(w, weight.layout());
@@ -683,6 +690,9 @@ impl Tensor {
         self.same_kind(OP, input)?;
         let g = Geometry::new(input.shape(), weight_shape, p)?;
         g.check_grad(OP, self.shape())?;
+        if self.is_cuda() {
+            return cuda::conv2d_backward_weight(self, input, weight_shape, p);
+        }
         let out = float_op!(OP, self.cpu_storage(), |dy: T| {
             let x = T::slice(input.cpu_storage()).expect("dtype checked");
             let dy = contiguous_slice(dy, self.layout());

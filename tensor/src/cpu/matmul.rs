@@ -119,6 +119,9 @@ impl Tensor {
             .layout()
             .broadcast_as(&[&batch[..], &[m, k]].concat())?;
         let lb = rhs.layout().broadcast_as(&[&batch[..], &[k, n]].concat())?;
+        if self.is_cuda() {
+            return crate::cuda::matmul::matmul(self, &la, rhs, &lb, (m, n, k), &batch);
+        }
         let out_shape = [&batch[..], &[m, n]].concat();
         let out = float_op2!(
             "matmul",

@@ -6,10 +6,12 @@
 //! Outputs are fresh contiguous buffers; inputs are read through their views (strided,
 //! broadcast, offset), so views cost no copy on the GPU either.
 
+pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
-pub(crate) mod pool;
+pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 
 use std::sync::Arc;
