@@ -69,20 +69,55 @@ template <> __device__ __forceinline__ f16 store<f16>(float x) { return __float2
 // ... and for every storage type.
 #define FOR_ALL(M) FOR_FLOATS(M) M(u8, u8) M(i64, i64)
 
-// Block-wide sum of one value per thread (blockDim.x a multiple of 32, at most 1024).
-template <typename A> __device__ A block_sum(A v) {
-    __shared__ A partial[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+// ---- Row reductions (reduce.cu, norm.cu) ----
+
+// Reduction ops of row_combine.
+#define R_SUM 0
+#define R_MAX 1
+#define R_MIN 2
+
+
+// Accumulator: f64 for f32 and f64 (the CPU sums in f64), f32 for the 16-bit floats.
+template <typename T> struct Wide { typedef float type; };
+template <> struct Wide<float> { typedef double type; };
+template <> struct Wide<double> { typedef double type; };
+
+// Accumulator -> element, rounding once.
+template <typename T> __device__ __forceinline__ T narrow(double x) { return from_acc<T>(x); }
+template <typename T> __device__ __forceinline__ T narrow(float x) { return from_f<T>(x); }
+
+template <typename W> __device__ __forceinline__ W pos_inf();
+template <> __device__ __forceinline__ float pos_inf<float>() { return __int_as_float(0x7f800000); }
+template <> __device__ __forceinline__ double pos_inf<double>() {
+    return __longlong_as_double(0x7ff0000000000000LL);
+}
+
+// Max and min skip NaN (fmax/fmin), as the CPU's f32::max/min fold does.
+template <typename W> __device__ __forceinline__ W identity(int op) {
+    return op == R_SUM ? (W)0 : op == R_MAX ? -pos_inf<W>() : pos_inf<W>();
+}
+template <typename W> __device__ __forceinline__ W combine(int op, W a, W b) {
+    return op == R_SUM ? a + b : op == R_MAX ? fmax(a, b) : fmin(a, b);
+}
+
+// The rows of this block: each row belongs to one row group, the threads sharing one threadIdx.y
+// (a warp when blockDim.x == 32, the whole block when blockDim.y == 1). The loop bound is uniform
+// within a row group, so the group's shuffles and barriers are reached by all its threads.
+#define FOR_ROWS(r, rows) \
+    for (i64 r = (i64)blockIdx.x * blockDim.y + threadIdx.y; r < (i64)(rows); r += (i64)gridDim.x * blockDim.y)
+
+// Combines one value per thread across the row group; every thread gets the total. The xor
+// butterfly gives all lanes bitwise the same value (a + b == b + a exactly), so threads that go on
+// to use it agree. Block mode needs blockDim.x a multiple of 32 and blockDim.y == 1.
+template <typename W> __device__ W row_combine(int op, W v) {
+    for (int o = 16; o > 0; o >>= 1) v = combine(op, v, __shfl_xor_sync(0xffffffff, v, o));
+    if (blockDim.x == 32) return v;
+    __shared__ W partial[32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
+    __syncthreads();  // the previous call's readers are done with `partial`
     if (lane == 0) partial[warp] = v;
     __syncthreads();
-    int warps = (blockDim.x + 31) >> 5;
-    v = lane < warps ? partial[lane] : (A)0;
-    if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (threadIdx.x == 0) partial[0] = v;
-    __syncthreads();
-    A total = partial[0];
-    return total;
+    v = lane < (int)(blockDim.x >> 5) ? partial[lane] : identity<W>(op);
+    for (int o = 16; o > 0; o >>= 1) v = combine(op, v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
 }

@@ -10,53 +10,7 @@
 // Row groups as in reduce.cu: a warp per row (blockDim = 32 x rows-per-block) for short rows, a
 // whole block per row (blockDim.x > 32, blockDim.y = 1) for long ones.
 
-#define R_SUM 0
-#define R_MAX 1
-
 #define MAX_THREADS 512
-
-// ---- Helpers (reduce.cu has the same text) ----
-
-// Accumulator: f64 for f32 and f64 (the CPU sums in f64), f32 for the 16-bit floats.
-template <typename T> struct Wide { typedef float type; };
-template <> struct Wide<float> { typedef double type; };
-template <> struct Wide<double> { typedef double type; };
-
-// Accumulator -> element, rounding once.
-template <typename T> __device__ __forceinline__ T narrow(double x) { return from_acc<T>(x); }
-template <typename T> __device__ __forceinline__ T narrow(float x) { return from_f<T>(x); }
-
-template <typename W> __device__ __forceinline__ W pos_inf();
-template <> __device__ __forceinline__ float pos_inf<float>() { return __int_as_float(0x7f800000); }
-template <> __device__ __forceinline__ double pos_inf<double>() {
-    return __longlong_as_double(0x7ff0000000000000LL);
-}
-
-template <typename W> __device__ __forceinline__ W identity(int op) {
-    return op == R_SUM ? (W)0 : -pos_inf<W>();
-}
-// Max skips NaN (fmax), as the CPU's f32::max fold does.
-template <typename W> __device__ __forceinline__ W combine(int op, W a, W b) {
-    return op == R_SUM ? a + b : fmax(a, b);
-}
-
-// This block's rows, one per row group (see reduce.cu).
-#define FOR_ROWS(r, rows) \
-    for (i64 r = (i64)blockIdx.x * blockDim.y + threadIdx.y; r < (i64)(rows); r += (i64)gridDim.x * blockDim.y)
-
-// Combines one value per thread across the row group; every thread gets the same total.
-template <typename W> __device__ W row_combine(int op, W v) {
-    for (int o = 16; o > 0; o >>= 1) v = combine(op, v, __shfl_xor_sync(0xffffffff, v, o));
-    if (blockDim.x == 32) return v;
-    __shared__ W partial[32];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();  // the previous call's readers are done with `partial`
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    v = lane < (int)(blockDim.x >> 5) ? partial[lane] : identity<W>(op);
-    for (int o = 16; o > 0; o >>= 1) v = combine(op, v, __shfl_xor_sync(0xffffffff, v, o));
-    return v;
-}
 
 // ---- Softmax ----
 
