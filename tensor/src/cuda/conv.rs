@@ -437,7 +437,7 @@ pub(crate) fn conv2d_backward_weight(
 /// Parity with the CPU; each test passes without running anything where no GPU is present.
 #[cfg(test)]
 mod tests {
-    use super::super::matmul::tests::{assert_close, both, cuda, randn, tol};
+    use super::super::test_support::{assert_close, both, cuda, randn, tol};
     use crate::{Conv2dParams, DType};
 
     fn params(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dParams {

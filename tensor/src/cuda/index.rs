@@ -218,29 +218,8 @@ fn scatter_add_into(
 /// CUDA against CPU; each test returns early (passing) on a machine without a GPU.
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{assert_close, cuda as gpu};
     use crate::{DType, Device, Generator, Tensor};
-
-    fn gpu() -> Option<Device> {
-        match Device::cuda(0) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("skipped, no CUDA device: {e}");
-                None
-            }
-        }
-    }
-
-    /// `got` (any device) against `want` (CPU), elementwise within `tol` (relative, 1 absolute).
-    fn assert_close(got: &Tensor, want: &Tensor, tol: f64) {
-        assert_eq!(got.shape(), want.shape());
-        let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
-        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-            assert!(
-                (a - b).abs() <= tol * b.abs().max(1.0),
-                "element {i}: {a} vs {b}"
-            );
-        }
-    }
 
     /// A [2, 3, 4, 5] f64 tensor seen through a transpose (non-contiguous), on the CPU.
     fn sample(gen: &mut Generator) -> Tensor {
@@ -263,11 +242,21 @@ mod tests {
             let (a, b) = (a.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
             let (ga, gb) = (a.to_device(dev).unwrap(), b.to_device(dev).unwrap());
             let want = Tensor::cat(&[&a, &b, &a], 1).unwrap();
-            assert_close(&Tensor::cat(&[&ga, &gb, &ga], 1).unwrap(), &want, 0.0);
+            assert_close(
+                "index",
+                &Tensor::cat(&[&ga, &gb, &ga], 1).unwrap(),
+                &want,
+                0.0,
+            );
             let want = Tensor::stack(&[&a, &a], 2).unwrap();
-            assert_close(&Tensor::stack(&[&ga, &ga], 2).unwrap(), &want, 0.0);
+            assert_close("index", &Tensor::stack(&[&ga, &ga], 2).unwrap(), &want, 0.0);
             let want = a.pad(&[(1, 2), (0, 3)], 7.0).unwrap();
-            assert_close(&ga.pad(&[(1, 2), (0, 3)], 7.0).unwrap(), &want, 0.0);
+            assert_close(
+                "index",
+                &ga.pad(&[(1, 2), (0, 3)], 7.0).unwrap(),
+                &want,
+                0.0,
+            );
         }
     }
 
@@ -283,6 +272,7 @@ mod tests {
             let column = |t: &Tensor| t.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
             let (i, gi) = (column(&full), column(&full.to_device(dev).unwrap()));
             assert_close(
+                "index",
                 &gx.index_select(dim, &gi).unwrap(),
                 &x.index_select(dim, &i).unwrap(),
                 0.0,
@@ -294,7 +284,12 @@ mod tests {
         let gi = i.to_device(dev).unwrap();
         for dtype in [DType::F32, DType::I64, DType::BF16] {
             let (x, gx) = (x.to_dtype(dtype).unwrap(), gx.to_dtype(dtype).unwrap());
-            assert_close(&gx.gather(2, &gi).unwrap(), &x.gather(2, &i).unwrap(), 0.0);
+            assert_close(
+                "index",
+                &gx.gather(2, &gi).unwrap(),
+                &x.gather(2, &i).unwrap(),
+                0.0,
+            );
         }
     }
 
@@ -316,7 +311,7 @@ mod tests {
                 .index_add(0, &gi, &[8, 5])
                 .unwrap();
             assert_eq!(got.dtype(), dtype);
-            assert_close(&got, &want, tol);
+            assert_close("index", &got, &want, tol);
         }
         // Along dim 1 of a transposed source.
         let src = Tensor::randn(&[4, 3], 0.0, 1.0, DType::F32, Device::Cpu, &mut gen)
@@ -330,7 +325,7 @@ mod tests {
             .unwrap()
             .index_add(1, &i.to_device(dev).unwrap(), &[3, 5])
             .unwrap();
-        assert_close(&got, &want, 1e-6);
+        assert_close("index", &got, &want, 1e-6);
         // scatter_add, the backward of gather.
         let src =
             Tensor::randn(&[2, 3, 6, 3], 0.0, 1.0, DType::F32, Device::Cpu, &mut gen).unwrap();
@@ -342,7 +337,7 @@ mod tests {
             .unwrap()
             .scatter_add(2, &i.to_device(dev).unwrap(), &[2, 3, 4, 5])
             .unwrap();
-        assert_close(&got, &want, 1e-5);
+        assert_close("index", &got, &want, 1e-5);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod reduce;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::Arc;
 

@@ -171,28 +171,8 @@ pub(crate) fn resize_bilinear2d(x: &Tensor, oh: usize, ow: usize) -> Result<Tens
 /// CUDA against CPU; each test returns early (passing) on a machine without a GPU.
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{assert_close, cuda as gpu};
     use crate::{DType, Device, Generator, Tensor};
-
-    fn gpu() -> Option<Device> {
-        match Device::cuda(0) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("skipped, no CUDA device: {e}");
-                None
-            }
-        }
-    }
-
-    /// `got` (any device) against `want` (CPU), elementwise within `tol` (relative, 1 absolute);
-    /// NaNs must match.
-    fn assert_close(got: &Tensor, want: &Tensor, tol: f64) {
-        assert_eq!(got.shape(), want.shape());
-        let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
-        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-            let ok = (a.is_nan() && b.is_nan()) || (a - b).abs() <= tol * b.abs().max(1.0);
-            assert!(ok, "element {i}: {a} vs {b}");
-        }
-    }
 
     /// Runs `op` on the transpose of the last two dims of `base` (a strided view) on the GPU in
     /// f64, f32 and bf16, comparing each with the CPU result in f64 from the same (rounded)
@@ -205,7 +185,7 @@ mod tests {
             let want = op(&view(&x.to_dtype(DType::F64).unwrap()));
             let got = op(&view(&x.to_device(dev).unwrap()));
             assert_eq!(got.dtype(), dtype);
-            assert_close(&got, &want, tol);
+            assert_close("pool", &got, &want, tol);
         }
     }
 
