@@ -101,10 +101,34 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).fold(T::ZERO, |acc, (&x, &y)| acc + x * y)
 }
 
+/// `y += alpha · x`: the loop every product below is made of, so that each vectorises over its
+/// longest unit-stride dimension.
 #[inline]
 fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += alpha * x;
+    }
+}
+
+/// The `[cols, rows]` transpose of a dense `[rows, cols]` block.
+fn transpose<T: Float>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::ZERO; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// `out[j] = Σ_c x[c] · mt[c, j]` for `j < out.len()`: a row of `x · m` with `m` stored
+/// transposed (`mt` `[x.len(), stride]`), vectorised over `j`.
+#[inline]
+fn row_times<T: Float>(out: &mut [T], x: &[T], mt: &[T], stride: usize) {
+    out.fill(T::ZERO);
+    for (c, &xc) in x.iter().enumerate() {
+        let keys = out.len();
+        axpy(out, xc, &mt[c * stride..c * stride + keys]);
     }
 }
 
@@ -117,24 +141,25 @@ fn forward_block<T: Float>(
     scale: T,
     causal: bool,
 ) -> (Vec<T>, Vec<T>) {
+    let kt = transpose(k, n.sk, n.d);
     let (mut o, mut lse) = (vec![T::ZERO; n.sq * n.dv], Vec::with_capacity(n.sq));
     let mut p = vec![T::ZERO; n.sk];
     for i in 0..n.sq {
-        let qi = &q[i * n.d..(i + 1) * n.d];
-        let keys = keys_for(i, n.sk, causal);
+        let p = &mut p[..keys_for(i, n.sk, causal)];
+        row_times(p, &q[i * n.d..(i + 1) * n.d], &kt, n.sk);
         let mut max = T::NEG_INFINITY;
-        for j in 0..keys {
-            p[j] = scale * dot(qi, &k[j * n.d..(j + 1) * n.d]);
-            max = max.max(p[j]);
+        for pj in p.iter_mut() {
+            *pj = scale * *pj;
+            max = max.max(*pj);
         }
         let mut sum = T::ZERO;
-        for pj in &mut p[..keys] {
+        for pj in p.iter_mut() {
             *pj = (*pj - max).exp();
             sum += *pj;
         }
         let oi = &mut o[i * n.dv..(i + 1) * n.dv];
-        for j in 0..keys {
-            axpy(oi, p[j] / sum, &v[j * n.dv..(j + 1) * n.dv]);
+        for (j, &pj) in p.iter().enumerate() {
+            axpy(oi, pj / sum, &v[j * n.dv..(j + 1) * n.dv]);
         }
         lse.push(max + sum.ln());
     }
@@ -150,23 +175,38 @@ fn backward_block<T: Float>(
     scale: T,
     causal: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (kt, vt) = (transpose(k, n.sk, n.d), transpose(v, n.sk, n.dv));
     let mut dq = vec![T::ZERO; n.sq * n.d];
-    let mut dk = vec![T::ZERO; n.sk * n.d];
-    let mut dv = vec![T::ZERO; n.sk * n.dv];
+    // dK and dV are accumulated transposed, so every update runs along the keys.
+    let mut dkt = vec![T::ZERO; n.d * n.sk];
+    let mut dvt = vec![T::ZERO; n.dv * n.sk];
+    let (mut p, mut ds) = (vec![T::ZERO; n.sk], vec![T::ZERO; n.sk]);
     for i in 0..n.sq {
+        let keys = keys_for(i, n.sk, causal);
+        let (p, ds) = (&mut p[..keys], &mut ds[..keys]);
         let (qi, gi) = (&q[i * n.d..(i + 1) * n.d], &g[i * n.dv..(i + 1) * n.dv]);
+        row_times(p, qi, &kt, n.sk);
+        for pj in p.iter_mut() {
+            *pj = (scale * *pj - lse[i]).exp();
+        }
+        row_times(ds, gi, &vt, n.sk);
         // Σ_j p_ij (g_i · v_j) = g_i · o_i: the softmax backward's row term.
         let row = dot(gi, &o[i * n.dv..(i + 1) * n.dv]);
-        for j in 0..keys_for(i, n.sk, causal) {
-            let kj = &k[j * n.d..(j + 1) * n.d];
-            let p = (scale * dot(qi, kj) - lse[i]).exp();
-            axpy(&mut dv[j * n.dv..(j + 1) * n.dv], p, gi);
-            let ds = p * (dot(gi, &v[j * n.dv..(j + 1) * n.dv]) - row) * scale;
-            axpy(&mut dq[i * n.d..(i + 1) * n.d], ds, kj);
-            axpy(&mut dk[j * n.d..(j + 1) * n.d], ds, qi);
+        for (d, &pj) in ds.iter_mut().zip(p.iter()) {
+            *d = pj * (*d - row) * scale;
+        }
+        for c in 0..n.dv {
+            axpy(&mut dvt[c * n.sk..c * n.sk + keys], gi[c], p);
+        }
+        for c in 0..n.d {
+            axpy(&mut dkt[c * n.sk..c * n.sk + keys], qi[c], ds);
+        }
+        let dqi = &mut dq[i * n.d..(i + 1) * n.d];
+        for (j, &dsj) in ds.iter().enumerate() {
+            axpy(dqi, dsj, &k[j * n.d..(j + 1) * n.d]);
         }
     }
-    (dq, dk, dv)
+    (dq, transpose(&dkt, n.d, n.sk), transpose(&dvt, n.dv, n.sk))
 }
 
 impl Tensor {
