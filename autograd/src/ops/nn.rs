@@ -160,7 +160,7 @@ impl Var {
         }
         let x = self.value();
         let u = Tensor::rand(x.shape(), 0.0, 1.0, DType::F64, x.device(), gen)?;
-        let keep = u.cmp(CmpOp::Ge, &Tensor::scalar(p, DType::F64))?;
+        let keep = u.cmp(CmpOp::Ge, &Tensor::full(&[], p, DType::F64, x.device())?)?;
         let mask = keep.to_dtype(x.dtype())?.mul_scalar(1.0 / (1.0 - p))?;
         let y = x.mul(&mask)?;
         Ok(Var::from_op(Op::Dropout, y, &[self], move |g, _| {
