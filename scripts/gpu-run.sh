@@ -12,7 +12,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 filter=("$@")
 # Per binary, so that a hung kernel costs one row of the table, not the whole call.
-per_binary_s=${DIFFTUNE_GPU_TIMEOUT:-300}
+per_binary_s=${DIFFTUNE_GPU_TIMEOUT:-200}
 
 echo "== nvidia-smi"
 nvidia-smi || echo "(nvidia-smi failed)"
@@ -43,8 +43,10 @@ for d in "${dirs[@]}"; do
     fi
 done
 echo "== libnvrtc.so.13: ${nvrtc:-NOT FOUND (the CUDA tests will fail to open cuda:0)}"
-# The kernels' headers (cuda_bf16.h): the toolkit's include/ is found by default; say which.
-for d in ${DIFFTUNE_CUDA_INCLUDE:+"$DIFFTUNE_CUDA_INCLUDE"} ${CUDA_HOME:+"$CUDA_HOME/include"} /usr/local/cuda/include; do
+# The kernels' headers (cuda_bf16.h), in the order the kernels crate looks for them; say which.
+includes=(${DIFFTUNE_CUDA_INCLUDE:+"$DIFFTUNE_CUDA_INCLUDE"} ${CUDA_HOME:+"$CUDA_HOME/include"} /usr/local/cuda/include)
+for d in "${dirs[@]}"; do includes+=("$(dirname "$d")/include"); done
+for d in "${includes[@]}"; do
     if [[ -f $d/cuda_bf16.h ]]; then
         echo "== CUDA headers: $d"
         break

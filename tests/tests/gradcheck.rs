@@ -20,7 +20,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use autograd::check::{gradcheck, CheckOptions};
 use autograd::Op;
-use difftune_tests::gpu::cuda_or_skip;
+use difftune_tests::gpu::{cuda_or_skip, note};
 use gradcheck::common::Case;
 use gradcheck::*;
 use tensor::Device;
@@ -60,17 +60,18 @@ fn checkpoint_cases() -> Vec<Case> {
     )]
 }
 
-/// Every op's cases checked on `device` (inputs, constants and perturbations there): the
-/// failures, one line each.
-fn check_every_op(device: Device) -> Vec<String> {
+/// Every op's cases checked on `device` (inputs, constants and perturbations there): how many
+/// cases ran, and the failures, one line each.
+fn check_every_op(device: Device) -> (usize, Vec<String>) {
     common::on_device(device, || {
-        let mut failures = Vec::new();
+        let (mut count, mut failures) = (0, Vec::new());
         for &op in Op::ALL {
             let cases = cases(op);
             if cases.is_empty() {
                 failures.push(format!("{op:?}: no gradient check"));
             }
             for case in cases {
+                count += 1;
                 let opts = case.opts.clone().unwrap_or_default();
                 // A panic in an op (a CUDA path missing, say) is one failure, not the end of the run.
                 let run =
@@ -83,13 +84,13 @@ fn check_every_op(device: Device) -> Vec<String> {
                 }
             }
         }
-        failures
+        (count, failures)
     })
 }
 
 #[test]
 fn every_op_has_a_passing_gradient_check() {
-    let failures = check_every_op(Device::Cpu);
+    let (_, failures) = check_every_op(Device::Cpu);
     assert!(
         failures.is_empty(),
         "gradient checks failed:\n{}",
@@ -104,7 +105,11 @@ fn every_op_has_a_passing_gradient_check_on_cuda() {
     let Some(device) = cuda_or_skip("every_op_has_a_passing_gradient_check_on_cuda") else {
         return;
     };
-    let failures = check_every_op(device);
+    let (count, failures) = check_every_op(device);
+    note(&format!(
+        "every_op_has_a_passing_gradient_check_on_cuda: {count} cases on {device}, {} failed",
+        failures.len()
+    ));
     assert!(
         failures.is_empty(),
         "gradient checks on {device} failed:\n{}",
