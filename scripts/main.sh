@@ -20,6 +20,8 @@ suffix=""
 [[ $device == cpu ]] || suffix="-cuda"
 
 scripts/setup.sh
+# NVRTC for the CUDA configs (the pip wheel setup.sh installs, where no CUDA toolkit is on the path).
+source scripts/cuda-env.sh
 cargo build --release --bin difftune
 difftune() { cargo run --release --quiet --bin difftune -- "$@"; }
 # --resume: a finished run is reused as it is; an interrupted one continues where it stopped.

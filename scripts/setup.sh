@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the data sets difftune's tests and runs read: Fashion-MNIST from the Debian package
-# `dataset-fashion-mnist` (files under /usr/share/datasets/fashion-mnist/). Animal-MNIST ships in
+# Installs what difftune's tests and runs need beyond cargo: Fashion-MNIST from the Debian package
+# `dataset-fashion-mnist` (files under /usr/share/datasets/fashion-mnist/), and NVRTC with the CUDA
+# headers from NVIDIA's CUDA 13 pip wheels (nvidia-cuda-nvrtc, nvidia-cuda-runtime), with which
+# the kernel compile test builds every CUDA kernel on a machine without a GPU. Animal-MNIST ships in
 # the repository (data/animal-mnist/). Safe to run again: it does nothing when all is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cuda-env.sh
 
 FASHION=/usr/share/datasets/fashion-mnist
 files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
@@ -41,3 +44,20 @@ for f in images-idx3-ubyte.gz labels-idx1-ubyte.gz; do
     [[ -f "data/animal-mnist/$f" ]] || { echo "setup: data/animal-mnist/$f is missing from the checkout" >&2; exit 1; }
 done
 echo "setup: Animal-MNIST present in data/animal-mnist"
+
+# NVRTC and the CUDA headers (site-packages/nvidia/cu13/{lib,include}); scripts/cuda-env.sh puts
+# them on the loader path. The version range pins CUDA 13, the version cudarc is built for.
+if dir=$(cuda_wheel_dir); then
+    echo "setup: NVRTC and CUDA headers present in $dir"
+else
+    py=$(command -v python3 || command -v python || true)
+    [[ -n $py ]] || { echo "setup: python3 is needed to install NVRTC (pip wheel nvidia-cuda-nvrtc)" >&2; exit 1; }
+    "$py" -m pip install --quiet --disable-pip-version-check \
+        "nvidia-cuda-nvrtc>=13,<14" "nvidia-cuda-runtime>=13,<14"
+    dir=$(cuda_wheel_dir) || {
+        echo "setup: installed the CUDA 13 wheels but found no nvidia/cu13/lib/libnvrtc.so.13 with" \
+            "include/cuda_bf16.h beside it (check: $py -m pip show -f nvidia-cuda-nvrtc)" >&2
+        exit 1
+    }
+    echo "setup: installed NVRTC and CUDA headers in $dir"
+fi

@@ -57,6 +57,7 @@ impl CheckReport {
 /// `sum(f(inputs) · c)` for a fixed random cotangent `c`, so every output element counts.
 ///
 /// An input whose analytic gradient is missing counts as zero: an op that drops a gradient fails.
+/// Inputs may live on any device (all on one); the check runs there, perturbations included.
 ///
 /// ```
 /// use autograd::check::{gradcheck, CheckOptions};
@@ -135,7 +136,8 @@ pub fn gradcheck(
                 let mut v = base.clone();
                 v[j] += delta;
                 let mut args = vars.clone();
-                args[i] = Var::constant(Tensor::from_vec(v, x.shape())?);
+                // The perturbed copy goes where the input lives (a CUDA check stays on the GPU).
+                args[i] = Var::constant(Tensor::from_vec(v, x.shape())?.to_device(x.device())?);
                 no_grad(|| scalar(f(&args)?.value()))
             };
             let numeric = (eval_at(opts.eps)? - eval_at(-opts.eps)?) / (2.0 * opts.eps);

@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use tensor::safetensors::{load, save, SafeTensorsFile};
 use tensor::{bf16, f16, DType, Error, Tensor};
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/dit_tiny.safetensors"
-);
+/// The DiT fixture in `$DIFFTUNE_SHARED/fixtures` (set where the test binary runs away from the
+/// checkout, as `.gpu/run.sh` does), else in `../shared/fixtures` beside the repository.
+fn fixture() -> PathBuf {
+    let shared = std::env::var_os("DIFFTUNE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    shared.join("fixtures/dit_tiny.safetensors")
+}
 
 /// A fresh, empty directory for one test.
 fn scratch(test: &str) -> PathBuf {
@@ -297,11 +301,13 @@ fn save_refuses_duplicate_and_reserved_names_and_reports_io_errors() {
 
 #[test]
 fn dit_fixture_opens() {
+    let fixture = fixture();
     assert!(
-        Path::new(FIXTURE).exists(),
-        "fixture {FIXTURE} missing: clone the shared/ folder beside the repository"
+        fixture.exists(),
+        "fixture {} missing: clone the shared/ folder beside the repository",
+        fixture.display()
     );
-    let file = SafeTensorsFile::open(FIXTURE).unwrap();
+    let file = SafeTensorsFile::open(&fixture).unwrap();
     let names = file.names();
     assert!(names.iter().any(|n| n.starts_with("param/")), "{names:?}");
     for input in ["input/x", "input/t", "input/y"] {

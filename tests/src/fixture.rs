@@ -8,13 +8,22 @@ use models::ParamStore;
 use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Tensor};
 
+/// The environment variable that names the `shared/` folder (the one holding `fixtures/`), for
+/// test binaries run away from this checkout: `.gpu/run.sh` sets it to the copy in `.gpu/shared`.
+pub const SHARED_ENV: &str = "DIFFTUNE_SHARED";
+
+/// The `shared/` folder: `$DIFFTUNE_SHARED`, else `../shared` beside the repository (a path fixed
+/// at compile time, which a binary copied to another machine cannot rely on).
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os(SHARED_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")),
+    }
+}
+
 /// The path of fixture `name` (e.g. `unet_tiny.safetensors`).
 pub fn path(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures"
-    ))
-    .join(name)
+    shared_dir().join("fixtures").join(name)
 }
 
 pub use models::parity::GRAD_FLOOR;

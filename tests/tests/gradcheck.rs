@@ -3,6 +3,9 @@
 //!
 //! `cases` matches [`Op`] exhaustively: a new op does not compile until it is given a family here,
 //! and `every_op_has_a_passing_gradient_check` fails while its family has no case for it.
+//!
+//! The same cases run again on `cuda:0` where there is one (`..._on_cuda`, skipped elsewhere):
+//! `common::on_device` makes every input and constant of the cases there.
 
 mod gradcheck {
     pub mod common;
@@ -13,10 +16,14 @@ mod gradcheck {
     pub mod shape;
 }
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use autograd::check::{gradcheck, CheckOptions};
 use autograd::Op;
+use difftune_tests::gpu::{cuda_or_skip, note};
 use gradcheck::common::Case;
 use gradcheck::*;
+use tensor::Device;
 
 fn cases(op: Op) -> Vec<Case> {
     use Op::*;
@@ -54,23 +61,37 @@ fn checkpoint_cases() -> Vec<Case> {
     )]
 }
 
-#[test]
-fn every_op_has_a_passing_gradient_check() {
-    let mut failures = Vec::new();
-    for &op in Op::ALL {
-        let cases = cases(op);
-        if cases.is_empty() {
-            failures.push(format!("{op:?}: no gradient check"));
-        }
-        for case in cases {
-            let opts = case.opts.clone().unwrap_or_default();
-            match gradcheck(&case.f, &case.inputs, &opts) {
-                Ok(r) if r.passed() && r.checked > 0 => {}
-                Ok(r) => failures.push(format!("{op:?} / {}: {r:?}", case.name)),
-                Err(e) => failures.push(format!("{op:?} / {}: error: {e}", case.name)),
+/// Every op's cases checked on `device` (inputs, constants and perturbations there): how many
+/// cases ran, and the failures, one line each.
+fn check_every_op(device: Device) -> (usize, Vec<String>) {
+    common::on_device(device, || {
+        let (mut count, mut failures) = (0, Vec::new());
+        for &op in Op::ALL {
+            let cases = cases(op);
+            if cases.is_empty() {
+                failures.push(format!("{op:?}: no gradient check"));
+            }
+            for case in cases {
+                count += 1;
+                let opts = case.opts.clone().unwrap_or_default();
+                // A panic in an op (a CUDA path missing, say) is one failure, not the end of the run.
+                let run =
+                    catch_unwind(AssertUnwindSafe(|| gradcheck(&case.f, &case.inputs, &opts)));
+                match run {
+                    Ok(Ok(r)) if r.passed() && r.checked > 0 => {}
+                    Ok(Ok(r)) => failures.push(format!("{op:?} / {}: {r:?}", case.name)),
+                    Ok(Err(e)) => failures.push(format!("{op:?} / {}: error: {e}", case.name)),
+                    Err(_) => failures.push(format!("{op:?} / {}: panicked", case.name)),
+                }
             }
         }
-    }
+        (count, failures)
+    })
+}
+
+#[test]
+fn every_op_has_a_passing_gradient_check() {
+    let (_, failures) = check_every_op(Device::Cpu);
     assert!(
         failures.is_empty(),
         "gradient checks failed:\n{}",
@@ -78,21 +99,56 @@ fn every_op_has_a_passing_gradient_check() {
     );
 }
 
+/// The same cases in f64 with the same tolerances, every tensor on `cuda:0`: the CUDA ops'
+/// forward and backward against finite differences computed on the GPU.
+#[test]
+fn every_op_has_a_passing_gradient_check_on_cuda() {
+    let Some(device) = cuda_or_skip("every_op_has_a_passing_gradient_check_on_cuda") else {
+        return;
+    };
+    let (count, failures) = check_every_op(device);
+    note(&format!(
+        "every_op_has_a_passing_gradient_check_on_cuda: {count} cases on {device}, {} failed",
+        failures.len()
+    ));
+    assert!(
+        failures.is_empty(),
+        "gradient checks on {device} failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The checker itself must be able to fail on `device`: a function whose recorded backward is
+/// wrong, and one that drops its gradient.
+fn wrong_gradients_fail(device: Device) {
+    common::on_device(device, || {
+        let x = common::randn(&[3, 2], 1);
+        let wrong = |v: &[autograd::Var]| {
+            let y = v[0].value().exp()?;
+            Ok(autograd::Var::from_op(Op::Exp, y, &[&v[0]], |g, _| {
+                Ok(vec![Some(g.clone())])
+            }))
+        };
+        let report = gradcheck(wrong, std::slice::from_ref(&x), &CheckOptions::default()).unwrap();
+        assert!(!report.passed(), "{device}: {report:?}");
+        let dropped = |v: &[autograd::Var]| Ok(autograd::Var::constant(v[0].value().exp()?));
+        assert!(
+            !gradcheck(dropped, &[x], &CheckOptions::default())
+                .unwrap()
+                .passed(),
+            "{device}"
+        );
+    })
+}
+
 #[test]
 fn a_wrong_gradient_fails_the_check() {
-    // The checker itself must be able to fail: a function whose recorded backward is wrong.
-    let x = common::randn(&[3, 2], 1);
-    let wrong = |v: &[autograd::Var]| {
-        let y = v[0].value().exp()?;
-        Ok(autograd::Var::from_op(Op::Exp, y, &[&v[0]], |g, _| {
-            Ok(vec![Some(g.clone())])
-        }))
-    };
-    let report = gradcheck(wrong, std::slice::from_ref(&x), &CheckOptions::default()).unwrap();
-    assert!(!report.passed());
-    // And a dropped gradient (no backward at all) fails too.
-    let dropped = |v: &[autograd::Var]| Ok(autograd::Var::constant(v[0].value().exp()?));
-    assert!(!gradcheck(dropped, &[x], &CheckOptions::default())
-        .unwrap()
-        .passed());
+    wrong_gradients_fail(Device::Cpu);
+}
+
+#[test]
+fn a_wrong_gradient_fails_the_check_on_cuda() {
+    if let Some(device) = cuda_or_skip("a_wrong_gradient_fails_the_check_on_cuda") {
+        wrong_gradients_fail(device);
+    }
 }

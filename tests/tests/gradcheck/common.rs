@@ -1,8 +1,41 @@
 //! Shared pieces of the gradient-check cases.
+//!
+//! The cases are built and checked on one thread, on the device [`on_device`] names for it (the
+//! CPU unless told): every tensor the helpers here make goes there, inputs and the constants the
+//! case functions make alike, so the same cases serve the CPU and the CUDA run.
+
+use std::cell::Cell;
 
 use autograd::check::CheckOptions;
 use autograd::Var;
 use tensor::{DType, Device, Generator, Result, Tensor};
+
+thread_local! {
+    static DEVICE: Cell<Device> = const { Cell::new(Device::Cpu) };
+}
+
+/// The device this thread's cases are made on.
+pub fn device() -> Device {
+    DEVICE.with(Cell::get)
+}
+
+/// Runs `f` with this thread's cases made on `device`, then goes back to the previous one.
+pub fn on_device<R>(device: Device, f: impl FnOnce() -> R) -> R {
+    let previous = DEVICE.with(|d| d.replace(device));
+    struct Restore(Device);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEVICE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+/// `t` on this thread's case device.
+pub fn here(t: Tensor) -> Tensor {
+    t.to_device(device()).unwrap()
+}
 
 /// The function under check.
 pub type CheckFn = Box<dyn Fn(&[Var]) -> Result<Var>>;
@@ -36,7 +69,7 @@ pub fn randn(shape: &[usize], seed: u64) -> Tensor {
         0.0,
         1.0,
         DType::F64,
-        Device::Cpu,
+        device(),
         &mut Generator::new(seed),
     )
     .unwrap()
@@ -49,7 +82,7 @@ pub fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
         lo,
         hi,
         DType::F64,
-        Device::Cpu,
+        device(),
         &mut Generator::new(seed),
     )
     .unwrap()
@@ -57,5 +90,5 @@ pub fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
 
 /// An i64 tensor.
 pub fn ids(values: &[i64], shape: &[usize]) -> Tensor {
-    Tensor::from_slice(values, shape).unwrap()
+    here(Tensor::from_slice(values, shape).unwrap())
 }

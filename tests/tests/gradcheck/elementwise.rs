@@ -1,7 +1,7 @@
 use autograd::{Op, Var};
 use tensor::{CmpOp, DType, Tensor};
 
-use super::common::{case, randn, uniform, Case};
+use super::common::{case, here, randn, uniform, Case};
 
 /// A unary op on a contiguous input, on a transposed one, and on a narrowed one.
 fn unary(name: &str, lo: f64, hi: f64, f: fn(&Var) -> tensor::Result<Var>) -> Vec<Case> {
@@ -88,7 +88,7 @@ pub fn cases(op: Op) -> Vec<Case> {
             "where broadcast mask [3, 1] over [3, 4] and [4]",
             vec![randn(&[3, 4], 1), randn(&[4], 2)],
             |v| {
-                let mask = Tensor::from_vec(vec![1u8, 0, 1], &[3, 1])?;
+                let mask = here(Tensor::from_vec(vec![1u8, 0, 1], &[3, 1])?);
                 Var::where_cond(&mask, &v[0], &v[1])
             },
         )],

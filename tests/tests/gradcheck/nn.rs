@@ -1,7 +1,7 @@
 use autograd::{Op, Var};
 use tensor::{Generator, Tensor};
 
-use super::common::{case, ids, randn, Case};
+use super::common::{case, here, ids, randn, Case};
 
 /// A layer norm case: x of `shape` over its last `k` dims, affine or not, through `view`.
 fn layer_norm(name: &str, shape: &[usize], k: usize, affine: bool, seed: u64) -> Case {
@@ -32,7 +32,7 @@ fn group_norm(c: usize, groups: usize, affine: bool, seed: u64) -> Case {
 /// A lower-triangular (causal) u8 mask of `[s, s]`: query i may attend to keys 0..=i.
 fn causal(s: usize) -> Tensor {
     let m: Vec<u8> = (0..s * s).map(|i| (i % s <= i / s) as u8).collect();
-    Tensor::from_vec(m, &[s, s]).unwrap()
+    here(Tensor::from_vec(m, &[s, s]).unwrap())
 }
 
 pub fn cases(op: Op) -> Vec<Case> {
