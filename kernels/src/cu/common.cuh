@@ -48,8 +48,20 @@ template <> __device__ __forceinline__ float from_acc<float>(double x) { return 
 template <> __device__ __forceinline__ double from_acc<double>(double x) { return x; }
 template <> __device__ __forceinline__ bf16 from_acc<bf16>(double x) { return __float2bfloat16((float)x); }
 template <> __device__ __forceinline__ f16 from_acc<f16>(double x) { return __float2half((float)x); }
-template <> __device__ __forceinline__ u8 from_acc<u8>(double x) { return (u8)x; }
-template <> __device__ __forceinline__ i64 from_acc<i64>(double x) { return (i64)x; }
+// Integers as Rust's `x.round() as u8/i64`: nearest (halves away from zero), saturating, NaN 0.
+__device__ __forceinline__ u8 round_u8(double x) {
+    double r = round(x);
+    return r != r ? 0 : (u8)fmin(fmax(r, 0.0), 255.0);
+}
+__device__ __forceinline__ i64 round_i64(double x) {
+    double r = round(x);
+    if (r != r) return 0;
+    if (r >= 9223372036854775807.0) return 9223372036854775807LL;
+    if (r <= -9223372036854775808.0) return (-9223372036854775807LL - 1);
+    return (i64)r;
+}
+template <> __device__ __forceinline__ u8 from_acc<u8>(double x) { return round_u8(x); }
+template <> __device__ __forceinline__ i64 from_acc<i64>(double x) { return round_i64(x); }
 
 // f32 overloads (float arithmetic must not round-trip through double).
 template <typename T> __device__ __forceinline__ T from_f(float x);

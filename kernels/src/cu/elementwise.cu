@@ -176,9 +176,9 @@ FOR_FLOATS(FLOAT_KERNELS)
         GRID_STRIDE(i, n) { y[i] = __float2half((float)to_acc(x[at(dx, i)])); }                  \
     }                                                                                              \
     extern "C" __global__ void to_u8_##S(i64 n, Dims dx, const T* x, u8* y) {                     \
-        GRID_STRIDE(i, n) { y[i] = (u8)(double)to_acc(x[at(dx, i)]); }                             \
+        GRID_STRIDE(i, n) { y[i] = round_u8((double)to_acc(x[at(dx, i)])); }                             \
     }                                                                                              \
     extern "C" __global__ void to_i64_##S(i64 n, Dims dx, const T* x, i64* y) {                   \
-        GRID_STRIDE(i, n) { y[i] = (i64)(double)to_acc(x[at(dx, i)]); }                            \
+        GRID_STRIDE(i, n) { y[i] = round_i64((double)to_acc(x[at(dx, i)])); }                            \
     }
 FOR_ALL(ALL_KERNELS)

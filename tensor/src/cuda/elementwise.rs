@@ -108,12 +108,13 @@ pub(crate) fn binary(a: &Tensor, op: BinaryOp, b: &Tensor) -> Result<Tensor> {
 
 pub(crate) fn cmp(a: &Tensor, op: CmpOp, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shapes("cmp", a.shape(), b.shape())?;
-    // Mixed dtypes compare as f64 on the CPU; on CUDA both sides are cast to the wider of the two.
-    let b = if b.dtype() == a.dtype() {
-        b.clone()
+    // Mixed dtypes compare as f64, as on the CPU.
+    let (a, b) = if b.dtype() == a.dtype() {
+        (a.clone(), b.clone())
     } else {
-        b.to_dtype(a.dtype())?
+        (a.to_dtype(DType::F64)?, b.to_dtype(DType::F64)?)
     };
+    let (a, b) = (&a, &b);
     let code = match op {
         CmpOp::Eq => cmp_code::EQ,
         CmpOp::Ne => cmp_code::NE,

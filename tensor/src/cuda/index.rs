@@ -2,9 +2,10 @@
 //! output (no kernel of their own); index_select and gather share the `gather` kernel, index_add
 //! and scatter_add the `scatter_add` kernel (atomic adds into a zero-filled f32/f64 buffer).
 //!
-//! Indices are checked for dtype (i64) and device, not for range: reading them would wait for
-//! the device. Out-of-range indices read as zero (index_select, gather) or are skipped
-//! (index_add, scatter_add), where the CPU ops return an error.
+//! Indices are checked for dtype (i64), device and range, as on the CPU: the range check reads
+//! the index's minimum and maximum back (one wait for the device per call), because an
+//! out-of-range label is bad input that must be an error, not a silent zero. The kernels still
+//! skip out-of-range indices, so nothing outside a buffer is touched either way.
 
 use kernels::elementwise as ew;
 use kernels::index as k;
@@ -13,11 +14,28 @@ use kernels::View;
 use super::{dims, elem, kernel_error};
 use crate::{contiguous_strides, ensure_shape, DType, Error, Layout, Result, Tensor};
 
-/// The index must be an i64 tensor on `x`'s device.
-fn check_index(op: &'static str, x: &Tensor, index: &Tensor) -> Result<()> {
+/// The index must be an i64 tensor on `x`'s device with every value in `0..bound`.
+fn check_index(op: &'static str, x: &Tensor, index: &Tensor, bound: usize) -> Result<()> {
     x.same_device(op, index)?;
     if index.dtype() != DType::I64 {
         return Err(Error::dtype(op, index.dtype(), "i64 indices"));
+    }
+    if index.elem_count() == 0 {
+        return Ok(());
+    }
+    // f64 holds every index a tensor can have exactly.
+    let all: Vec<usize> = (0..index.rank()).collect();
+    let values = index.to_dtype(DType::F64)?;
+    let lo = values.min(&all, false)?.reshape(&[1])?;
+    let hi = values.max(&all, false)?.reshape(&[1])?;
+    let range = Tensor::cat(&[&lo, &hi], 0)?.to_vec::<f64>()?;
+    for v in range {
+        if v < 0.0 || v >= bound as f64 {
+            return Err(Error::shape(
+                op,
+                format!("index {v} out of range for a dim of size {bound}"),
+            ));
+        }
     }
     Ok(())
 }
@@ -93,7 +111,7 @@ pub(crate) fn pad(x: &Tensor, shape: &[usize], inner: &Layout, value: f64) -> Re
 /// [`Tensor::index_select`] (`index` 1-D, `dim` checked).
 pub(crate) fn index_select(x: &Tensor, dim: usize, index: &Tensor) -> Result<Tensor> {
     const OP: &str = "index_select";
-    check_index(OP, x, index)?;
+    check_index(OP, x, index, x.shape()[dim])?;
     let mut shape = x.shape().to_vec();
     shape[dim] = index.elem_count();
     let out = x.cuda_output(&shape, x.dtype())?;
@@ -121,7 +139,7 @@ pub(crate) fn index_add(
 ) -> Result<Tensor> {
     const OP: &str = "index_add";
     check_float(OP, src)?;
-    check_index(OP, src, index)?;
+    check_index(OP, src, index, shape[dim])?;
     let index = index.reshape(&[index.elem_count()])?;
     // The CPU op reads the source as [outer, len(index), inner]; here every dim but `dim` must
     // match, since a mismatch would address memory outside the output.
@@ -142,7 +160,7 @@ pub(crate) fn index_add(
 /// [`Tensor::gather`] (shapes checked).
 pub(crate) fn gather(x: &Tensor, dim: usize, index: &Tensor) -> Result<Tensor> {
     const OP: &str = "gather";
-    check_index(OP, x, index)?;
+    check_index(OP, x, index, x.shape()[dim])?;
     let out = x.cuda_output(index.shape(), x.dtype())?;
     k::gather(
         x.gpu(),
@@ -167,7 +185,7 @@ pub(crate) fn scatter_add(
 ) -> Result<Tensor> {
     const OP: &str = "scatter_add";
     check_float(OP, src)?;
-    check_index(OP, src, index)?;
+    check_index(OP, src, index, shape[dim])?;
     let out_layout = Layout::contiguous(shape);
     scatter_add_into(OP, src, dim, index, index.layout(), shape, &out_layout)
 }
@@ -341,17 +359,18 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_indices_read_zero_and_add_nothing() {
+    fn out_of_range_and_non_integer_indices_are_errors() {
         let Some(dev) = gpu() else { return };
         let x = Tensor::ones(&[3, 2], DType::F32, dev).unwrap();
-        let i = index(&[0, 5, -1], &[3]).to_device(dev).unwrap();
-        let y = x.index_select(0, &i).unwrap();
-        assert_eq!(y.to_vec::<f32>().unwrap(), vec![1., 1., 0., 0., 0., 0.]);
-        let z = x.index_add(0, &i, &[4, 2]).unwrap();
-        assert_eq!(
-            z.to_vec::<f32>().unwrap(),
-            vec![1., 1., 0., 0., 0., 0., 0., 0.]
-        );
+        for bad in [[0i64, 5, 1], [0, -1, 2]] {
+            let i = index(&bad, &[3]).to_device(dev).unwrap();
+            let err = x.index_select(0, &i).unwrap_err().to_string();
+            assert!(
+                err.contains("index_select") && err.contains("out of range"),
+                "{err}"
+            );
+            assert!(x.index_add(0, &i, &[4, 2]).is_err());
+        }
         let f = index(&[0, 1, 2], &[3]).to_device(dev).unwrap();
         assert!(x.index_select(0, &f.to_dtype(DType::F32).unwrap()).is_err());
     }
