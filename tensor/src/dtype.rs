@@ -172,12 +172,36 @@ fn tanh_f32(x: f32) -> f32 {
             - 3.333_328e-1;
         p * z * x + x
     } else {
-        (1.0 - 2.0 / ((2.0 * a).exp() + 1.0)).copysign(x)
+        (1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0)).copysign(x)
     }
 }
 
+/// e^x in f32 without libm's `expf` (a call per element that no loop can vectorise, under every
+/// softmax, sigmoid, SiLU and GELU): Cephes' reduction `x = n·ln2 + r`, |r| ≤ ln2/2, a degree-7
+/// polynomial for e^r, and 2^n built from its bits in two halves so that both ends of the range
+/// over- and underflow as they should. Relative error below 3e-7; NaN stays NaN.
+#[inline]
+fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2^23 rounds to the nearest integer (no branch, no libm call).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-104.0, 89.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    let n = n as i32;
+    let half = n >> 1;
+    let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    e * pow2(half) * pow2(n - half)
+}
+
 macro_rules! float {
-    ($t:ty, $erf:path, $tanh:path) => {
+    ($t:ty, $exp:path, $erf:path, $tanh:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -185,7 +209,7 @@ macro_rules! float {
             const INFINITY: Self = <$t>::INFINITY;
             #[inline]
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             #[inline]
             fn ln(self) -> Self {
@@ -223,8 +247,8 @@ macro_rules! float {
     };
 }
 
-float!(f32, libm::erff, tanh_f32);
-float!(f64, libm::erf, f64::tanh);
+float!(f32, exp_f32, libm::erff, tanh_f32);
+float!(f64, f64::exp, libm::erf, f64::tanh);
 
 /// Runs `$body` with `$T` bound to the Rust element type of the dtype `$dtype`.
 #[macro_export]
@@ -262,6 +286,28 @@ macro_rules! with_dtype {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_f32_matches_f64_exp_everywhere() {
+        let mut worst = 0f64;
+        for i in -1_040_000..=887_000 {
+            let x = i as f32 * 1e-4;
+            let exact = (x as f64).exp();
+            if exact < f32::MIN_POSITIVE as f64 {
+                continue; // subnormal results: absolute error below 1.2e-38 is all that matters
+            }
+            let got = exp_f32(x) as f64;
+            worst = worst.max((got - exact).abs() / exact);
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(89.0), f32::INFINITY);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert!(exp_f32(-100.0) < 1e-43);
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert!((exp_f32(88.7) as f64 / (88.7f32 as f64).exp() - 1.0).abs() < 3e-7);
+    }
 
     #[test]
     fn tanh_f32_matches_f64_tanh_everywhere() {

@@ -96,11 +96,6 @@ fn scatter_token_major<T: Float>(blocks: &[Vec<T>], [b, h, s, d]: [usize; 4]) ->
     out
 }
 
-#[inline]
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::ZERO, |acc, (&x, &y)| acc + x * y)
-}
-
 /// `y += alpha · x`: the loop every product below is made of, so that each vectorises over its
 /// longest unit-stride dimension.
 #[inline]
@@ -169,7 +164,7 @@ fn forward_block<T: Float>(
 /// One (batch, head) of the backward pass: `(dq, dk, dv)` as dense `[S, D]` blocks.
 #[allow(clippy::type_complexity)]
 fn backward_block<T: Float>(
-    [q, k, v, o, g]: [&[T]; 5],
+    [q, k, v, g]: [&[T]; 4],
     lse: &[T],
     n: Dims,
     scale: T,
@@ -177,8 +172,10 @@ fn backward_block<T: Float>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (kt, vt) = (transpose(k, n.sk, n.d), transpose(v, n.sk, n.dv));
     let mut dq = vec![T::ZERO; n.sq * n.d];
-    // dK and dV are accumulated transposed, so every update runs along the keys.
-    let mut dkt = vec![T::ZERO; n.d * n.sk];
+    // dK and dV are accumulated transposed, so every update runs along the keys; dK in f64,
+    // because a key bias's gradient (Σ_j dk_j) is zero in theory and f32 sums of the dk terms
+    // would leave it at 1e-6 of the other gradients instead of at rounding.
+    let mut dkt = vec![0f64; n.d * n.sk];
     let mut dvt = vec![T::ZERO; n.dv * n.sk];
     let (mut p, mut ds) = (vec![T::ZERO; n.sk], vec![T::ZERO; n.sk]);
     for i in 0..n.sq {
@@ -190,8 +187,16 @@ fn backward_block<T: Float>(
             *pj = (scale * *pj - lse[i]).exp();
         }
         row_times(ds, gi, &vt, n.sk);
-        // Σ_j p_ij (g_i · v_j) = g_i · o_i: the softmax backward's row term.
-        let row = dot(gi, &o[i * n.dv..(i + 1) * n.dv]);
+        // The softmax backward's row term Σ_j p_ij (g_i · v_j) / Σ_j p_ij (= g_i · o_i), summed
+        // in f64 from the very p and g·v the next line uses, so that Σ_j ds_ij cancels to
+        // rounding as it does in exact arithmetic.
+        let (dot, mass) = p
+            .iter()
+            .zip(ds.iter())
+            .fold((0.0, 0.0), |(s, m), (&p, &d)| {
+                (s + p.to_f64() * d.to_f64(), m + p.to_f64())
+            });
+        let row = T::from_f64(dot / mass);
         for (d, &pj) in ds.iter_mut().zip(p.iter()) {
             *d = pj * (*d - row) * scale;
         }
@@ -199,13 +204,17 @@ fn backward_block<T: Float>(
             axpy(&mut dvt[c * n.sk..c * n.sk + keys], gi[c], p);
         }
         for c in 0..n.d {
-            axpy(&mut dkt[c * n.sk..c * n.sk + keys], qi[c], ds);
+            let (dk, qc) = (&mut dkt[c * n.sk..c * n.sk + keys], qi[c].to_f64());
+            dk.iter_mut()
+                .zip(ds.iter())
+                .for_each(|(y, &x)| *y += qc * x.to_f64());
         }
         let dqi = &mut dq[i * n.d..(i + 1) * n.d];
         for (j, &dsj) in ds.iter().enumerate() {
             axpy(dqi, dsj, &k[j * n.d..(j + 1) * n.d]);
         }
     }
+    let dkt: Vec<T> = dkt.into_iter().map(T::from_f64).collect();
     (dq, transpose(&dkt, n.d, n.sk), transpose(&dvt, n.dv, n.sk))
 }
 
@@ -259,7 +268,9 @@ impl Tensor {
     }
 
     /// The backward of [`Tensor::attention`] (`self` is q): from its output `o`, its `lse` and
-    /// the output's gradient `grad`, the gradients `(dq, dk, dv)`, each stored token-major.
+    /// the output's gradient `grad`, the gradients `(dq, dk, dv)`, each stored token-major. (The
+    /// CPU loops recompute the softmax row term from the probabilities and do not read `o`; the
+    /// composite and flash-style kernels take it from `o`.)
     pub fn attention_backward(
         &self,
         k: &Tensor,
@@ -298,9 +309,10 @@ impl Tensor {
             return composite::backward(self, k, v, o, lse, grad, scale, causal);
         }
         let lse = lse.contiguous()?;
-        let ls = [self, k, v, o, grad].map(|t| t.layout());
+        let ls = [self, k, v, grad].map(|t| t.layout());
         float_op!("attention_backward", self.cpu_storage(), |qd: T| {
-            let data = [k, v, o, grad].map(|t| T::slice(t.cpu_storage()).expect("same dtype"));
+            // The row term comes from the recomputed probabilities; `o` is not read here.
+            let data = [k, v, grad].map(|t| T::slice(t.cpu_storage()).expect("same dtype"));
             let lse_all = T::slice(lse.cpu_storage()).expect("same dtype");
             let range = lse.layout().contiguous_range().expect("contiguous above");
             let lse_all = &lse_all[range];
@@ -309,10 +321,9 @@ impl Tensor {
                 .map(|bh| {
                     let (bi, hi) = (bh / n.h, bh % n.h);
                     let q = gather_matrix(qd, ls[0], bi, hi);
-                    let [k, v, o, g] =
-                        [0, 1, 2, 3].map(|t| gather_matrix(data[t], ls[t + 1], bi, hi));
+                    let [k, v, g] = [0, 1, 2].map(|t| gather_matrix(data[t], ls[t + 1], bi, hi));
                     let lse = &lse_all[bh * n.sq..(bh + 1) * n.sq];
-                    backward_block([&q, &k, &v, &o, &g], lse, n, T::from_f64(scale), causal)
+                    backward_block([&q, &k, &v, &g], lse, n, T::from_f64(scale), causal)
                 })
                 .collect();
             let mut dq = Vec::with_capacity(blocks.len());

@@ -294,6 +294,39 @@ macro_rules! unary_method_list {
     };
 }
 
+/// `$run` with `$o` bound to `op` rebuilt as a constant of its own variant: inside each arm
+/// [`UnaryOp::forward`] and [`UnaryOp::derivative`] inline to that variant's formula, so the
+/// element loops vectorise (a match on a run-time op for every element would not).
+macro_rules! specialised {
+    ($op:expr, |$o:ident| $run:expr) => {{
+        macro_rules! arm {
+            ($v:expr) => {{
+                let $o = $v;
+                $run
+            }};
+        }
+        match $op {
+            UnaryOp::Neg => arm!(UnaryOp::Neg),
+            UnaryOp::Exp => arm!(UnaryOp::Exp),
+            UnaryOp::Log => arm!(UnaryOp::Log),
+            UnaryOp::Sqrt => arm!(UnaryOp::Sqrt),
+            UnaryOp::Rsqrt => arm!(UnaryOp::Rsqrt),
+            UnaryOp::Abs => arm!(UnaryOp::Abs),
+            UnaryOp::Square => arm!(UnaryOp::Square),
+            UnaryOp::Tanh => arm!(UnaryOp::Tanh),
+            UnaryOp::Sigmoid => arm!(UnaryOp::Sigmoid),
+            UnaryOp::Relu => arm!(UnaryOp::Relu),
+            UnaryOp::Silu => arm!(UnaryOp::Silu),
+            UnaryOp::GeluErf => arm!(UnaryOp::GeluErf),
+            UnaryOp::GeluTanh => arm!(UnaryOp::GeluTanh),
+            UnaryOp::Powf(e) => arm!(UnaryOp::Powf(e)),
+            UnaryOp::Clamp(lo, hi) => arm!(UnaryOp::Clamp(lo, hi)),
+            UnaryOp::AddScalar(c) => arm!(UnaryOp::AddScalar(c)),
+            UnaryOp::MulScalar(c) => arm!(UnaryOp::MulScalar(c)),
+        }
+    }};
+}
+
 macro_rules! tensor_unary_methods {
     ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
         impl Tensor {
@@ -313,11 +346,9 @@ impl Tensor {
             return cuda::unary(self, op);
         }
         let l = self.layout();
-        let out = float_op!(op.name(), self.cpu_storage(), |v: T| T::into_storage(map1(
-            v,
-            l,
-            |x| op.forward(x)
-        )));
+        let out = float_op!(op.name(), self.cpu_storage(), |v: T| {
+            specialised!(op, |o| T::into_storage(map1(v, l, |x| o.forward(x))))
+        });
         self.with_storage(out, self.shape())
     }
 
@@ -342,7 +373,9 @@ impl Tensor {
             op.name(),
             saved.cpu_storage(),
             self.cpu_storage(),
-            |v, g: T| T::into_storage(map2(v, lv, g, lg, |a, b| op.derivative(a) * b))
+            |v, g: T| specialised!(op, |o| T::into_storage(map2(v, lv, g, lg, |a, b| o
+                .derivative(a)
+                * b)))
         );
         self.with_storage(d, self.shape())
     }
