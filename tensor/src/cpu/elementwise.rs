@@ -72,8 +72,8 @@ impl UnaryOp {
         }
     }
 
-    /// f(x).
-    #[inline]
+    /// f(x). Always inlined: callers specialise it to one variant, and the match folds away.
+    #[inline(always)]
     pub fn forward<T: Float>(self, x: T) -> T {
         let c = T::from_f64;
         match self {
@@ -116,7 +116,7 @@ impl UnaryOp {
     }
 
     /// f', from the value [`UnaryOp::saves`] names (x, y = f(x), or anything when nothing).
-    #[inline]
+    #[inline(always)]
     pub fn derivative<T: Float>(self, v: T) -> T {
         let c = T::from_f64;
         let (x, y) = (v, v);
@@ -294,14 +294,15 @@ macro_rules! unary_method_list {
     };
 }
 
-/// `$run` with `$o` bound to `op` rebuilt as a constant of its own variant: inside each arm
-/// [`UnaryOp::forward`] and [`UnaryOp::derivative`] inline to that variant's formula, so the
-/// element loops vectorise (a match on a run-time op for every element would not).
+/// `$run` with `$f` bound to the function `op.$method` specialised to `op`'s variant: each arm
+/// writes the variant as a constant inside the closure, which captures at most the variant's
+/// parameters, so after inlining the match folds away and the element loops vectorise (a closure
+/// that carried the op itself would match on it for every element).
 macro_rules! specialised {
-    ($op:expr, |$o:ident| $run:expr) => {{
+    ($op:expr, $method:ident, |$f:ident| $run:expr) => {{
         macro_rules! arm {
             ($v:expr) => {{
-                let $o = $v;
+                let $f = move |x| ($v).$method(x);
                 $run
             }};
         }
@@ -347,7 +348,7 @@ impl Tensor {
         }
         let l = self.layout();
         let out = float_op!(op.name(), self.cpu_storage(), |v: T| {
-            specialised!(op, |o| T::into_storage(map1(v, l, |x| o.forward(x))))
+            specialised!(op, forward, |f| T::into_storage(map1(v, l, f)))
         });
         self.with_storage(out, self.shape())
     }
@@ -373,9 +374,13 @@ impl Tensor {
             op.name(),
             saved.cpu_storage(),
             self.cpu_storage(),
-            |v, g: T| specialised!(op, |o| T::into_storage(map2(v, lv, g, lg, |a, b| o
-                .derivative(a)
-                * b)))
+            |v, g: T| specialised!(op, derivative, |d| T::into_storage(map2(
+                v,
+                lv,
+                g,
+                lg,
+                |a, b| d(a) * b
+            )))
         );
         self.with_storage(d, self.shape())
     }
