@@ -48,19 +48,19 @@ impl Default for Conv2dParams {
     }
 }
 
-/// The checked sizes of one convolution.
+/// The checked sizes of one convolution (the CUDA path reads them too).
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
-    n: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    p: Conv2dParams,
+pub(crate) struct Geometry {
+    pub(crate) n: usize,
+    pub(crate) cin: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) cout: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) ho: usize,
+    pub(crate) wo: usize,
+    pub(crate) p: Conv2dParams,
 }
 
 /// Output length of a sliding window along one axis, or `None` when the window does not fit.
@@ -162,29 +162,29 @@ impl Geometry {
         })
     }
 
-    fn input_shape(&self) -> [usize; 4] {
+    pub(crate) fn input_shape(&self) -> [usize; 4] {
         [self.n, self.cin, self.h, self.w]
     }
 
-    fn weight_shape(&self) -> [usize; 4] {
+    pub(crate) fn weight_shape(&self) -> [usize; 4] {
         [self.cout, self.cin / self.p.groups, self.kh, self.kw]
     }
 
-    fn output_shape(&self) -> [usize; 4] {
+    pub(crate) fn output_shape(&self) -> [usize; 4] {
         [self.n, self.cout, self.ho, self.wo]
     }
 
-    fn cout_g(&self) -> usize {
+    pub(crate) fn cout_g(&self) -> usize {
         self.cout / self.p.groups
     }
 
     /// Rows of one group's column matrix: Cin/g · kh · kw.
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.cin / self.p.groups * self.kh * self.kw
     }
 
     /// Columns of the column matrix: Ho · Wo.
-    fn l(&self) -> usize {
+    pub(crate) fn l(&self) -> usize {
         self.ho * self.wo
     }
 
@@ -197,7 +197,7 @@ impl Geometry {
     }
 
     /// Whether the image itself is the column matrix (1x1 kernel, stride 1, no padding).
-    fn pointwise(&self) -> bool {
+    pub(crate) fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.p.stride == (1, 1) && self.p.padding == (0, 0)
     }
 
@@ -636,7 +636,7 @@ impl Tensor {
             );
         }
         if self.is_cuda() {
-            return cuda::conv2d(self, weight, bias, p, (g.ho, g.wo));
+            return cuda::conv2d(&g, self, weight, bias);
         }
         let out = float_op2!(
             "conv2d",
@@ -668,7 +668,7 @@ impl Tensor {
         let g = Geometry::new(input_shape, weight.shape(), p)?;
         g.check_grad(OP, self.shape())?;
         if self.is_cuda() {
-            return cuda::conv2d_backward_input(self, weight, input_shape, p);
+            return cuda::conv2d_backward_input(&g, self, weight);
         }
         let out = float_op2!(OP, self.cpu_storage(), weight.cpu_storage(), |dy, w: T| {
             let dy = contiguous_slice(dy, self.layout());
@@ -691,7 +691,7 @@ impl Tensor {
         let g = Geometry::new(input.shape(), weight_shape, p)?;
         g.check_grad(OP, self.shape())?;
         if self.is_cuda() {
-            return cuda::conv2d_backward_weight(self, input, weight_shape, p);
+            return cuda::conv2d_backward_weight(&g, self, input);
         }
         let out = float_op!(OP, self.cpu_storage(), |dy: T| {
             let x = T::slice(input.cpu_storage()).expect("dtype checked");

@@ -3,7 +3,7 @@
 //! so one piece of code serves f32 and f64; the macros here pick the type from the storage.
 
 mod attention;
-mod conv;
+pub(crate) mod conv;
 mod elementwise;
 mod index;
 mod matmul;

@@ -17,7 +17,8 @@ use kernels::{elementwise, CUdeviceptr, Dims, View};
 
 use super::matmul::{batch_dims, check_float};
 use super::{elem, kernel_error};
-use crate::{Conv2dParams, Result, Tensor};
+use crate::cpu::conv::Geometry;
+use crate::{Result, Tensor};
 
 /// Column-matrix elements per chunk of images (128 MiB of f32); tiny in unit tests, so that
 /// they run the multi-chunk path.
@@ -28,76 +29,15 @@ const TARGET_BLOCKS: usize = if cfg!(test) { 3 } else { 256 };
 /// The GEMM's output tile (rows and columns), to count its blocks.
 const GEMM_TILE: usize = 64;
 
-/// The sizes of one convolution, validated by the CPU-side `Geometry` before the dispatch.
-#[derive(Clone, Copy, Debug)]
-struct Geo {
-    n: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    p: Conv2dParams,
-}
-
-impl Geo {
-    fn new(input: &[usize], weight: &[usize], p: &Conv2dParams, (ho, wo): (usize, usize)) -> Geo {
-        Geo {
-            n: input[0],
-            cin: input[1],
-            h: input[2],
-            w: input[3],
-            cout: weight[0],
-            kh: weight[2],
-            kw: weight[3],
-            ho,
-            wo,
-            p: *p,
-        }
-    }
-
+/// What only the CUDA path asks of a convolution's checked sizes.
+impl Geometry {
     fn groups(&self) -> usize {
         self.p.groups
-    }
-
-    fn cout_g(&self) -> usize {
-        self.cout / self.p.groups
-    }
-
-    /// Rows of one group's column matrix: Cin/g · kh · kw.
-    fn k(&self) -> usize {
-        self.cin / self.p.groups * self.kh * self.kw
     }
 
     /// Rows of one image's column matrix, all groups: Cin · kh · kw.
     fn ck(&self) -> usize {
         self.cin * self.kh * self.kw
-    }
-
-    /// Columns of the column matrix: Ho · Wo.
-    fn l(&self) -> usize {
-        self.ho * self.wo
-    }
-
-    fn input_shape(&self) -> [usize; 4] {
-        [self.n, self.cin, self.h, self.w]
-    }
-
-    fn weight_shape(&self) -> [usize; 4] {
-        [self.cout, self.cin / self.p.groups, self.kh, self.kw]
-    }
-
-    fn output_shape(&self) -> [usize; 4] {
-        [self.n, self.cout, self.ho, self.wo]
-    }
-
-    /// Whether the image itself is the column matrix (1x1 kernel, stride 1, no padding): then
-    /// `Ho·Wo = H·W` and `Cin·kh·kw = Cin`, so the image has the column matrix's layout.
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.p.stride == (1, 1) && self.p.padding == (0, 0)
     }
 
     /// Images per chunk: all of them when pointwise, else as many as the column budget allows.
@@ -151,7 +91,7 @@ impl Geo {
 
     /// The column matrix of images `n0..n0 + nb` of the contiguous `x`, as (buffer address,
     /// element offset of image n0): `x` itself when pointwise, else `col` filled by im2col.
-    fn columns(
+    fn device_columns(
         &self,
         x: &Tensor,
         col: Option<&Tensor>,
@@ -200,15 +140,13 @@ fn operand(
 
 /// Forward convolution (with the optional per-channel bias); `out_hw` is (Ho, Wo).
 pub(crate) fn conv2d(
+    g: &Geometry,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    p: &Conv2dParams,
-    out_hw: (usize, usize),
 ) -> Result<Tensor> {
     const OP: &str = "conv2d";
     check_float(OP, x)?;
-    let g = Geo::new(x.shape(), weight.shape(), p, out_hw);
     let (x, w) = (x.contiguous()?, weight.contiguous()?);
     let out = x.cuda_output(&g.output_shape(), x.dtype())?;
     if out.elem_count() == 0 {
@@ -229,7 +167,7 @@ pub(crate) fn conv2d(
     let (grp, cout_g, k, l, ck) = (g.groups(), g.cout_g(), g.k(), g.l(), g.ck());
     let col = g.scratch(&x)?;
     for (n0, nb) in g.chunks() {
-        let (src, src_off) = g.columns(&x, col.as_ref(), n0, nb, OP)?;
+        let (src, src_off) = g.device_columns(&x, col.as_ref(), n0, nb, OP)?;
         let batch = [nb, grp];
         // W_g [Cout/g × K], the same for every image.
         let a = operand(
@@ -266,20 +204,9 @@ pub(crate) fn conv2d(
 }
 
 /// The input gradient: `dy` is the output's gradient, `input_shape` the input's shape.
-pub(crate) fn conv2d_backward_input(
-    dy: &Tensor,
-    weight: &Tensor,
-    input_shape: &[usize],
-    p: &Conv2dParams,
-) -> Result<Tensor> {
+pub(crate) fn conv2d_backward_input(g: &Geometry, dy: &Tensor, weight: &Tensor) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_input";
     check_float(OP, dy)?;
-    let g = Geo::new(
-        input_shape,
-        weight.shape(),
-        p,
-        (dy.shape()[2], dy.shape()[3]),
-    );
     let (dy, w) = (dy.contiguous()?, weight.contiguous()?);
     let dx = dy.cuda_output(&g.input_shape(), dy.dtype())?;
     if dx.elem_count() == 0 {
@@ -333,20 +260,9 @@ pub(crate) fn conv2d_backward_input(
 }
 
 /// The weight gradient: `dy` is the output's gradient, `weight_shape` the weight's shape.
-pub(crate) fn conv2d_backward_weight(
-    dy: &Tensor,
-    input: &Tensor,
-    weight_shape: &[usize],
-    p: &Conv2dParams,
-) -> Result<Tensor> {
+pub(crate) fn conv2d_backward_weight(g: &Geometry, dy: &Tensor, input: &Tensor) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
     check_float(OP, dy)?;
-    let g = Geo::new(
-        input.shape(),
-        weight_shape,
-        p,
-        (dy.shape()[2], dy.shape()[3]),
-    );
     let (dy, x) = (dy.contiguous()?, input.contiguous()?);
     let dw = dy.cuda_output(&g.weight_shape(), dy.dtype())?;
     let wlen = dw.elem_count();
@@ -365,7 +281,7 @@ pub(crate) fn conv2d_backward_weight(
     let col = g.scratch(&x)?;
     let mut written = false;
     for (n0, nb) in g.chunks() {
-        let (src, src_off) = g.columns(&x, col.as_ref(), n0, nb, OP)?;
+        let (src, src_off) = g.device_columns(&x, col.as_ref(), n0, nb, OP)?;
         // Runs of `red` images, `splits` of them per launch: one launch for the whole chunk
         // except a shorter remainder run.
         let red_full = nb.div_ceil(want.min(nb));
