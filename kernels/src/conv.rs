@@ -4,7 +4,7 @@
 use cudarc::driver::DeviceRepr;
 
 use crate::launch::launch;
-use crate::{CUdeviceptr, Elem, Error, Gpu, Result};
+use crate::{CUdeviceptr, Elem, Gpu, Result};
 
 /// The geometry of a convolution over a run of `images`; mirrors `struct ConvShape` in
 /// `cu/conv.cu` field by field. Images are `[images, cin, h, w]`, the column matrix
@@ -60,17 +60,6 @@ impl ConvShape {
     }
 }
 
-fn float_only(op: &str, elem: Elem) -> Result<()> {
-    if elem.is_float() {
-        Ok(())
-    } else {
-        Err(Error::msg(format!(
-            "{op} on CUDA: {} elements, expected a float type",
-            elem.suffix()
-        )))
-    }
-}
-
 /// Unfolds the images `x` (contiguous from element `x_off`) into the contiguous column matrix
 /// `col` of [`ConvShape::col_len`] elements, zeros where a tap falls in the padding.
 pub fn im2col(
@@ -81,7 +70,7 @@ pub fn im2col(
     x_off: usize,
     col: CUdeviceptr,
 ) -> Result<()> {
-    float_only("im2col", elem)?;
+    elem.float_only("im2col")?;
     let n = g.col_len();
     if n <= 0 {
         return Ok(());
@@ -101,7 +90,7 @@ pub fn col2im(
     dx: CUdeviceptr,
     dx_off: usize,
 ) -> Result<()> {
-    float_only("col2im", elem)?;
+    elem.float_only("col2im")?;
     let n = g.image_len();
     if n <= 0 {
         return Ok(());
@@ -122,7 +111,7 @@ pub fn sum_parts(
     accumulate: bool,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("sum_parts", elem)?;
+    elem.float_only("sum_parts")?;
     if len == 0 {
         return Ok(());
     }

@@ -117,6 +117,19 @@ impl Elem {
     pub fn is_float(self) -> bool {
         !matches!(self, Elem::U8 | Elem::I64)
     }
+
+    /// An error naming `op` unless this is a float type (the only ones the arithmetic kernels
+    /// are built for).
+    pub fn float_only(self, op: &str) -> Result<()> {
+        if self.is_float() {
+            Ok(())
+        } else {
+            Err(Error::msg(format!(
+                "{op} on CUDA: {} elements, expected a float type",
+                self.suffix()
+            )))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! where, fills, casts and strided copies. Outputs are contiguous buffers of `n` elements.
 
 use crate::launch::{launch, View};
-use crate::{CUdeviceptr, Dims, Elem, Error, Gpu, Result};
+use crate::{CUdeviceptr, Dims, Elem, Gpu, Result};
 
 /// Unary op codes, in the order of the `U_*` constants of `elementwise.cu`.
 #[allow(missing_docs)]
@@ -59,20 +59,9 @@ pub mod cmp_code {
     pub const GE: i32 = 5;
 }
 
-fn float_only(op: &str, elem: Elem) -> Result<()> {
-    if elem.is_float() {
-        Ok(())
-    } else {
-        Err(Error::msg(format!(
-            "{op} on CUDA: {} elements, expected a float type",
-            elem.suffix()
-        )))
-    }
-}
-
 /// `y[i] = op(x[i])` for `n` elements.
 pub fn unary(gpu: &Gpu, elem: Elem, op: Unary, n: usize, x: View, y: CUdeviceptr) -> Result<()> {
-    float_only("unary", elem)?;
+    elem.float_only("unary")?;
     if n == 0 {
         return Ok(());
     }
@@ -91,7 +80,7 @@ pub fn unary_backward(
     grad: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("unary backward", elem)?;
+    elem.float_only("unary backward")?;
     if n == 0 {
         return Ok(());
     }
@@ -110,7 +99,7 @@ pub fn binary(
     b: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("binary", elem)?;
+    elem.float_only("binary")?;
     if n == 0 {
         return Ok(());
     }
@@ -147,7 +136,7 @@ pub fn where_cond(
     f: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("where", elem)?;
+    elem.float_only("where")?;
     if n == 0 {
         return Ok(());
     }

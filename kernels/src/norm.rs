@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::LaunchConfig;
 
 use crate::launch::{launch, View};
-use crate::reduce::{float_only, rows_config};
+use crate::reduce::rows_config;
 use crate::{CUdeviceptr, Dims, Elem, Gpu, Result};
 
 /// `y` = softmax (or, with `log`, log-softmax) of each row of the `[rows, len]` view `x`, written
@@ -20,7 +20,7 @@ pub fn softmax(
     x: View,
     y: View,
 ) -> Result<()> {
-    float_only("softmax", elem)?;
+    elem.float_only("softmax")?;
     if rows == 0 || len == 0 {
         return Ok(());
     }
@@ -42,7 +42,7 @@ pub fn softmax_backward(
     g: View,
     out: View,
 ) -> Result<()> {
-    float_only("softmax_backward", elem)?;
+    elem.float_only("softmax_backward")?;
     if rows == 0 || len == 0 {
         return Ok(());
     }
@@ -93,7 +93,7 @@ pub fn row_norm(
     y: CUdeviceptr,
     (mean, rstd): (CUdeviceptr, CUdeviceptr),
 ) -> Result<()> {
-    float_only("row_norm", elem)?;
+    elem.float_only("row_norm")?;
     if plan.rows == 0 || plan.len == 0 {
         return Ok(());
     }
@@ -130,7 +130,7 @@ pub fn row_norm_backward(
     dx: CUdeviceptr,
     (dw, db): (CUdeviceptr, CUdeviceptr),
 ) -> Result<()> {
-    float_only("row_norm_backward", elem)?;
+    elem.float_only("row_norm_backward")?;
     let s = elem.suffix();
     let params = plan.params();
     if plan.rows == 0 || plan.len == 0 {

@@ -6,7 +6,7 @@
 use cudarc::driver::DeviceRepr;
 
 use crate::launch::{launch, View};
-use crate::{CUdeviceptr, Elem, Error, Gpu, Result};
+use crate::{CUdeviceptr, Elem, Gpu, Result};
 
 /// The geometry of one 2-D pooling, as `struct Pool2d` of `cu/pool.cu` (field by field): input
 /// `h × w`, output `ho × wo`, and the kernel, stride and padding along y and x.
@@ -38,17 +38,6 @@ pub struct Pool2d {
 // SAFETY: `Pool2d` is `repr(C)` plain data with the layout of the C struct the kernels declare.
 unsafe impl DeviceRepr for Pool2d {}
 
-fn float_only(op: &str, elem: Elem) -> Result<()> {
-    if elem.is_float() {
-        Ok(())
-    } else {
-        Err(Error::msg(format!(
-            "{op} on CUDA: {} elements, expected a float type",
-            elem.suffix()
-        )))
-    }
-}
-
 /// Average pooling of `planes` (= N·C) images: each output is its window's sum divided by the
 /// kernel area (`include_pad`, padding counted as zeros) or by the inputs the window covers.
 pub fn avg_pool2d(
@@ -60,7 +49,7 @@ pub fn avg_pool2d(
     x: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("avg_pool2d", elem)?;
+    elem.float_only("avg_pool2d")?;
     let n = planes * (p.ho * p.wo) as usize;
     if n == 0 {
         return Ok(());
@@ -80,7 +69,7 @@ pub fn avg_pool2d_backward(
     g: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("avg_pool2d_backward", elem)?;
+    elem.float_only("avg_pool2d_backward")?;
     let n = planes * (p.h * p.w) as usize;
     if n == 0 {
         return Ok(());
@@ -100,7 +89,7 @@ pub fn max_pool2d(
     x: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("max_pool2d", elem)?;
+    elem.float_only("max_pool2d")?;
     let n = planes * (p.ho * p.wo) as usize;
     if n == 0 {
         return Ok(());
@@ -120,7 +109,7 @@ pub fn upsample_nearest2d(
     x: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("upsample_nearest2d", elem)?;
+    elem.float_only("upsample_nearest2d")?;
     let n = planes * h * sh * w * sw;
     if n == 0 {
         return Ok(());
@@ -141,7 +130,7 @@ pub fn upsample_nearest2d_backward(
     g: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("upsample_nearest2d_backward", elem)?;
+    elem.float_only("upsample_nearest2d_backward")?;
     let n = planes * h * w;
     if n == 0 {
         return Ok(());
@@ -162,7 +151,7 @@ pub fn resize_bilinear2d(
     x: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("resize_bilinear2d", elem)?;
+    elem.float_only("resize_bilinear2d")?;
     let n = planes * oh * ow;
     if n == 0 {
         return Ok(());

@@ -25,18 +25,6 @@ const SHORT_ROW: usize = 32;
 /// Blocks launched at most for a row kernel; the kernels loop over further rows.
 const MAX_BLOCKS: usize = 1 << 16;
 
-/// An error unless `elem` is a float type (the only ones these kernels are built for).
-pub(crate) fn float_only(op: &str, elem: Elem) -> Result<()> {
-    if elem.is_float() {
-        Ok(())
-    } else {
-        Err(Error::msg(format!(
-            "{op} on CUDA: {} elements, expected a float type",
-            elem.suffix()
-        )))
-    }
-}
-
 /// Launch shape of the row kernels (`FOR_ROWS` in the .cu files): a warp per row, 8 rows a block,
 /// for rows up to 512 elements; a whole block per row above, 256 or 512 threads (at most the
 /// kernels' `MAX_THREADS`).
@@ -76,7 +64,7 @@ pub fn reduce(
     x: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("reduce", elem)?;
+    elem.float_only("reduce")?;
     if rows == 0 {
         return Ok(());
     }
@@ -114,7 +102,7 @@ pub fn argmax(
     x: View,
     out: CUdeviceptr,
 ) -> Result<()> {
-    float_only("argmax", elem)?;
+    elem.float_only("argmax")?;
     if len == 0 {
         return Err(Error::msg("argmax over an empty dim"));
     }
