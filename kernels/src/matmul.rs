@@ -4,7 +4,7 @@
 use cudarc::driver::LaunchConfig;
 
 use crate::launch::launch;
-use crate::{CUdeviceptr, Dims, Elem, Error, Gpu, Result};
+use crate::{CUdeviceptr, Dims, Elem, Gpu, Result};
 
 /// Rows and columns of C one thread block computes (`GEMM_BM`, `GEMM_BN` in the kernel).
 const TILE: usize = 64;
@@ -56,12 +56,7 @@ pub fn gemm(
     c: MatOperand,
     accumulate: bool,
 ) -> Result<()> {
-    if !elem.is_float() {
-        return Err(Error::msg(format!(
-            "gemm on CUDA: {} elements, expected a float type",
-            elem.suffix()
-        )));
-    }
+    elem.float_only("gemm")?;
     if s.m == 0 || s.n == 0 || s.batches == 0 {
         return Ok(());
     }
