@@ -8,7 +8,7 @@
 
 use crate::launch::{launch, View};
 use crate::Gpu;
-use crate::{CUdeviceptr, Dims, Elem, Error, Result};
+use crate::{CUdeviceptr, Dims, Elem, Result};
 
 /// `out[i] = x[base(i) + index[i] · dim_stride]` for the `n` elements of the index's shape, `x`
 /// being the data's buffer with `x.dims` its base view; any element type.
@@ -46,12 +46,7 @@ pub fn scatter_add(
     src: View,
     acc: CUdeviceptr,
 ) -> Result<()> {
-    if !elem.is_float() {
-        return Err(Error::msg(format!(
-            "scatter_add on CUDA: {} elements, expected a float type",
-            elem.suffix()
-        )));
-    }
+    elem.float_only("scatter_add")?;
     if n == 0 {
         return Ok(());
     }
