@@ -17,7 +17,7 @@ SHARED=${DIFFTUNE_SHARED:-../shared}
 # Every test target of these packages (unit tests included) ...
 PACKAGES=(kernels tensor)
 # ... and these integration tests of difftune-tests (tests/tests/*.rs).
-TESTS=(cuda_parity cuda_device gradcheck)
+TESTS=(cuda_parity cuda_device cuda_train gradcheck)
 
 command -v python3 >/dev/null || { echo "gpu-build: python3 is needed to read cargo's JSON" >&2; exit 1; }
 
