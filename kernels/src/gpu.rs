@@ -19,6 +19,8 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Kernels already looked up, by name: a launch costs no driver lookup once warm.
+    functions: Mutex<HashMap<String, CudaFunction>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -95,6 +97,7 @@ impl Gpu {
             stream,
             arch,
             modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -125,10 +128,18 @@ impl Gpu {
 
     /// The kernel `name` of the family `family`, compiling the family on first use.
     pub fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
+        if let Some(f) = self.functions.lock().expect("function table").get(name) {
+            return Ok(f.clone());
+        }
         let module = self.module(family)?;
-        module
+        let f = module
             .load_function(name)
-            .map_err(|e| Error::msg(format!("kernel `{name}` not found in {family}.cu: {e}")))
+            .map_err(|e| Error::msg(format!("kernel `{name}` not found in {family}.cu: {e}")))?;
+        self.functions
+            .lock()
+            .expect("function table")
+            .insert(name.to_string(), f.clone());
+        Ok(f)
     }
 
     fn module(&self, family: &'static str) -> Result<Arc<CudaModule>> {

@@ -55,6 +55,22 @@ pub fn include_dir() -> Result<PathBuf> {
 
 /// Compiles `source` for `arch` (e.g. `sm_90a`) to a CUBIN, with the program log in the error.
 pub fn compile_cubin(source: &Source, arch: &str) -> Result<Vec<u8>> {
+    Ok(compile(source, arch, &[])?.0)
+}
+
+/// ptxas' resource usage of every kernel of `source` for `arch` (registers, shared memory,
+/// spill stores and loads), as NVRTC logs it: what a kernel costs, readable with no GPU.
+///
+/// ```no_run
+/// use kernels::{nvrtc::resource_report, source::Source};
+/// println!("{}", resource_report(&Source::named("matmul").unwrap(), "sm_90a").unwrap());
+/// ```
+pub fn resource_report(source: &Source, arch: &str) -> Result<String> {
+    Ok(compile(source, arch, &["--ptxas-options=-v"])?.1)
+}
+
+/// The CUBIN and the program log of `source` compiled for `arch` with `extra` options.
+fn compile(source: &Source, arch: &str, extra: &[&str]) -> Result<(Vec<u8>, String)> {
     if !nvrtc_available() {
         return Err(Error::msg(
             "libnvrtc not found on the loader path: install the nvidia-cuda-nvrtc wheel \
@@ -71,6 +87,7 @@ pub fn compile_cubin(source: &Source, arch: &str) -> Result<Vec<u8>> {
         "-default-device".into(),
     ]
     .into_iter()
+    .chain(extra.iter().map(|o| o.to_string()))
     .map(|o| CString::new(o).expect("no NUL in options"))
     .collect();
     let option_ptrs: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
@@ -97,12 +114,12 @@ pub fn compile_cubin(source: &Source, arch: &str) -> Result<Vec<u8>> {
         }
         let result = (|| {
             let r = sys::nvrtcCompileProgram(prog, option_ptrs.len() as i32, option_ptrs.as_ptr());
+            let mut size = 0usize;
+            sys::nvrtcGetProgramLogSize(prog, &mut size);
+            let mut log = vec![0 as c_char; size.max(1)];
+            sys::nvrtcGetProgramLog(prog, log.as_mut_ptr());
+            let log = CStr::from_ptr(log.as_ptr()).to_string_lossy().into_owned();
             if r != sys::nvrtcResult::NVRTC_SUCCESS {
-                let mut size = 0usize;
-                sys::nvrtcGetProgramLogSize(prog, &mut size);
-                let mut log = vec![0 as c_char; size.max(1)];
-                sys::nvrtcGetProgramLog(prog, log.as_mut_ptr());
-                let log = CStr::from_ptr(log.as_ptr()).to_string_lossy();
                 return Err(Error::msg(format!(
                     "NVRTC could not compile {}.cu for {arch}:\n{log}",
                     source.name
@@ -118,7 +135,7 @@ pub fn compile_cubin(source: &Source, arch: &str) -> Result<Vec<u8>> {
             if r != sys::nvrtcResult::NVRTC_SUCCESS {
                 return Err(fail("CUBIN", r));
             }
-            Ok(cubin)
+            Ok((cubin, log))
         })();
         sys::nvrtcDestroyProgram(&mut prog);
         result
