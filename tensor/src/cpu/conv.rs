@@ -188,11 +188,11 @@ impl Geometry {
         self.ho * self.wo
     }
 
-    fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         self.cin * self.h * self.w
     }
 
-    fn out_image_len(&self) -> usize {
+    pub(crate) fn out_image_len(&self) -> usize {
         self.cout * self.l()
     }
 

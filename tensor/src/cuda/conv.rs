@@ -15,8 +15,8 @@ use kernels::conv::{col2im, im2col, sum_parts, ConvShape};
 use kernels::matmul::{gemm, GemmShape, MatOperand};
 use kernels::{elementwise, CUdeviceptr, Dims, View};
 
-use super::matmul::{batch_dims, check_float};
-use super::{elem, kernel_error};
+use super::matmul::batch_dims;
+use super::{check_float, elem, kernel_error};
 use crate::cpu::conv::Geometry;
 use crate::{Result, Tensor};
 
@@ -99,7 +99,7 @@ impl Geometry {
         nb: usize,
         op: &'static str,
     ) -> Result<(CUdeviceptr, usize)> {
-        let image_start = x.layout().offset() + n0 * self.cin * self.h * self.w;
+        let image_start = x.layout().offset() + n0 * self.image_len();
         match col {
             None => Ok((x.cuda_ptr(), image_start)),
             Some(col) => {
@@ -186,8 +186,8 @@ pub(crate) fn conv2d(
             OP,
             out.cuda_ptr(),
             batch,
-            [g.cout * l, cout_g * l],
-            n0 * g.cout * l,
+            [g.out_image_len(), cout_g * l],
+            n0 * g.out_image_len(),
             (l, 1),
             0,
         )?;
@@ -203,7 +203,7 @@ pub(crate) fn conv2d(
     Ok(out)
 }
 
-/// The input gradient: `dy` is the output's gradient, `input_shape` the input's shape.
+/// The input gradient: `dy` is the output's gradient, `g` the convolution's checked sizes.
 pub(crate) fn conv2d_backward_input(g: &Geometry, dy: &Tensor, weight: &Tensor) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_input";
     check_float(OP, dy)?;
@@ -232,8 +232,8 @@ pub(crate) fn conv2d_backward_input(g: &Geometry, dy: &Tensor, weight: &Tensor) 
             OP,
             dy.cuda_ptr(),
             batch,
-            [g.cout * l, cout_g * l],
-            dy.layout().offset() + n0 * g.cout * l,
+            [g.out_image_len(), cout_g * l],
+            dy.layout().offset() + n0 * g.out_image_len(),
             (l, 1),
             0,
         )?;
@@ -252,14 +252,14 @@ pub(crate) fn conv2d_backward_input(g: &Geometry, dy: &Tensor, weight: &Tensor) 
         };
         gemm(gpu, e, shape, a, b, c, false).map_err(&err)?;
         if let Some(col) = &col {
-            let dx_off = n0 * g.cin * g.h * g.w;
+            let dx_off = n0 * g.image_len();
             col2im(gpu, e, g.shape(nb), col.cuda_ptr(), dx.cuda_ptr(), dx_off).map_err(&err)?;
         }
     }
     Ok(dx)
 }
 
-/// The weight gradient: `dy` is the output's gradient, `weight_shape` the weight's shape.
+/// The weight gradient: `dy` is the output's gradient, `g` the convolution's checked sizes.
 pub(crate) fn conv2d_backward_weight(g: &Geometry, dy: &Tensor, input: &Tensor) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
     check_float(OP, dy)?;
@@ -302,10 +302,10 @@ pub(crate) fn conv2d_backward_weight(g: &Geometry, dy: &Tensor, input: &Tensor) 
                 OP,
                 dy.cuda_ptr(),
                 batch,
-                [red * g.cout * l, cout_g * l],
-                dy.layout().offset() + (n0 + done) * g.cout * l,
+                [red * g.out_image_len(), cout_g * l],
+                dy.layout().offset() + (n0 + done) * g.out_image_len(),
                 (l, 1),
-                g.cout * l,
+                g.out_image_len(),
             )?;
             // col[done + s·red + r, g]ᵀ [L × K]: the column matrix read column-major.
             let b = operand(

@@ -11,7 +11,7 @@ use kernels::elementwise as ew;
 use kernels::index as k;
 use kernels::View;
 
-use super::{dims, elem, kernel_error};
+use super::{check_float, dims, elem, kernel_error};
 use crate::{contiguous_strides, ensure_shape, DType, Error, Layout, Result, Tensor};
 
 /// The index must be an i64 tensor on `x`'s device with every value in `0..bound`.
@@ -36,14 +36,6 @@ fn check_index(op: &'static str, x: &Tensor, index: &Tensor, bound: usize) -> Re
                 format!("index {v} out of range for a dim of size {bound}"),
             ));
         }
-    }
-    Ok(())
-}
-
-/// The accumulating ops compute in a float type.
-fn check_float(op: &'static str, x: &Tensor) -> Result<()> {
-    if !x.dtype().is_float() {
-        return Err(Error::dtype(op, x.dtype(), "f32, f64, bf16 or f16"));
     }
     Ok(())
 }
@@ -152,9 +144,8 @@ pub(crate) fn index_add(
         src.shape(),
         index.elem_count()
     );
-    let out_layout = Layout::contiguous(shape);
     let idx = spread_index(&index, src.shape(), dim);
-    scatter_add_into(OP, src, dim, &index, &idx, shape, &out_layout)
+    scatter_add_into(OP, src, dim, &index, &idx, shape)
 }
 
 /// [`Tensor::gather`] (shapes checked).
@@ -186,8 +177,7 @@ pub(crate) fn scatter_add(
     const OP: &str = "scatter_add";
     check_float(OP, src)?;
     check_index(OP, src, index, shape[dim])?;
-    let out_layout = Layout::contiguous(shape);
-    scatter_add_into(OP, src, dim, index, index.layout(), shape, &out_layout)
+    scatter_add_into(OP, src, dim, index, index.layout(), shape)
 }
 
 /// Adds each element of `src` into zeros of `shape` at its own position with `dim` replaced by
@@ -200,7 +190,6 @@ fn scatter_add_into(
     index: &Tensor,
     idx: &Layout,
     shape: &[usize],
-    out_layout: &Layout,
 ) -> Result<Tensor> {
     let e = kernel_error(op, src.device());
     let acc_dtype = if src.dtype() == DType::F64 {
@@ -224,7 +213,10 @@ fn scatter_add_into(
         src.elem_count(),
         shape[dim],
         strides[dim],
-        dims(op, &base_layout(out_layout, src.shape(), dim))?,
+        dims(
+            op,
+            &base_layout(&Layout::contiguous(shape), src.shape(), dim),
+        )?,
         view_as(op, index, idx)?,
         src.cuda_view(op)?,
         acc.cuda_ptr(),

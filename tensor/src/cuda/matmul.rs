@@ -4,17 +4,8 @@
 use kernels::matmul::{gemm, GemmShape, MatOperand};
 use kernels::Dims;
 
-use super::{elem, kernel_error};
+use super::{check_float, elem, kernel_error};
 use crate::{Error, Layout, Result, Tensor};
-
-/// A float dtype the CUDA GEMM computes in, or an error naming `op`.
-pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
-    if t.dtype().is_float() {
-        Ok(())
-    } else {
-        Err(Error::dtype(op, t.dtype(), "f32, f64, bf16 or f16"))
-    }
-}
 
 /// [`Dims`] for a GEMM operand's batch offsets (shape, strides, offset in elements).
 pub(crate) fn batch_dims(

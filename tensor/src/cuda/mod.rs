@@ -83,6 +83,15 @@ pub(crate) fn kernel_error(op: &'static str, device: Device) -> impl Fn(kernels:
     }
 }
 
+/// A dtype error naming `op` unless `t` holds floats (what the arithmetic kernels compute in).
+pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::dtype(op, t.dtype(), "f32, f64, bf16 or f16"))
+    }
+}
+
 /// The [`Dims`] of a layout (at most [`kernels::MAX_DIMS`] dims after merging).
 pub(crate) fn dims(op: &'static str, layout: &Layout) -> Result<Dims> {
     Dims::new(layout.shape(), layout.strides(), layout.offset())

@@ -4,7 +4,7 @@
 
 use kernels::pool::{self as k, Pool2d};
 
-use super::{elem, kernel_error};
+use super::{check_float, elem, kernel_error};
 use crate::{Error, Result, Tensor};
 
 /// The pooling geometry as the kernels take it: input `(h, w)`, output `(ho, wo)`, kernel,
@@ -29,14 +29,6 @@ pub(crate) fn pool2d(
         ph: i(padding.0),
         pw: i(padding.1),
     }
-}
-
-/// The float dtypes the kernels compute with (bf16 and f16 in f32).
-fn check_float(op: &'static str, x: &Tensor) -> Result<()> {
-    if !x.dtype().is_float() {
-        return Err(Error::dtype(op, x.dtype(), "f32, f64, bf16 or f16"));
-    }
-    Ok(())
 }
 
 /// The four dims of an NCHW shape (checked by the caller; an error rather than a panic).
