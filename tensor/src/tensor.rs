@@ -246,7 +246,7 @@ impl Tensor {
         Tensor::from_storage(storage, shape)
     }
 
-    fn view(&self, layout: Layout) -> Tensor {
+    pub(crate) fn view(&self, layout: Layout) -> Tensor {
         Tensor {
             storage: self.storage.clone(),
             layout,

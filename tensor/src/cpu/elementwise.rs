@@ -214,7 +214,8 @@ impl BinaryOp {
         }
     }
 
-    #[inline]
+    /// a op b. Always inlined, so that [`specialised_binary`]'s constant variant folds away.
+    #[inline(always)]
     fn apply<T: Float>(self, a: T, b: T) -> T {
         match self {
             BinaryOp::Add => a + b,
@@ -328,6 +329,27 @@ macro_rules! specialised {
     }};
 }
 
+/// As [`specialised`], for a [`BinaryOp`]: `$run` with `$f` bound to `op.apply` for `op`'s
+/// variant, written as a constant.
+macro_rules! specialised_binary {
+    ($op:expr, |$f:ident| $run:expr) => {{
+        macro_rules! arm {
+            ($v:expr) => {{
+                let $f = move |x, y| ($v).apply(x, y);
+                $run
+            }};
+        }
+        match $op {
+            BinaryOp::Add => arm!(BinaryOp::Add),
+            BinaryOp::Sub => arm!(BinaryOp::Sub),
+            BinaryOp::Mul => arm!(BinaryOp::Mul),
+            BinaryOp::Div => arm!(BinaryOp::Div),
+            BinaryOp::Maximum => arm!(BinaryOp::Maximum),
+            BinaryOp::Minimum => arm!(BinaryOp::Minimum),
+        }
+    }};
+}
+
 macro_rules! tensor_unary_methods {
     ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
         impl Tensor {
@@ -420,7 +442,7 @@ impl Tensor {
             op.name(),
             self.cpu_storage(),
             other.cpu_storage(),
-            |a, b: T| T::into_storage(map2(a, &la, b, &lb, |x, y| op.apply(x, y)))
+            |a, b: T| specialised_binary!(op, |f| T::into_storage(map2(a, &la, b, &lb, f)))
         );
         self.with_storage(out, &shape)
     }

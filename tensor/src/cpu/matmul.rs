@@ -67,14 +67,20 @@ pub(crate) unsafe fn gemm_strided<T: Float>(
 }
 
 /// Raw pointer that may cross threads: each task writes a disjoint output matrix.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub *mut T);
+// By hand: a derive would ask `T: Copy`, and a pointer is copyable whatever it points to.
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
     /// The pointer (a method, so closures capture the whole Send wrapper, not the raw field).
-    fn get(self) -> *mut T {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }
@@ -115,6 +121,15 @@ impl Tensor {
                     format!("lhs {a:?} and rhs {b:?}: batch dimensions do not broadcast"),
                 )
             })?;
+        // [.., m, k] x [k, n] with the lhs rows evenly strided: its batch dims fold into the
+        // rows of one GEMM (a Linear layer's shape), where a batched GEMM would run many small ones.
+        if b.len() == 2 && a.len() > 2 {
+            let rows = a[..a.len() - 1].iter().product();
+            if let Some(flat) = self.layout().reshape(&[rows, k]) {
+                let out_shape = [&a[..a.len() - 1], &[n]].concat();
+                return self.view(flat).matmul(rhs)?.reshape(&out_shape);
+            }
+        }
         let la = self
             .layout()
             .broadcast_as(&[&batch[..], &[m, k]].concat())?;
@@ -150,10 +165,12 @@ fn batched_gemm<T: Float>(
     (m, n, k): (usize, usize, usize),
     batches: usize,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; batches * m * n];
-    if out.is_empty() {
-        return out;
+    let len = batches * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::ZERO; len];
     }
+    // Not zeroed first: gemm overwrites every element when it does not accumulate.
+    let mut out = Vec::<T>::with_capacity(len);
     let r = la.shape().len();
     let view = |l: &Layout| MatView {
         rs: l.strides()[r - 2] as isize,
@@ -202,5 +219,7 @@ fn batched_gemm<T: Float>(
     } else {
         (0..batches).into_par_iter().for_each(run);
     }
+    // SAFETY: the batches' m×n blocks cover all `len` elements, each written by gemm above.
+    unsafe { out.set_len(len) };
     out
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use crate::cpu::{contiguous_slice, float_op, for_each_row};
+use crate::cpu::{contiguous_slice, float_op, for_each_row, simd};
 use crate::cuda::norm as cuda;
 use crate::layout::PAR_THRESHOLD;
 use crate::{ensure_shape, Element, Error, Float, Result, Tensor};
@@ -217,9 +217,16 @@ struct RowNorm {
 type Stats<T> = (T, T);
 
 impl RowNorm {
-    #[inline]
+    #[inline(always)]
     fn param(&self, row: usize, j: usize) -> usize {
-        ((row % self.groups) * self.len + j) / self.inner
+        let at = (row % self.groups) * self.len + j;
+        // Layer norm's case spelled out: without a division per element, its loops vectorise
+        // (the test is the same for every element, and is hoisted out of the loop).
+        if self.inner == 1 {
+            at
+        } else {
+            at / self.inner
+        }
     }
 
     fn params(&self) -> usize {
@@ -256,18 +263,20 @@ impl RowNorm {
         let stats: Vec<(f64, f64)> = x
             .par_chunks(len)
             .with_min_len(min_rows(x.len(), len))
-            .map(|row| Self::stats(row, eps))
+            .map(|row| simd(|| Self::stats(row, eps)))
             .collect();
         let mut y = vec![T::ZERO; x.len()];
         // In f64: a mean rounded to f32 would cost digits when the mean is large against the spread.
         let param = |p: Option<&[T]>, i: usize, default: f64| p.map_or(default, |p| p[i].to_f64());
         for_each_row(&mut y, len, |r, out| {
             let (mean, rstd) = stats[r];
-            for (j, (o, &v)) in out.iter_mut().zip(&x[r * len..]).enumerate() {
-                let p = self.param(r, j);
-                let xhat = (v.to_f64() - mean) * rstd;
-                *o = T::from_f64(xhat * param(w, p, 1.0) + param(b, p, 0.0));
-            }
+            simd(|| {
+                for (j, (o, &v)) in out.iter_mut().zip(&x[r * len..]).enumerate() {
+                    let p = self.param(r, j);
+                    let xhat = (v.to_f64() - mean) * rstd;
+                    *o = T::from_f64(xhat * param(w, p, 1.0) + param(b, p, 0.0));
+                }
+            })
         });
         let cast = |(m, r): (f64, f64)| (T::from_f64(m), T::from_f64(r));
         let (mean, rstd) = stats.into_iter().map(cast).unzip();
@@ -297,14 +306,8 @@ impl RowNorm {
                     dw: &mut dw,
                     db: &mut db,
                 };
-                self.backward_row(
-                    r,
-                    &x[row.clone()],
-                    (stats.0[r], stats.1[r]),
-                    w,
-                    &dy[row],
-                    grads,
-                );
+                let (x, dy, stats) = (&x[row.clone()], &dy[row], (stats.0[r], stats.1[r]));
+                simd(|| self.backward_row(r, x, stats, w, dy, grads));
                 (dw, db)
             })
             .reduce(zeros, |(mut dw, mut db), (dw2, db2)| {

@@ -209,6 +209,11 @@ fn differing_keys(a: &RunConfig, b: &RunConfig) -> Vec<String> {
 
 /// Trains the model of `config`, writing everything to `config.out`.
 pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunReport> {
+    // A step is thousands of small parallel loops: see `on_cpu_workers` for why they run there.
+    tensor::on_cpu_workers(|| train_on_pool(config, options))
+}
+
+fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport> {
     config.validate()?;
     let device: Device = config.device.parse()?;
     let out = &config.out;

@@ -38,7 +38,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    // Every command runs many tensor ops in a row: on the CPU kernels' worker threads (see
+    // `tensor::on_cpu_workers`) each op's parallel loop splits its work without a hand-off.
+    let result = tensor::on_cpu_workers(|| match command {
         Command::Pretrain(args) => train::pretrain(args),
         Command::Finetune(args) => train::finetune(args),
         Command::Sample(args) => sample::run(args),
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Parity(args) => parity::run(args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
