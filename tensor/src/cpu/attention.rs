@@ -122,32 +122,29 @@ impl Mat {
     }
 }
 
-/// `dst = a · b` for `a` `[m, k]` and `b` `[k, n]` read from `a_data`/`b_data`, on one thread
-/// (the callers run one (batch, head) per task).
+/// `dst = a · b` for `a` `[m, k]` and `b` `[k, n]`, each a (slice, matrix in it) pair, `dst` a
+/// (base pointer, matrix from it) pair; on one thread (the callers run one (batch, head) per task).
 ///
 /// # Safety
-/// `dst` with `dv` must address an `[m, n]` matrix no other thread touches; the `Mat`s must lie
-/// inside their slices (they come from checked layouts).
-#[allow(clippy::too_many_arguments)]
+/// `dst` must address an `[m, n]` matrix no other thread touches; the `Mat`s of `a` and `b` must
+/// lie inside their slices (they come from checked layouts).
 unsafe fn product<T: Float>(
     (m, n, k): (usize, usize, usize),
-    dst: *mut T,
-    dv: MatView,
-    a_data: &[T],
-    a: Mat,
-    b_data: &[T],
-    b: Mat,
+    (dst, d): (*mut T, Mat),
+    (a_data, a): (&[T], Mat),
+    (b_data, b): (&[T], Mat),
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
+        let (a_ptr, b_ptr) = (a_data.as_ptr().add(a.at), b_data.as_ptr().add(b.at));
         gemm_strided(
             (m, n, k),
-            dst,
-            dv,
+            dst.add(d.at),
+            d.view,
             false,
-            a_data.as_ptr().add(a.at),
+            a_ptr,
             a.view,
-            b_data.as_ptr().add(b.at),
+            b_ptr,
             b.view,
             false,
         )
@@ -211,17 +208,14 @@ fn forward_block<T: Float>(
     let pm = Mat::dense(n.sk);
     // SAFETY: p is [sq, sk]; q, k, v come from checked layouts; this task alone writes block o.
     unsafe {
-        product((n.sq, n.sk, n.d), p.as_mut_ptr(), pm.view, qd, q, kd, k.t());
-        probabilities(&mut p, n.sk, scale, causal, Lse::Out(lse));
         product(
-            (n.sq, n.dv, n.sk),
-            out.get().add(o.at),
-            o.view,
-            &p,
-            pm,
-            vd,
-            v,
+            (n.sq, n.sk, n.d),
+            (p.as_mut_ptr(), pm),
+            (qd, q),
+            (kd, k.t()),
         );
+        probabilities(&mut p, n.sk, scale, causal, Lse::Out(lse));
+        product((n.sq, n.dv, n.sk), (out.get(), o), (&p, pm), (vd, v));
     }
 }
 
@@ -248,22 +242,16 @@ fn backward_block<T: Float>(
     unsafe {
         product(
             (n.sq, n.sk, n.d),
-            p.as_mut_ptr(),
-            dense.view,
-            qd,
-            q,
-            kd,
-            k.t(),
+            (p.as_mut_ptr(), dense),
+            (qd, q),
+            (kd, k.t()),
         );
         probabilities(&mut p, n.sk, scale, causal, Lse::Saved(lse));
         product(
             (n.sq, n.sk, n.dv),
-            ds.as_mut_ptr(),
-            dense.view,
-            gd,
-            g,
-            vd,
-            v.t(),
+            (ds.as_mut_ptr(), dense),
+            (gd, g),
+            (vd, v.t()),
         );
     }
     for (pi, dsi) in p.chunks(n.sk).zip(ds.chunks_mut(n.sk)) {
@@ -285,30 +273,16 @@ fn backward_block<T: Float>(
     unsafe {
         product(
             (n.sk, n.dv, n.sq),
-            dv.get().add(dv_at.at),
-            dv_at.view,
-            &p,
-            dense.t(),
-            gd,
-            g,
+            (dv.get(), dv_at),
+            (&p, dense.t()),
+            (gd, g),
         );
-        product(
-            (n.sq, n.d, n.sk),
-            dq.get().add(dq_at.at),
-            dq_at.view,
-            &ds,
-            dense,
-            kd,
-            k,
-        );
+        product((n.sq, n.d, n.sk), (dq.get(), dq_at), (&ds, dense), (kd, k));
         product(
             (n.sk, n.d, n.sq),
-            dk.get().add(dk_at.at),
-            dk_at.view,
-            &ds,
-            dense.t(),
-            qd,
-            q,
+            (dk.get(), dk_at),
+            (&ds, dense.t()),
+            (qd, q),
         );
         center_keys(dk.get().add(dk_at.at), dk_at.view, n.sk, n.d);
     }
