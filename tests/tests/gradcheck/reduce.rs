@@ -61,6 +61,16 @@ pub fn cases(op: Op) -> Vec<Case> {
                 vec![randn(&[4, 3], 5), randn(&[5, 4], 6)],
                 |v| v[0].transpose(0, 1)?.matmul(&v[1].transpose(0, 1)?),
             ),
+            case(
+                "matmul Linear-shaped [2, 3, 4] x [4, 5] (batch dims fold into one GEMM)",
+                vec![randn(&[2, 3, 4], 9), randn(&[4, 5], 10)],
+                |v| v[0].matmul(&v[1]),
+            ),
+            case(
+                "matmul of a permuted lhs [3, 2, 4] x [4, 5] (rows not foldable)",
+                vec![randn(&[2, 3, 4], 11), randn(&[4, 5], 12)],
+                |v| v[0].transpose(0, 1)?.matmul(&v[1]),
+            ),
             case("matmul frozen rhs", vec![randn(&[2, 3], 7)], |v| {
                 let w = Var::constant(randn(&[3, 2], 8));
                 v[0].matmul(&w)
