@@ -1,4 +1,5 @@
-//! CPU matmul and conv2d throughput in f32; criterion reports FLOP/s (2 per multiply-add).
+//! CPU matmul and conv2d throughput in f32 (criterion reports FLOP/s, 2 per multiply-add), and
+//! layer norm and group norm forward + backward (elements per second).
 //!
 //! Run: `cargo bench -p difftune-benches --bench cpu_ops`.
 
@@ -43,5 +44,34 @@ fn conv2d(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, conv2d);
+/// Forward and backward of the small DiT's layer norm (batch 64, 49 tokens, width 96, no affine)
+/// and of a U-Net group norm (`[8, 128, 32, 32]`, 32 groups, affine).
+fn norms(c: &mut Criterion) {
+    let mut group = c.benchmark_group("norm_f32_forward_backward");
+    let x = randn(&[64, 49, 96], 5);
+    let g = randn(x.shape(), 6);
+    group.throughput(Throughput::Elements(x.elem_count() as u64));
+    group.bench_function("layer_norm 64x49x96", |bench| {
+        bench.iter(|| {
+            let (_, mean, rstd) = x.layer_norm(1, None, None, 1e-6).expect("layer_norm");
+            x.layer_norm_backward(&g, &mean, &rstd, None, 1)
+                .expect("layer_norm_backward")
+        })
+    });
+    let x = randn(&[8, 128, 32, 32], 7);
+    let (g, w, b) = (randn(x.shape(), 8), randn(&[128], 9), randn(&[128], 10));
+    group.throughput(Throughput::Elements(x.elem_count() as u64));
+    group.bench_function("group_norm 8x128x32x32 /32", |bench| {
+        bench.iter(|| {
+            let (_, mean, rstd) = x
+                .group_norm(32, Some(&w), Some(&b), 1e-5)
+                .expect("group_norm");
+            x.group_norm_backward(&g, &mean, &rstd, Some(&w), 32)
+                .expect("group_norm_backward")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matmul, conv2d, norms);
 criterion_main!(benches);

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::matmul::{gemm_strided, MatView, SendPtr};
-use crate::cpu::{float_op, simd};
+use crate::cpu::{float_op, lane_sums, simd};
 use crate::{ensure_shape, CmpOp, Element, Float, Layout, Result, Tensor};
 
 /// The sizes of an attention call: batch, heads, query length, key length, head dim, value dim.
@@ -155,27 +155,30 @@ unsafe fn product<T: Float>(
 /// with each row's log-sum-exp `lse` read from `saved`, or computed and written to `lse_out`
 /// (one exp per score either way); keys a causal query may not see get 0.
 fn probabilities<T: Float>(s: &mut [T], sk: usize, scale: T, causal: bool, mut lse: Lse<'_, T>) {
-    simd(move || {
-        for (i, row) in s.chunks_mut(sk).enumerate() {
-            let (seen, unseen) = row.split_at_mut(keys_for(i, sk, causal));
-            unseen.fill(T::ZERO);
-            match &mut lse {
-                Lse::Saved(lse) => seen
-                    .iter_mut()
-                    .for_each(|x| *x = (scale * *x - lse[i]).exp()),
-                Lse::Out(out) => {
-                    let max = seen.iter().fold(T::NEG_INFINITY, |m, &x| m.max(scale * x));
-                    let mut sum = T::ZERO;
-                    for x in seen.iter_mut() {
-                        *x = (scale * *x - max).exp();
-                        sum += *x;
+    simd(
+        #[inline(always)]
+        move || {
+            for (i, row) in s.chunks_mut(sk).enumerate() {
+                let (seen, unseen) = row.split_at_mut(keys_for(i, sk, causal));
+                unseen.fill(T::ZERO);
+                match &mut lse {
+                    Lse::Saved(lse) => seen
+                        .iter_mut()
+                        .for_each(|x| *x = (scale * *x - lse[i]).exp()),
+                    Lse::Out(out) => {
+                        let max = seen.iter().fold(T::NEG_INFINITY, |m, &x| m.max(scale * x));
+                        // The exps first, the sum after: a sum inside the loop would keep the
+                        // exps from vectorising.
+                        seen.iter_mut().for_each(|x| *x = (scale * *x - max).exp());
+                        let [sum] = lane_sums([&*seen], |[x]| [x.to_f64()]);
+                        let sum = T::from_f64(sum);
+                        seen.iter_mut().for_each(|x| *x = *x / sum);
+                        out[i] = max + sum.ln();
                     }
-                    seen.iter_mut().for_each(|x| *x = *x / sum);
-                    out[i] = max + sum.ln();
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Where [`probabilities`] takes each row's log-sum-exp from: the saved ones, or computed and

@@ -116,6 +116,41 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `Σ_j term([a_j, b_j, ..])` over the equal-length `slices`, each of the `K` sums in f64 over
+/// [`LANES`] partial sums. One running sum is a chain of dependent adds that the compiler may not
+/// reorder (float addition is not associative), so it runs at the adder's latency; independent
+/// lanes vectorise.
+#[inline(always)]
+pub(crate) fn lane_sums<T: Copy, const N: usize, const K: usize>(
+    slices: [&[T]; N],
+    term: impl Fn([T; N]) -> [f64; K],
+) -> [f64; K] {
+    let n = slices.iter().map(|s| s.len()).min().unwrap_or(0);
+    let whole = n - n % LANES;
+    let mut lanes = [[0.0; LANES]; K];
+    for start in (0..whole).step_by(LANES) {
+        let chunk: [&[T; LANES]; N] =
+            slices.map(|s| s[start..start + LANES].try_into().expect("LANES elements"));
+        for lane in 0..LANES {
+            let t = term(chunk.map(|c| c[lane]));
+            for k in 0..K {
+                lanes[k][lane] += t[k];
+            }
+        }
+    }
+    let mut sums = lanes.map(|l| l.iter().sum::<f64>());
+    for j in whole..n {
+        let t = term(slices.map(|s| s[j]));
+        for k in 0..K {
+            sums[k] += t[k];
+        }
+    }
+    sums
+}
+
+/// Partial sums of [`lane_sums`]: two AVX2 registers of f64.
+const LANES: usize = 8;
+
 /// Elements per task of the elementwise loops: large enough to amortise rayon's scheduling,
 /// small enough to stay in L2 and to keep both threads of a small op busy.
 const CHUNK: usize = 8192;
@@ -140,7 +175,10 @@ pub(crate) fn fill_rows<U: Send>(
             // SAFETY: each unit is a distinct piece of the first `len` elements of the capacity.
             let piece =
                 unsafe { std::slice::from_raw_parts_mut(base.get().add(row * row_len + col), n) };
-            simd(|| fill(row, col, piece));
+            simd(
+                #[inline(always)]
+                || fill(row, col, piece),
+            );
         };
         if len >= PAR_THRESHOLD {
             (0..units)
@@ -164,19 +202,24 @@ pub(crate) fn map1<T: Copy + Send + Sync, U: Copy + Send + Sync>(
 ) -> Vec<U> {
     let rows = Rows::new([layout]);
     let [stride] = rows.stride;
-    fill_rows(layout.elem_count(), rows.len, |row, col, out| {
-        let (start, len) = (rows.start(row)[0] + col * stride, out.len());
-        if stride == 1 {
-            // A unit stride known to the compiler lets the loop vectorise.
-            for (o, &x) in out.iter_mut().zip(&src[start..start + len]) {
-                o.write(f(x));
+    fill_rows(
+        layout.elem_count(),
+        rows.len,
+        #[inline(always)]
+        |row, col, out| {
+            let (start, len) = (rows.start(row)[0] + col * stride, out.len());
+            if stride == 1 {
+                // A unit stride known to the compiler lets the loop vectorise.
+                for (o, &x) in out.iter_mut().zip(&src[start..start + len]) {
+                    o.write(f(x));
+                }
+            } else {
+                for (i, o) in out.iter_mut().enumerate() {
+                    o.write(f(src[start + i * stride]));
+                }
             }
-        } else {
-            for (i, o) in out.iter_mut().enumerate() {
-                o.write(f(src[start + i * stride]));
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `f` applied elementwise to two views of the same shape, in row-major order.
@@ -189,35 +232,41 @@ pub(crate) fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Send 
 ) -> Vec<U> {
     let rows = Rows::new([la, lb]);
     let [da, db] = rows.stride;
-    fill_rows(la.elem_count(), rows.len, |row, col, out| {
-        let [sa, sb] = rows.start(row);
-        let (sa, sb, len) = (sa + col * da, sb + col * db, out.len());
-        match (da, db) {
-            // Unit and zero (broadcast) strides known to the compiler let the loops vectorise.
-            (1, 1) => {
-                for ((o, &x), &y) in out.iter_mut().zip(&a[sa..sa + len]).zip(&b[sb..sb + len]) {
-                    o.write(f(x, y));
+    fill_rows(
+        la.elem_count(),
+        rows.len,
+        #[inline(always)]
+        |row, col, out| {
+            let [sa, sb] = rows.start(row);
+            let (sa, sb, len) = (sa + col * da, sb + col * db, out.len());
+            match (da, db) {
+                // Unit and zero (broadcast) strides known to the compiler let the loops vectorise.
+                (1, 1) => {
+                    for ((o, &x), &y) in out.iter_mut().zip(&a[sa..sa + len]).zip(&b[sb..sb + len])
+                    {
+                        o.write(f(x, y));
+                    }
+                }
+                (1, 0) => {
+                    let y = b[sb];
+                    for (o, &x) in out.iter_mut().zip(&a[sa..sa + len]) {
+                        o.write(f(x, y));
+                    }
+                }
+                (0, 1) => {
+                    let x = a[sa];
+                    for (o, &y) in out.iter_mut().zip(&b[sb..sb + len]) {
+                        o.write(f(x, y));
+                    }
+                }
+                _ => {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        o.write(f(a[sa + i * da], b[sb + i * db]));
+                    }
                 }
             }
-            (1, 0) => {
-                let y = b[sb];
-                for (o, &x) in out.iter_mut().zip(&a[sa..sa + len]) {
-                    o.write(f(x, y));
-                }
-            }
-            (0, 1) => {
-                let x = a[sa];
-                for (o, &y) in out.iter_mut().zip(&b[sb..sb + len]) {
-                    o.write(f(x, y));
-                }
-            }
-            _ => {
-                for (i, o) in out.iter_mut().enumerate() {
-                    o.write(f(a[sa + i * da], b[sb + i * db]));
-                }
-            }
-        }
-    })
+        },
+    )
 }
 
 /// Calls `fill(row, chunk)` for each `row_len`-sized chunk of `out`, in parallel when large.

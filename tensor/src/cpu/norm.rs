@@ -6,10 +6,11 @@
 //! f64 so long f32 rows keep their digits.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::cpu::{contiguous_slice, float_op, for_each_row, simd};
+use crate::cpu::{contiguous_slice, float_op, for_each_row, lane_sums, simd};
 use crate::cuda::norm as cuda;
 use crate::layout::PAR_THRESHOLD;
 use crate::{ensure_shape, Element, Error, Float, Result, Tensor};
@@ -217,20 +218,16 @@ struct RowNorm {
 type Stats<T> = (T, T);
 
 impl RowNorm {
-    #[inline(always)]
-    fn param(&self, row: usize, j: usize) -> usize {
-        let at = (row % self.groups) * self.len + j;
-        // Layer norm's case spelled out: without a division per element, its loops vectorise
-        // (the test is the same for every element, and is hoisted out of the loop).
-        if self.inner == 1 {
-            at
-        } else {
-            at / self.inner
-        }
-    }
-
     fn params(&self) -> usize {
         self.groups * self.len / self.inner
+    }
+
+    /// The parameters row `r` uses, in order: one per element for layer norm, one per channel
+    /// (a segment of `inner` elements) for group norm.
+    fn row_params(&self, r: usize) -> Range<usize> {
+        let per_row = self.len / self.inner;
+        let start = (r % self.groups) * per_row;
+        start..start + per_row
     }
 
     /// The same plan for the CUDA kernels.
@@ -244,14 +241,17 @@ impl RowNorm {
     }
 
     /// Mean and 1/√(var + eps) of one row: two passes in f64, biased variance (as PyTorch).
+    #[inline(always)]
     fn stats<T: Float>(row: &[T], eps: f64) -> (f64, f64) {
         let n = row.len() as f64;
-        let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / n;
-        let var = row.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
-        (mean, 1.0 / (var + eps).sqrt())
+        let [sum] = lane_sums([row], |[v]| [v.to_f64()]);
+        let mean = sum / n;
+        let [squares] = lane_sums([row], |[v]| [(v.to_f64() - mean).powi(2)]);
+        (mean, 1.0 / (squares / n + eps).sqrt())
     }
 
-    /// The normalised, affine-mapped `x`, and each row's mean and 1/√(var + eps).
+    /// The normalised, affine-mapped `x`, and each row's mean and 1/√(var + eps). Missing
+    /// parameters are ones and zeros, so every row runs the same branch-free loop.
     fn forward<T: Float>(
         &self,
         x: &[T],
@@ -263,24 +263,48 @@ impl RowNorm {
         let stats: Vec<(f64, f64)> = x
             .par_chunks(len)
             .with_min_len(min_rows(x.len(), len))
-            .map(|row| simd(|| Self::stats(row, eps)))
-            .collect();
-        let mut y = vec![T::ZERO; x.len()];
-        // In f64: a mean rounded to f32 would cost digits when the mean is large against the spread.
-        let param = |p: Option<&[T]>, i: usize, default: f64| p.map_or(default, |p| p[i].to_f64());
-        for_each_row(&mut y, len, |r, out| {
-            let (mean, rstd) = stats[r];
-            simd(|| {
-                for (j, (o, &v)) in out.iter_mut().zip(&x[r * len..]).enumerate() {
-                    let p = self.param(r, j);
-                    let xhat = (v.to_f64() - mean) * rstd;
-                    *o = T::from_f64(xhat * param(w, p, 1.0) + param(b, p, 0.0));
-                }
+            .map(|row| {
+                simd(
+                    #[inline(always)]
+                    || Self::stats(row, eps),
+                )
             })
+            .collect();
+        let (w, b) = (self.or_filled(w, T::ONE), self.or_filled(b, T::ZERO));
+        let mut y = vec![T::ZERO; x.len()];
+        for_each_row(&mut y, len, |r, out| {
+            // In f64: a mean rounded to f32 would cost digits when it is large against the spread.
+            let (mean, rstd) = stats[r];
+            let (x, params) = (&x[r * len..(r + 1) * len], self.row_params(r));
+            let (w, b) = (&w[params.clone()], &b[params]);
+            let norm = |v: T, w: T, b: T| {
+                T::from_f64((v.to_f64() - mean) * rstd * w.to_f64() + b.to_f64())
+            };
+            simd(
+                #[inline(always)]
+                || {
+                    if self.inner == 1 {
+                        // Layer norm: a parameter per element, one loop that vectorises.
+                        for (o, ((&v, &w), &b)) in out.iter_mut().zip(x.iter().zip(w).zip(b)) {
+                            *o = norm(v, w, b);
+                        }
+                    } else {
+                        let segments = out.chunks_mut(self.inner).zip(x.chunks(self.inner));
+                        for ((out, x), (&w, &b)) in segments.zip(w.iter().zip(b)) {
+                            out.iter_mut().zip(x).for_each(|(o, &v)| *o = norm(v, w, b));
+                        }
+                    }
+                },
+            )
         });
         let cast = |(m, r): (f64, f64)| (T::from_f64(m), T::from_f64(r));
         let (mean, rstd) = stats.into_iter().map(cast).unzip();
         (y, mean, rstd)
+    }
+
+    /// `p`, or all parameters set to `value` when there is none.
+    fn or_filled<'a, T: Float>(&self, p: Option<&'a [T]>, value: T) -> Cow<'a, [T]> {
+        p.map_or_else(|| Cow::Owned(vec![value; self.params()]), Cow::Borrowed)
     }
 
     /// dx, and the per-parameter sums Σ dy·x̂ (dweight) and Σ dy (dbias), in one parallel pass:
@@ -293,6 +317,7 @@ impl RowNorm {
         dy: &[T],
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let len = self.len;
+        let w = self.or_filled(w, T::ONE);
         let zeros = || (vec![0.0; self.params()], vec![0.0; self.params()]);
         let mut dx = vec![T::ZERO; x.len()];
         let (dw, db) = dx
@@ -300,14 +325,17 @@ impl RowNorm {
             .enumerate()
             .with_min_len(min_rows(x.len(), len))
             .fold(zeros, |(mut dw, mut db), (r, dx_row)| {
-                let row = r * len..(r + 1) * len;
+                let (row, params) = (r * len..(r + 1) * len, self.row_params(r));
                 let grads = RowGrads {
                     dx: dx_row,
-                    dw: &mut dw,
-                    db: &mut db,
+                    dw: &mut dw[params.clone()],
+                    db: &mut db[params.clone()],
                 };
                 let (x, dy, stats) = (&x[row.clone()], &dy[row], (stats.0[r], stats.1[r]));
-                simd(|| self.backward_row(r, x, stats, w, dy, grads));
+                simd(
+                    #[inline(always)]
+                    || self.backward_row(x, stats, &w[params], dy, grads),
+                );
                 (dw, db)
             })
             .reduce(zeros, |(mut dw, mut db), (dw2, db2)| {
@@ -319,37 +347,60 @@ impl RowNorm {
         (dx, cast(dw), cast(db))
     }
 
-    /// One row of the backward, with x̂ = (x − mean)·rstd and dx̂ = dy·w:
-    /// dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)).
+    /// One row of the backward (`w`, `out.dw` and `out.db` are the row's parameters), with
+    /// x̂ = (x − mean)·rstd and dx̂ = dy·w: dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)).
+    #[inline(always)]
     fn backward_row<T: Float>(
         &self,
-        r: usize,
         x: &[T],
         (mean, rstd): Stats<T>,
-        w: Option<&[T]>,
+        w: &[T],
         dy: &[T],
         out: RowGrads<'_, T>,
     ) {
         let (mean, rstd) = (mean.to_f64(), rstd.to_f64());
-        let at = |j: usize| {
-            let p = self.param(r, j);
-            let xhat = (x[j].to_f64() - mean) * rstd;
-            let d = dy[j].to_f64();
-            (p, xhat, d, d * w.map_or(1.0, |w| w[p].to_f64()))
-        };
-        let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0, 0.0);
-        for j in 0..x.len() {
-            let (p, xhat, d, dxhat) = at(j);
-            sum_dxhat += dxhat;
-            sum_dxhat_xhat += dxhat * xhat;
-            out.dw[p] += d * xhat;
-            out.db[p] += d;
-        }
+        let xhat = |v: T| (v.to_f64() - mean) * rstd;
         let n = x.len() as f64;
-        let (m1, m2) = (sum_dxhat / n, sum_dxhat_xhat / n);
-        for (j, o) in out.dx.iter_mut().enumerate() {
-            let (_, xhat, _, dxhat) = at(j);
-            *o = T::from_f64(rstd * (dxhat - m1 - xhat * m2));
+        let dx = |v: T, d: T, w: T, [m1, m2]: [f64; 2]| {
+            T::from_f64(rstd * (d.to_f64() * w.to_f64() - m1 - xhat(v) * m2))
+        };
+        if self.inner == 1 {
+            // Layer norm: a parameter per element; every loop runs over whole rows and vectorises.
+            let sums = lane_sums([x, dy, w], |[v, d, w]| {
+                let dxhat = d.to_f64() * w.to_f64();
+                [dxhat, dxhat * xhat(v)]
+            });
+            let means = sums.map(|s| s / n);
+            let grads = out
+                .dx
+                .iter_mut()
+                .zip(out.dw.iter_mut().zip(out.db.iter_mut()));
+            for ((dx_j, (dw, db)), ((&v, &d), &w)) in grads.zip(x.iter().zip(dy).zip(w)) {
+                *dw += d.to_f64() * xhat(v);
+                *db += d.to_f64();
+                *dx_j = dx(v, d, w, means);
+            }
+        } else {
+            // Group norm: a parameter per channel, a segment of `inner` elements.
+            let seg = self.inner;
+            let mut sums = [0.0; 2];
+            for (q, (x, dy)) in x.chunks(seg).zip(dy.chunks(seg)).enumerate() {
+                let [d, d_xhat] = lane_sums([x, dy], |[v, d]| [d.to_f64(), d.to_f64() * xhat(v)]);
+                out.dw[q] += d_xhat;
+                out.db[q] += d;
+                sums[0] += d * w[q].to_f64();
+                sums[1] += d_xhat * w[q].to_f64();
+            }
+            let means = sums.map(|s| s / n);
+            let segments = out
+                .dx
+                .chunks_mut(seg)
+                .zip(x.chunks(seg).zip(dy.chunks(seg)));
+            for ((dx_seg, (x, dy)), &w) in segments.zip(w) {
+                for (o, (&v, &d)) in dx_seg.iter_mut().zip(x.iter().zip(dy)) {
+                    *o = dx(v, d, w, means);
+                }
+            }
         }
     }
 }
