@@ -68,6 +68,15 @@ while read -r package bench; do
     cargo bench --no-run --message-format=json -p "$package" --bench "$bench" | executables >>"$bench_list"
 done <<<"$benches"
 
+# GPU timings written as examples of these packages (they ignore run.sh's --bench).
+EXAMPLES=("kernels gemm_bench")
+for e in "${EXAMPLES[@]}"; do
+    read -r package example <<<"$e"
+    echo "gpu-build: cargo build --release -p $package --example $example"
+    cargo build --release -p "$package" --example "$example"
+    echo "$package-$example ${CARGO_TARGET_DIR:-target}/release/examples/$example" >>"$bench_list"
+done
+
 rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/bench" "$OUT/shared/fixtures"
 pack() {

@@ -67,6 +67,11 @@ impl Dims {
         Ok(d)
     }
 
+    /// Whether every offset of the view is a multiple of `n` elements: its offset and strides are.
+    pub fn offsets_multiple_of(&self, n: i64) -> bool {
+        self.offset % n == 0 && self.stride[..self.rank as usize].iter().all(|s| s % n == 0)
+    }
+
     /// `n` contiguous elements from element `offset`.
     pub fn contiguous(n: usize, offset: usize) -> Dims {
         Dims::new(&[n], &[1], offset).expect("one dim always fits")
@@ -149,6 +154,19 @@ mod tests {
         assert_eq!((&d.shape[..2], &d.stride[..2]), (&[3, 2][..], &[1, 3][..]));
         let b = Dims::new(&[4, 5], &[0, 1], 0).unwrap();
         assert_eq!((b.rank, &b.stride[..2]), (2, &[0, 1][..]));
+    }
+
+    #[test]
+    fn offsets_multiple_of_looks_at_offset_and_kept_strides() {
+        // The size-1 dim's stride 3 is dropped, so it does not count.
+        let d = Dims::new(&[2, 1, 4], &[64, 3, 8], 16).unwrap();
+        assert!(d.offsets_multiple_of(8));
+        assert!(!Dims::new(&[2, 4], &[64, 8], 4)
+            .unwrap()
+            .offsets_multiple_of(8));
+        assert!(!Dims::new(&[2, 4], &[60, 8], 0)
+            .unwrap()
+            .offsets_multiple_of(8));
     }
 
     #[test]

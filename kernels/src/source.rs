@@ -27,6 +27,7 @@ sources![
     "reduce",
     "norm",
     "matmul",
+    "gemm_tc",
     "conv",
     "index",
     "pool"

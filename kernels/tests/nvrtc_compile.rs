@@ -30,6 +30,22 @@ fn every_kernel_family_compiles_to_a_cubin() {
 }
 
 #[test]
+fn the_tensor_core_gemm_holds_every_kernel_the_wrapper_launches() {
+    // kernels::matmul names them gemm_tc_<type>_<a layout><b layout>.
+    let source = kernels::source::Source::named("gemm_tc").expect("gemm_tc.cu is listed");
+    let cubin = compile_cubin(&source, "sm_90a").unwrap();
+    for elem in ["bf16", "f16"] {
+        for layout in ["nn", "nt", "tn", "tt"] {
+            let name = format!("gemm_tc_{elem}_{layout}");
+            assert!(
+                cubin.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} is missing from gemm_tc.cu's CUBIN"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_broken_kernel_is_reported_with_the_compiler_log() {
     let broken = kernels::source::Source {
         name: "broken",

@@ -76,6 +76,11 @@ template <> __device__ __forceinline__ double store<double>(double x) { return x
 template <> __device__ __forceinline__ bf16 store<bf16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __forceinline__ f16 store<f16>(float x) { return __float2half(x); }
 
+// GELU with the tanh approximation, as elementwise.cu's U_GELU_TANH: the GEMM epilogues' activation.
+template <typename A> __device__ __forceinline__ A gelu_tanh(A x) {
+    return (A)0.5 * x * ((A)1 + tanh((A)0.7978845608028654 * (x + (A)0.044715 * x * x * x)));
+}
+
 // Instantiates M(suffix, type) for the float storage types.
 #define FOR_FLOATS(M) M(f32, float) M(f64, double) M(bf16, bf16) M(f16, f16)
 // ... and for every storage type.

@@ -3,6 +3,9 @@
 // stride (so transposed views cost no copy) from a per-batch base offset at(d, z): the batch dims
 // are a Dims view whose strides may be 0 (broadcast batches).
 //
+// Epilogue: each element v of the product becomes v + bias[col] (when `bias` is not null), then
+// gelu_tanh(v) (when `gelu`), then is stored or, when `accumulate`, added to C.
+//
 // `red` folds a second sum into the product: C[z] (+)= Σ_{r<red} A[z] shifted by r·a_red times
 // B[z] shifted by r·b_red (the conv weight gradient sums over images this way). Plain GEMM: red = 1.
 //
@@ -27,7 +30,8 @@ __device__ __forceinline__ void gemm_body(
     i64 m, i64 n, i64 k, i64 batches, i64 red,
     const Dims& da, i64 a_rs, i64 a_cs, i64 a_red, const T* __restrict__ a,
     const Dims& db, i64 b_rs, i64 b_cs, i64 b_red, const T* __restrict__ b,
-    const Dims& dc, i64 c_rs, i64 c_cs, int accumulate, T* __restrict__ c) {
+    const Dims& dc, i64 c_rs, i64 c_cs, int accumulate, const T* __restrict__ bias, int gelu,
+    T* __restrict__ c) {
     typedef typename Acc<T>::type A;
     __shared__ A tile_a[GEMM_BK][GEMM_BM + GEMM_PAD];
     __shared__ A tile_b[GEMM_BK][GEMM_BN + GEMM_PAD];
@@ -121,6 +125,8 @@ __device__ __forceinline__ void gemm_body(
                     if (col >= n) continue;
                     T* p = cz + row * c_rs + col * c_cs;
                     A v = acc[i][j];
+                    if (bias) v += to_acc(bias[col]);
+                    if (gelu) v = gelu_tanh(v);
                     if (accumulate) v += to_acc(*p);
                     *p = store<T>(v);
                 }
@@ -134,8 +140,9 @@ __device__ __forceinline__ void gemm_body(
         i64 m, i64 n, i64 k, i64 batches, i64 red,                                                 \
         Dims da, i64 a_rs, i64 a_cs, i64 a_red, const T* __restrict__ a,                           \
         Dims db, i64 b_rs, i64 b_cs, i64 b_red, const T* __restrict__ b,                           \
-        Dims dc, i64 c_rs, i64 c_cs, int accumulate, T* __restrict__ c) {                          \
+        Dims dc, i64 c_rs, i64 c_cs, int accumulate, const T* __restrict__ bias, int gelu,         \
+        T* __restrict__ c) {                                                                       \
         gemm_body<T>(m, n, k, batches, red, da, a_rs, a_cs, a_red, a, db, b_rs, b_cs, b_red, b,   \
-                     dc, c_rs, c_cs, accumulate, c);                                               \
+                     dc, c_rs, c_cs, accumulate, bias, gelu, c);                                   \
     }
 FOR_FLOATS(GEMM_KERNEL)

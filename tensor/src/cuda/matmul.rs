@@ -1,5 +1,7 @@
 //! CUDA path of `Tensor::matmul` (`cpu/matmul.rs`): one batched GEMM launch that reads both
-//! operands through their views, so transposes and broadcast batch dims cost no copy.
+//! operands through their views, so transposes and broadcast batch dims cost no copy. bf16 and
+//! f16 products whose rows are whole 16-byte chunks run on tensor cores (`kernels::matmul` picks
+//! the kernel).
 
 use kernels::matmul::{gemm, GemmShape, MatOperand};
 use kernels::Dims;
