@@ -9,8 +9,10 @@
 // accumulators per thread. Per k16 slice a warp issues 6 ldmatrix.x4 (4 for A, 2 for B) for
 // 16 mma.m16n8k16, so shared memory bandwidth is not the limit; 64×32 rather than 64×64 keeps the
 // registers (accumulators, fragments, addresses) near 128 per thread, so that 2 blocks (16 warps)
-// fit per SM: __launch_bounds__ caps them at 128, which costs 8 to 32 bytes of spills (ptxas,
-// sm_90a); uncapped it took some 200 registers and 1 block per SM.
+// fit per SM: __launch_bounds__ caps them at 128, which costs 4 to 20 bytes of spills on sm_90a
+// and up to 72 on sm_80 (ptxas); uncapped it took some 200 registers and 1 block per SM. To that
+// end, fragment addresses are derived from one per-thread offset (frag_at) and the copies index
+// within the tile in 32-bit ints.
 //
 // Pipeline. Global tiles are copied into shared memory with cp.async (16 bytes a copy, no
 // registers involved), 3 stages deep: while the warps multiply stage s, the copies of stages s+1
@@ -117,27 +119,26 @@ __device__ __forceinline__ int mnmajor_at(int r, int c) {
 
 // ---- Tile copies and fragment loads ----
 
-// Starts the copies of one operand's tile for one k-step into the shared tile at `dst`. The
-// operand is a matrix of `i_len` rows (M for A, N for B) by `k_len` columns whose element (i, kk)
-// is p[i·s_i + kk·s_k]; the tile holds rows i0.. and columns k0.. of it. KMajor: s_k == 1, else
-// s_i == 1. Each of the 256 threads copies 2 of the tile's 512 chunks.
+// Starts the copies of one operand's tile for one k-step into the shared tile at `dst`. The tile's
+// element (i, kk) is p[i·s_i + kk·s_k] (i a row of A or a column of B), with `i_rem` rows and
+// `k_rem` columns of it inside the matrix (each at least 1, so p itself is in bounds). KMajor:
+// s_k == 1, else s_i == 1. Each of the 256 threads copies 2 of the tile's 512 chunks.
 template <bool KMajor, typename T>
-__device__ __forceinline__ void copy_tile(unsigned dst, const T* p, i64 s_i, i64 s_k, i64 i0,
-                                          i64 i_len, i64 k0, i64 k_len) {
+__device__ __forceinline__ void copy_tile(unsigned dst, const T* p, i64 s_i, i64 s_k, int i_rem,
+                                          int k_rem) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
         const int chunk = threadIdx.x + j * TC_THREADS;
-        // The chunk's row and first column within the tile, and its place in the matrix.
+        // The chunk's row and first column within the tile.
         const int r = KMajor ? chunk >> 2 : chunk >> 4;
         const int c = KMajor ? (chunk & 3) * 8 : (chunk & 15) * 8;
-        const i64 gi = KMajor ? i0 + r : i0 + c;
-        const i64 gk = KMajor ? k0 + c : k0 + r;
+        const int i = KMajor ? r : c, kk = KMajor ? c : r;
         // Whole rows out of range copy nothing; along the contiguous dim, at most the elements left.
-        const bool in = KMajor ? gi < i_len : gk < k_len;
-        const i64 left = KMajor ? k_len - gk : i_len - gi;
-        const int elems = in ? (int)min(max(left, (i64)0), (i64)8) : 0;
-        // An empty copy still names a valid address: the matrix's first element.
-        const T* src = elems > 0 ? p + gi * s_i + gk * s_k : p;
+        const bool in = KMajor ? i < i_rem : kk < k_rem;
+        const int left = KMajor ? k_rem - kk : i_rem - i;
+        const int elems = in ? min(max(left, 0), 8) : 0;
+        // An empty copy still names a valid, aligned address: the tile's first element.
+        const T* src = elems > 0 ? p + i * s_i + kk * s_k : p;
         const int off = KMajor ? kmajor_at(r, c) : mnmajor_at(r, c);
         cp_async16(dst + off * 2, src, elems * 2);
     }
@@ -203,10 +204,13 @@ __device__ __forceinline__ void gemm_tc_body(
     const i64 n0 = (i64)blockIdx.x * TC_BN;
 
     for (i64 z = blockIdx.z; z < batches; z += gridDim.z) {
-        const T* az = a + at(da, z);
-        const T* bz = b + at(db, z);
         for (i64 tm = blockIdx.y; tm < mtiles; tm += gridDim.y) {
             const i64 m0 = tm * TC_BM;
+            // The block's first row of A and column of B, and how many of the tile's rows and
+            // columns lie inside C (the tile sizes fit in an int; m and n need not).
+            const T* a0 = a + at(da, z) + m0 * a_rs;
+            const T* b0 = b + at(db, z) + n0 * b_cs;
+            const int m_rem = (int)min(m - m0, (i64)TC_BM), n_rem = (int)min(n - n0, (i64)TC_BN);
 
             // The next k-step to copy: reduction step `lr`, k offset `lk`, into stage `ls`
             // (counters rather than divisions by ktiles and TC_STAGES, which cost 64-bit divides).
@@ -214,8 +218,10 @@ __device__ __forceinline__ void gemm_tc_body(
             int ls = 0;
             auto copy_next = [&]() {
                 const unsigned dst = smem + ls * stage_bytes;
-                copy_tile<AKMajor>(dst, az + lr * a_red, a_rs, a_cs, m0, m, lk, k);
-                copy_tile<BKMajor>(dst + b_bytes, bz + lr * b_red, b_cs, b_rs, n0, n, lk, k);
+                const int k_rem = (int)min(k - lk, (i64)TC_BK);
+                copy_tile<AKMajor>(dst, a0 + lr * a_red + lk * a_cs, a_rs, a_cs, m_rem, k_rem);
+                copy_tile<BKMajor>(dst + b_bytes, b0 + lr * b_red + lk * b_rs, b_cs, b_rs, n_rem,
+                                   k_rem);
                 lk += TC_BK;
                 if (lk >= k) {
                     lk = 0;
