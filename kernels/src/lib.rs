@@ -23,6 +23,7 @@ mod launch;
 pub mod matmul;
 pub mod norm;
 pub mod nvrtc;
+pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod source;

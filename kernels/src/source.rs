@@ -30,7 +30,8 @@ sources![
     "gemm_tc",
     "conv",
     "index",
-    "pool"
+    "pool",
+    "optim"
 ];
 
 impl Source {

@@ -46,6 +46,22 @@ fn the_tensor_core_gemm_holds_every_kernel_the_wrapper_launches() {
 }
 
 #[test]
+fn the_optimizer_family_holds_the_adamw_kernel_of_every_float_type() {
+    // kernels::optim::adamw launches adamw_<type>.
+    let source = kernels::source::Source::named("optim").expect("optim.cu is listed");
+    for arch in ARCHS {
+        let cubin = compile_cubin(&source, arch).unwrap();
+        for elem in ["f32", "f64", "bf16", "f16"] {
+            let name = format!("adamw_{elem}");
+            assert!(
+                cubin.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} is missing from optim.cu's CUBIN for {arch}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_broken_kernel_is_reported_with_the_compiler_log() {
     let broken = kernels::source::Source {
         name: "broken",

@@ -29,7 +29,7 @@ pub mod safetensors;
 mod storage;
 mod tensor;
 
-pub use cpu::{on_cpu_workers, BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
+pub use cpu::{on_cpu_workers, AdamWStep, BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
 pub use cuda::CudaStorage;
 pub use device::Device;
 pub use dtype::{DType, Element, Float};

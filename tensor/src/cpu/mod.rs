@@ -8,11 +8,13 @@ mod elementwise;
 mod index;
 mod matmul;
 mod norm;
+mod optim;
 mod pool;
 mod reduce;
 
 pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
+pub use optim::AdamWStep;
 
 use rayon::prelude::*;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use autograd::Grads;
 use models::ParamStore;
 use tensor::safetensors::{self, SafeTensorsFile};
-use tensor::{Error, Result, Tensor};
+use tensor::{AdamWStep, Error, Result, Tensor};
 
 use super::{format_error, metadata_value, trainable_names};
 
@@ -265,35 +265,25 @@ impl AdamW {
 }
 
 /// The scalars of one step, shared by every parameter.
-struct Coefficients {
-    b1: f64,
-    b2: f64,
-    /// `1 - lr * wd`.
-    decay: f64,
-    /// `lr * sqrt(1 - β2^t) / (1 - β1^t)`.
-    step_size: f64,
-    /// `eps * sqrt(1 - β2^t)`.
-    eps: f64,
-}
+struct Coefficients(AdamWStep);
 
 impl Coefficients {
     fn new(c: &AdamWConfig, step: u64) -> Self {
         let (b1, b2) = c.betas;
         let t = step.min(i32::MAX as u64) as i32;
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        Coefficients {
+        Coefficients(AdamWStep {
             b1,
             b2,
             decay: 1.0 - c.lr * c.weight_decay,
             step_size: c.lr * bc2.sqrt() / bc1,
             eps: c.eps * bc2.sqrt(),
-        }
+        })
     }
 
-    /// The new (parameter, m, v). `m / (√v/√bc2 + eps) · lr/bc1` is computed as
-    /// `m / (√v + eps·√bc2) · lr·√bc2/bc1`, the same number in two fewer full-tensor ops
-    /// (Kingma & Ba's "more efficient" order): 13 elementwise ops in all, 12 without weight decay.
-    /// A fused optimizer kernel in `tensor` would make this one pass; the math stays here.
+    /// The new (parameter, m, v), in one fused pass ([`Tensor::adamw_update`]; one kernel launch
+    /// on CUDA). `m / (√v/√bc2 + eps) · lr/bc1` is computed as `m / (√v + eps·√bc2) · lr·√bc2/bc1`,
+    /// the same number with fewer operations (Kingma & Ba's "more efficient" order).
     fn update(
         &self,
         p: &Tensor,
@@ -301,19 +291,7 @@ impl Coefficients {
         m: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let m = m.mul_scalar(self.b1)?.add(&g.mul_scalar(1.0 - self.b1)?)?;
-        let v = v
-            .mul_scalar(self.b2)?
-            .add(&g.mul(&g.mul_scalar(1.0 - self.b2)?)?)?;
-        let update = m
-            .div(&v.sqrt()?.add_scalar(self.eps)?)?
-            .mul_scalar(self.step_size)?;
-        let p = if self.decay == 1.0 {
-            p.sub(&update)?
-        } else {
-            p.mul_scalar(self.decay)?.sub(&update)?
-        };
-        Ok((p, m, v))
+        p.adamw_update(g, m, v, &self.0)
     }
 }
 
@@ -528,6 +506,71 @@ mod tests {
         fresh.load(&path, &store()).unwrap();
         assert_eq!(fresh.steps(), 1);
         std::fs::remove_file(path).unwrap();
+    }
+
+    /// The step as 13 elementwise tensor ops (12 without weight decay): what
+    /// [`Coefficients::update`] computed before the fused op, kept as its reference.
+    fn composite_update(
+        c: &AdamWStep,
+        p: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let m = m.mul_scalar(c.b1)?.add(&g.mul_scalar(1.0 - c.b1)?)?;
+        let v = v
+            .mul_scalar(c.b2)?
+            .add(&g.mul(&g.mul_scalar(1.0 - c.b2)?)?)?;
+        let update = m
+            .div(&v.sqrt()?.add_scalar(c.eps)?)?
+            .mul_scalar(c.step_size)?;
+        let p = if c.decay == 1.0 {
+            p.sub(&update)?
+        } else {
+            p.mul_scalar(c.decay)?.sub(&update)?
+        };
+        Ok((p, m, v))
+    }
+
+    #[test]
+    fn the_fused_update_equals_the_composite_bit_for_bit() {
+        // Odd sizes, one large enough for the parallel loop; five steps from zero moments, each
+        // path carrying its own state, with fresh gradients each step.
+        for dtype in [DType::F32, DType::F64] {
+            for n in [1, 7, 1001, 40_003] {
+                for weight_decay in [0.0, 0.01] {
+                    let config = AdamWConfig::deme()
+                        .with_lr(1e-2)
+                        .with_weight_decay(weight_decay);
+                    let mut rng = tensor::Generator::new(n as u64);
+                    let mut randn =
+                        |std| Tensor::randn(&[n], 0.0, std, dtype, Device::Cpu, &mut rng).unwrap();
+                    let p0 = randn(1.0);
+                    let start = p0.to_f64_vec().unwrap();
+                    let zeros = p0.zeros_like().unwrap();
+                    let mut fused = (p0.clone(), zeros.clone(), zeros.clone());
+                    let mut composite = (p0, zeros.clone(), zeros);
+                    for step in 1..=5 {
+                        let g = randn(0.1);
+                        let c = Coefficients::new(&config, step);
+                        let (p, m, v) = &fused;
+                        fused = c.update(p, &g, m, v).unwrap();
+                        let (p, m, v) = &composite;
+                        composite = composite_update(&c.0, p, &g, m, v).unwrap();
+                        let what = format!("{dtype} n={n} wd={weight_decay} step {step}");
+                        for (a, b) in [
+                            (&fused.0, &composite.0),
+                            (&fused.1, &composite.1),
+                            (&fused.2, &composite.2),
+                        ] {
+                            assert_eq!(a.dtype(), dtype);
+                            assert_eq!(a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap(), "{what}");
+                        }
+                    }
+                    assert_ne!(fused.0.to_f64_vec().unwrap(), start, "the parameter moved");
+                }
+            }
+        }
     }
 
     #[test]
