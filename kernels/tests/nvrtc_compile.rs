@@ -29,36 +29,39 @@ fn every_kernel_family_compiles_to_a_cubin() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-#[test]
-fn the_tensor_core_gemm_holds_every_kernel_the_wrapper_launches() {
-    // kernels::matmul names them gemm_tc_<type>_<a layout><b layout>.
-    let source = kernels::source::Source::named("gemm_tc").expect("gemm_tc.cu is listed");
-    let cubin = compile_cubin(&source, "sm_90a").unwrap();
-    for elem in ["bf16", "f16"] {
-        for layout in ["nn", "nt", "tn", "tt"] {
-            let name = format!("gemm_tc_{elem}_{layout}");
+/// Asserts that the CUBIN of `family` for each of `archs` holds every kernel in `names`, the
+/// names its Rust wrapper launches.
+fn assert_holds(family: &str, archs: &[&str], names: impl Iterator<Item = String> + Clone) {
+    let source = kernels::source::Source::named(family).expect("the family is listed");
+    for arch in archs {
+        let cubin = compile_cubin(&source, arch).unwrap();
+        for name in names.clone() {
             assert!(
                 cubin.windows(name.len()).any(|w| w == name.as_bytes()),
-                "{name} is missing from gemm_tc.cu's CUBIN"
+                "{name} is missing from {family}.cu's CUBIN for {arch}"
             );
         }
     }
 }
 
 #[test]
+fn the_tensor_core_gemm_holds_every_kernel_the_wrapper_launches() {
+    // kernels::matmul names them gemm_tc_<type>_<a layout><b layout>.
+    let names = ["bf16", "f16"].into_iter().flat_map(|elem| {
+        ["nn", "nt", "tn", "tt"]
+            .into_iter()
+            .map(move |layout| format!("gemm_tc_{elem}_{layout}"))
+    });
+    assert_holds("gemm_tc", &["sm_90a"], names);
+}
+
+#[test]
 fn the_optimizer_family_holds_the_adamw_kernel_of_every_float_type() {
     // kernels::optim::adamw launches adamw_<type>.
-    let source = kernels::source::Source::named("optim").expect("optim.cu is listed");
-    for arch in ARCHS {
-        let cubin = compile_cubin(&source, arch).unwrap();
-        for elem in ["f32", "f64", "bf16", "f16"] {
-            let name = format!("adamw_{elem}");
-            assert!(
-                cubin.windows(name.len()).any(|w| w == name.as_bytes()),
-                "{name} is missing from optim.cu's CUBIN for {arch}"
-            );
-        }
-    }
+    let names = ["f32", "f64", "bf16", "f16"]
+        .into_iter()
+        .map(|elem| format!("adamw_{elem}"));
+    assert_holds("optim", ARCHS, names);
 }
 
 #[test]
