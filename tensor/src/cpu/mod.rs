@@ -99,7 +99,9 @@ pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Runs `f` compiled for AVX2 and FMA when the CPU has them (checked once, at run time), else as
 /// built. `f` and what it inlines (the element loops of a kernel and the op inside them) are then
 /// vectorised 8 floats wide instead of baseline x86-64's 4, with no build flag and no binary
-/// that fails on an older CPU.
+/// that fails on an older CPU. Pass `f` (and any closure it calls) as an `#[inline(always)]`
+/// closure: one the compiler chooses not to inline is compiled as a function of its own, for
+/// baseline x86-64, and only called from here.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -165,21 +167,41 @@ pub(crate) fn fill_rows<U: Send>(
     row_len: usize,
     fill: impl Fn(usize, usize, &mut [MaybeUninit<U>]) + Sync,
 ) -> Vec<U> {
-    let mut out = Vec::with_capacity(len);
+    let [out] = fill_rows_n(
+        len,
+        row_len,
+        #[inline(always)]
+        |row, col, [piece]| fill(row, col, piece),
+    );
+    out
+}
+
+/// [`fill_rows`] for `N` outputs of one shape written together: `fill` gets the same piece of
+/// each of them.
+pub(crate) fn fill_rows_n<U: Send, const N: usize>(
+    len: usize,
+    row_len: usize,
+    fill: impl Fn(usize, usize, [&mut [MaybeUninit<U>]; N]) + Sync,
+) -> [Vec<U>; N] {
+    let mut outs: [Vec<U>; N] = std::array::from_fn(|_| Vec::with_capacity(len));
     if len > 0 {
         let seg = row_len.min(CHUNK);
         let segs = row_len.div_ceil(seg);
         let units = (len / row_len) * segs;
-        let base = SendPtr(out.spare_capacity_mut().as_mut_ptr());
+        let bases = outs
+            .each_mut()
+            .map(|out| SendPtr(out.spare_capacity_mut().as_mut_ptr()));
         let run = |u: usize| {
             let (row, col) = (u / segs, (u % segs) * seg);
             let n = seg.min(row_len - col);
-            // SAFETY: each unit is a distinct piece of the first `len` elements of the capacity.
-            let piece =
-                unsafe { std::slice::from_raw_parts_mut(base.get().add(row * row_len + col), n) };
+            let pieces = bases.map(|base| {
+                // SAFETY: each unit is a distinct piece of the first `len` elements of the
+                // capacity of each output.
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(row * row_len + col), n) }
+            });
             simd(
                 #[inline(always)]
-                || fill(row, col, piece),
+                || fill(row, col, pieces),
             );
         };
         if len >= PAR_THRESHOLD {
@@ -191,9 +213,11 @@ pub(crate) fn fill_rows<U: Send>(
             (0..units).for_each(run);
         }
     }
-    // SAFETY: every one of the `len` elements was written by `fill` above.
-    unsafe { out.set_len(len) };
-    out
+    for out in &mut outs {
+        // SAFETY: every one of the `len` elements was written by `fill` above.
+        unsafe { out.set_len(len) };
+    }
+    outs
 }
 
 /// `f` applied to every element of the view `layout` of `src`, in row-major order.

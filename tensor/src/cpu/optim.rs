@@ -2,13 +2,8 @@
 //! elements, where the same step written as elementwise tensor ops takes 13 passes (and 13
 //! temporaries) per parameter.
 
-use std::mem::MaybeUninit;
-
-use rayon::prelude::*;
-
-use crate::cpu::{contiguous_slice, float_op, simd, CHUNK};
+use crate::cpu::{contiguous_slice, fill_rows_n, float_op};
 use crate::cuda::optim as cuda;
-use crate::layout::PAR_THRESHOLD;
 use crate::{Element, Error, Float, Result, Tensor};
 
 /// The scalars of one AdamW step at step `t`, shared by every parameter, with the bias
@@ -107,66 +102,40 @@ fn elements<T: Element>(t: &Tensor) -> &[T] {
     T::slice(t.cpu_storage()).expect("dtype checked above")
 }
 
-/// The new `[p, m, v]` of [`Tensor::adamw_update`] from contiguous elements of one length: pieces
-/// of [`CHUNK`] elements, in parallel when large, each written once (never zeroed first).
+/// The new `[p, m, v]` of [`Tensor::adamw_update`] from contiguous elements of one length, in
+/// one pass ([`fill_rows_n`]: pieces in parallel when large, each output written once).
 fn adamw<T: Float>(p: &[T], g: &[T], m: &[T], v: &[T], s: &AdamWStep) -> [Vec<T>; 3] {
     let n = p.len();
     let c = T::from_f64;
     // The scalars as the composite's `mul_scalar` and `add_scalar` round them.
     let (b1, rest1, b2, rest2) = (c(s.b1), c(1.0 - s.b1), c(s.b2), c(1.0 - s.b2));
     let (decay, step_size, eps) = (c(s.decay), c(s.step_size), c(s.eps));
-    let run = |piece: usize, (po, (mo, vo)): Outputs<T>| {
-        let start = piece * CHUNK;
-        let len = po.len();
-        // Slices of one known length let the loop drop its bounds checks and vectorise.
-        let (p, g) = (&p[start..start + len], &g[start..start + len]);
-        let (m, v) = (&m[start..start + len], &v[start..start + len]);
-        let (mo, vo) = (&mut mo[..len], &mut vo[..len]);
-        simd(
-            #[inline(always)]
-            || {
-                for i in 0..len {
-                    let gi = g[i];
-                    let mi = m[i] * b1 + gi * rest1;
-                    let vi = v[i] * b2 + gi * (gi * rest2);
-                    po[i].write(p[i] * decay - mi / (vi.sqrt() + eps) * step_size);
-                    mo[i].write(mi);
-                    vo[i].write(vi);
-                }
-            },
-        );
-    };
-    let mut outs: [Vec<T>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
-    {
-        let [po, mo, vo] = outs.each_mut().map(|o| &mut o.spare_capacity_mut()[..n]);
-        if n >= PAR_THRESHOLD {
-            po.par_chunks_mut(CHUNK)
-                .zip(mo.par_chunks_mut(CHUNK).zip(vo.par_chunks_mut(CHUNK)))
-                .enumerate()
-                .for_each(|(i, piece)| run(i, piece));
-        } else {
-            po.chunks_mut(CHUNK)
-                .zip(mo.chunks_mut(CHUNK).zip(vo.chunks_mut(CHUNK)))
-                .enumerate()
-                .for_each(|(i, piece)| run(i, piece));
-        }
-    }
-    for o in &mut outs {
-        // SAFETY: the loop above wrote each of the first `n` elements of every output.
-        unsafe { o.set_len(n) };
-    }
-    outs
+    fill_rows_n(
+        n,
+        n,
+        #[inline(always)]
+        |_, start, [po, mo, vo]| {
+            let len = po.len();
+            // Slices of one known length let the loop drop its bounds checks and vectorise.
+            let (p, g) = (&p[start..start + len], &g[start..start + len]);
+            let (m, v) = (&m[start..start + len], &v[start..start + len]);
+            let (mo, vo) = (&mut mo[..len], &mut vo[..len]);
+            for i in 0..len {
+                let gi = g[i];
+                let mi = m[i] * b1 + gi * rest1;
+                let vi = v[i] * b2 + gi * (gi * rest2);
+                po[i].write(p[i] * decay - mi / (vi.sqrt() + eps) * step_size);
+                mo[i].write(mi);
+                vo[i].write(vi);
+            }
+        },
+    )
 }
-
-/// One piece of each output of [`adamw`]: `(p, (m, v))`.
-type Outputs<'a, T> = (
-    &'a mut [MaybeUninit<T>],
-    (&'a mut [MaybeUninit<T>], &'a mut [MaybeUninit<T>]),
-);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::PAR_THRESHOLD;
     use crate::{DType, Device};
 
     const STEP: AdamWStep = AdamWStep {
