@@ -76,9 +76,24 @@ template <> __device__ __forceinline__ double store<double>(double x) { return x
 template <> __device__ __forceinline__ bf16 store<bf16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __forceinline__ f16 store<f16>(float x) { return __float2half(x); }
 
-// GELU with the tanh approximation, as elementwise.cu's U_GELU_TANH: the GEMM epilogues' activation.
+// GELU with the tanh approximation: elementwise.cu's U_GELU_TANH and the GEMM epilogues'
+// activation.
+#define SQRT_2_OVER_PI 0.7978845608028654
+#define GELU_TANH_C 0.044715
 template <typename A> __device__ __forceinline__ A gelu_tanh(A x) {
-    return (A)0.5 * x * ((A)1 + tanh((A)0.7978845608028654 * (x + (A)0.044715 * x * x * x)));
+    return (A)0.5 * x * ((A)1 + tanh((A)SQRT_2_OVER_PI * (x + (A)GELU_TANH_C * x * x * x)));
+}
+
+// The GEMM epilogue of one element v of a product, shared by matmul.cu and gemm_tc.cu: v +
+// bias[col] (when `bias` is not null), then gelu_tanh (when `gelu`), then stored at p or, when
+// `accumulate`, added to what is there; all in the accumulator type, rounded once.
+template <typename T, typename A>
+__device__ __forceinline__ void gemm_epilogue(A v, T* p, const T* bias, i64 col, int gelu,
+                                              int accumulate) {
+    if (bias) v += to_acc(bias[col]);
+    if (gelu) v = gelu_tanh(v);
+    if (accumulate) v += to_acc(*p);
+    *p = store<T>(v);
 }
 
 // Instantiates M(suffix, type) for the float storage types.

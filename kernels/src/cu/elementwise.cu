@@ -20,8 +20,6 @@
 #define U_ADD_SCALAR 15
 #define U_MUL_SCALAR 16
 
-#define SQRT_2_OVER_PI 0.7978845608028654
-#define GELU_TANH_C 0.044715
 #define FRAC_1_SQRT_2 0.7071067811865476
 #define INV_SQRT_2PI 0.3989422804014327
 
@@ -43,7 +41,7 @@ template <typename A> __device__ A unary_forward(int op, A x, A p0, A p1) {
     case U_SILU: return x * sigmoid_(x);
     case U_GELU_ERF: return (A)0.5 * x * ((A)1 + erf(x * (A)FRAC_1_SQRT_2));
     case U_GELU_TANH:
-        return (A)0.5 * x * ((A)1 + tanh((A)SQRT_2_OVER_PI * (x + (A)GELU_TANH_C * x * x * x)));
+        return gelu_tanh(x);
     case U_POWF: return pow(x, p0);
     case U_CLAMP: return fmin(fmax(x, p0), p1);
     case U_ADD_SCALAR: return x + p0;

@@ -293,12 +293,8 @@ __device__ __forceinline__ void gemm_tc_body(
                         for (int e = 0; e < 2; ++e) {
                             const i64 col = n0 + wn * 32 + ni * 8 + 2 * t + e;
                             if (col >= n) continue;
-                            float v = acc[mi][ni][2 * h + e];
-                            if (bias) v += to_acc(bias[col]);
-                            if (gelu) v = gelu_tanh(v);
-                            T* p = cz + row * c_rs + col * c_cs;
-                            if (accumulate) v += to_acc(*p);
-                            *p = store<T>(v);
+                            gemm_epilogue(acc[mi][ni][2 * h + e], cz + row * c_rs + col * c_cs,
+                                          bias, col, gelu, accumulate);
                         }
                     }
                 }

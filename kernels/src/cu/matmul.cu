@@ -123,12 +123,8 @@ __device__ __forceinline__ void gemm_body(
                 for (int j = 0; j < 4; ++j) {
                     const i64 col = n0 + tx + 16 * j;
                     if (col >= n) continue;
-                    T* p = cz + row * c_rs + col * c_cs;
-                    A v = acc[i][j];
-                    if (bias) v += to_acc(bias[col]);
-                    if (gelu) v = gelu_tanh(v);
-                    if (accumulate) v += to_acc(*p);
-                    *p = store<T>(v);
+                    gemm_epilogue(acc[i][j], cz + row * c_rs + col * c_cs, bias, col, gelu,
+                                  accumulate);
                 }
             }
         }
