@@ -19,6 +19,7 @@
 //! assert_eq!(y.shape(), &[2, 4]);
 //! ```
 
+pub mod atomic;
 mod cpu;
 mod cuda;
 mod device;

@@ -31,9 +31,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorInfo};
@@ -435,7 +434,7 @@ pub fn save(
     // Pad with spaces so that the data starts 8-byte aligned.
     header.resize(header.len().next_multiple_of(8), b' ');
 
-    write_atomically(path, |w| {
+    crate::atomic::write_with(path, |w| {
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
         for (_, _, _, bytes) in &encoded {
@@ -443,50 +442,4 @@ pub fn save(
         }
         Ok(())
     })
-}
-
-/// Writes a file through `write` into a temporary sibling of `path`, syncs it and renames it over
-/// `path`. The temporary file is removed when anything fails.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
-) -> Result<()> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| format_err(path, "not a file path"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| io_err(path, e))?;
-    let written = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, &file);
-        write(&mut w)?;
-        w.flush()?;
-        drop(w);
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path, e));
-    }
-    // Make the rename itself durable. Best effort: some filesystems refuse to sync a directory,
-    // and the file is complete either way.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -107,11 +107,21 @@ fn wait_for_checkpoint(run: &Path, step: u64, timeout: Duration) -> Option<u64> 
     None
 }
 
+/// Kills (SIGKILL: no clean-up) of the resumption test: 2 in CI; `DIFFTUNE_KILLS=20` on demand.
+fn kills() -> u64 {
+    std::env::var("DIFFTUNE_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(2)
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let dir = scratch("resume");
     let data = image_folder(&dir, 4, 6);
-    let steps = 60;
+    let kills = kills();
+    // Room for every kill, a checkpoint (4 steps) apart at least, and a resumption after them.
+    let steps = 60.max(8 * (kills + 2));
     let mut config = tiny_config(&data, &dir.join("whole"));
     config.steps = steps;
     let whole = write_config(&dir.join("whole.json"), &config);
@@ -120,29 +130,43 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
 
     run_ok(&["pretrain", "--config", &whole, "--quiet"]);
 
-    // Kill the second run (SIGKILL: no clean-up) once it has written a checkpoint past step 8.
-    let mut child = difftune(&["pretrain", "--config", &killed, "--quiet"])
-        .spawn()
-        .unwrap();
-    let seen = wait_for_checkpoint(&config.out, 8, Duration::from_secs(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let killed_at = seen.expect("no checkpoint past step 8 came in 5 minutes");
-    let last = checkpoint::load_state(&checkpoint::latest(&config.out).unwrap().unwrap()).unwrap();
-    assert!(
-        last.step < steps,
-        "the run finished (step {}) before it could be killed at {killed_at}",
-        last.step
-    );
-    // Without --resume the run folder is not overwritten.
-    let refused = difftune(&["pretrain", "--config", &killed, "--quiet"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && err.contains("--resume"),
-        "{err}"
-    );
+    // Each round resumes the run, waits for a checkpoint past the last one, lets it go on for a
+    // few milliseconds more (so some kills land inside a checkpoint's write) and kills it.
+    let mut last_step = 0;
+    let mut survived = 0;
+    for round in 0..kills {
+        let mut args = vec!["pretrain", "--config", &killed, "--quiet"];
+        if round > 0 {
+            args.push("--resume");
+        }
+        let mut child = difftune(&args).spawn().unwrap();
+        let seen = wait_for_checkpoint(&config.out, last_step + 1, Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(round * 7 % 23));
+        let running = child.try_wait().unwrap().is_none();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        last_step = seen.expect("no new checkpoint came in 5 minutes");
+        let last =
+            checkpoint::load_state(&checkpoint::latest(&config.out).unwrap().unwrap()).unwrap();
+        last_step = last_step.max(last.step);
+        assert!(
+            running && last.step < steps,
+            "the run finished (step {}) before kill {round} at {last_step}",
+            last.step
+        );
+        survived += 1;
+        if round == 0 {
+            // Without --resume the run folder is not overwritten.
+            let refused = difftune(&["pretrain", "--config", &killed, "--quiet"])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                !refused.status.success() && err.contains("--resume"),
+                "{err}"
+            );
+        }
+    }
     run_ok(&["pretrain", "--config", &killed, "--resume", "--quiet"]);
 
     let a = checkpoint::latest(&dir.join("whole")).unwrap().unwrap();
@@ -154,6 +178,7 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
             "{file} differs"
         );
     }
+    eprintln!("{survived} kills survived with identical weights");
     // One metric line per logged step, none lost or repeated across the kill.
     let steps_logged: Vec<u64> = metrics::read(&config.out.join("metrics.jsonl"))
         .unwrap()
@@ -205,6 +230,7 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     tune.init = Some(dir.join("whole"));
     tune.steps = 1;
     tune.lr = 1e-12;
+    tune.min_lr = 0.0;
     train(&tune, &TrainOptions::default()).unwrap();
     let tuned = checkpoint::latest(&tune.out).unwrap().unwrap();
     let before: std::collections::HashMap<_, _> = tensors(&a.join(EMA_FILE)).into_iter().collect();
@@ -255,12 +281,21 @@ fn a_tiny_model_overfits_a_batch_of_eight_images() {
 #[test]
 fn bad_configs_and_flags_are_named() {
     let dir = scratch("errors");
-    let bad_key = dir.join("bad.json");
-    std::fs::write(&bad_key, r#"{ "stepz": 3 }"#).unwrap();
+    let file = |name: &str, json: &str| -> Vec<String> {
+        let path = dir.join(name);
+        std::fs::write(&path, json).unwrap();
+        vec!["--config".into(), path.display().to_string()]
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (file("bad.json", r#"{ "stepz": 3 }"#), "stepz"),
+        (file("floor.json", r#"{ "min_lr": -1e-5 }"#), "min_lr"),
         (
-            vec!["--config".into(), bad_key.display().to_string()],
-            "stepz",
+            file("above.json", r#"{ "lr": 1e-4, "min_lr": 1e-3 }"#),
+            "min_lr",
+        ),
+        (
+            file("decay.json", r#"{ "weight_decay": -0.1 }"#),
+            "weight_decay",
         ),
         (
             vec![
@@ -289,6 +324,13 @@ fn bad_configs_and_flags_are_named() {
             "{args:?}: the error does not name `{named}`: {err}"
         );
     }
+    // `"out": ""` would be the current folder: refused before anything is written there.
+    let here = RunConfig {
+        out: PathBuf::new(),
+        ..RunConfig::default()
+    };
+    let err = here.validate().unwrap_err().to_string();
+    assert!(err.contains("`out`"), "{err}");
     let out = difftune(&["finetune", "--quiet"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--init"), "{err}");
@@ -297,5 +339,78 @@ fn bad_configs_and_flags_are_named() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("nothing"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_diverged_run_writes_no_checkpoint_of_non_finite_weights() {
+    let dir = scratch("diverged");
+    let data = image_folder(&dir, 2, 4);
+    let mut config = tiny_config(&data, &dir.join("run"));
+    // A learning rate beyond f32's range: the first update makes the weights infinite while the
+    // loss of that step was finite, so only the check before the checkpoint can see it.
+    config.lr = 1e39;
+    config.min_lr = 0.0;
+    config.lr_decay = "constant".into();
+    config.warmup_steps = 0;
+    config.checkpoint_every = 1;
+    config.steps = 3;
+    let err = train(&config, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("step 1") && err.contains("not finite") && err.contains("not checkpointed"),
+        "{err}"
+    );
+    assert_eq!(checkpoint::latest(&config.out).unwrap(), None);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_run_never_overwrites_a_folder_it_does_not_own_nor_shares_one() {
+    let dir = scratch("folder");
+    let data = image_folder(&dir, 2, 4);
+    // A folder with someone's files: refused, and the files are untouched.
+    let theirs = dir.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("samples.png"), b"not ours").unwrap();
+    let config = tiny_config(&data, &theirs);
+    let err = train(&config, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("samples.png") && err.contains("--out"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(theirs.join("samples.png")).unwrap(),
+        b"not ours"
+    );
+    assert!(!theirs.join("config.json").exists());
+
+    // A second run on the folder of a live run is refused while the first holds it.
+    let mut config = tiny_config(&data, &dir.join("live"));
+    config.steps = 1_000_000;
+    let path = write_config(&dir.join("live.json"), &config);
+    let mut first = difftune(&["pretrain", "--config", &path, "--quiet"])
+        .spawn()
+        .unwrap();
+    let seen = wait_for_checkpoint(&config.out, 4, Duration::from_secs(300));
+    // The same run, short (`steps` may change on resumption): were it let in, it would finish.
+    config.steps = 8;
+    let short = write_config(&dir.join("short.json"), &config);
+    let second = difftune(&["pretrain", "--config", &short, "--resume", "--quiet"])
+        .output()
+        .unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    seen.expect("the first run wrote no checkpoint in 5 minutes");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("in use by another difftune run"),
+        "{err}"
+    );
+    // Once the first is gone (killed: the OS released its lock), the folder resumes.
+    run_ok(&["pretrain", "--config", &short, "--resume", "--quiet"]);
     std::fs::remove_dir_all(dir).unwrap();
 }

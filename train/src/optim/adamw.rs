@@ -15,6 +15,8 @@ use super::{format_error, metadata_value, trainable_names};
 const STEP_KEY: &str = "adamw.step";
 /// Metadata key of the trainable parameter names (a JSON list) in a state file.
 const PARAMS_KEY: &str = "adamw.params";
+/// Metadata key: the parameters that have moments, so that a file missing one is refused.
+const MOMENTS_KEY: &str = "adamw.moments";
 
 /// The hyperparameters of [`AdamW`]. `Default` is DiT's (lr 1e-4, betas (0.9, 0.999), eps 1e-8,
 /// no weight decay); [`AdamWConfig::deme`] is DeMe's.
@@ -105,6 +107,11 @@ impl AdamW {
         self.step
     }
 
+    /// The parameters that have state (moments), sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.state.keys().map(String::as_str)
+    }
+
     /// The first and second moments of parameter `name`, if it has state.
     pub fn moments(&self, name: &str) -> Option<(&Tensor, &Tensor)> {
         self.state.get(name).map(|(m, v)| (m, v))
@@ -174,6 +181,11 @@ impl AdamW {
                 PARAMS_KEY.to_string(),
                 serde_json::to_string(&self.params).expect("a list of strings"),
             ),
+            (
+                MOMENTS_KEY.to_string(),
+                serde_json::to_string(&self.names().collect::<Vec<_>>())
+                    .expect("a list of strings"),
+            ),
         ]);
         safetensors::save(path, &tensors, Some(&metadata))
     }
@@ -189,6 +201,10 @@ impl AdamW {
         let raw: String = metadata_value(path, file.metadata(), PARAMS_KEY)?;
         let saved: Vec<String> = serde_json::from_str(&raw).map_err(|e| {
             format_error(path, format!("metadata `{PARAMS_KEY}` is not a list: {e}"))
+        })?;
+        let raw: String = metadata_value(path, file.metadata(), MOMENTS_KEY)?;
+        let with_moments: Vec<String> = serde_json::from_str(&raw).map_err(|e| {
+            format_error(path, format!("metadata `{MOMENTS_KEY}` is not a list: {e}"))
         })?;
         let names = trainable_names(store);
         // Before the first step the optimizer has seen no parameters: any store fits.
@@ -256,6 +272,23 @@ impl AdamW {
                     return Err(format_error(path, format!("`adamw.m.{name}` is missing")));
                 }
             }
+        }
+        // Every parameter saved with moments must come back with them: a file that lost a tensor
+        // would otherwise restart that parameter's moments at zero, silently.
+        if let Some(p) = with_moments
+            .iter()
+            .find(|p| !state.contains_key(p.as_str()))
+        {
+            return Err(format_error(
+                path,
+                format!("the moments of `{p}` (listed in `{MOMENTS_KEY}`) are missing"),
+            ));
+        }
+        if let Some(p) = state.keys().find(|p| !with_moments.contains(p)) {
+            return Err(format_error(
+                path,
+                format!("moments of `{p}`, which `{MOMENTS_KEY}` does not list"),
+            ));
         }
         self.step = step;
         self.state = state;
@@ -506,6 +539,36 @@ mod tests {
         fresh.load(&path, &store()).unwrap();
         assert_eq!(fresh.steps(), 1);
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_that_lost_a_parameters_moments_is_refused() {
+        let (path, cut) = (temp("whole.safetensors"), temp("cut.safetensors"));
+        let mut ps = store();
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let g = grads(&ps);
+        opt.step(&mut ps, &g).unwrap();
+        opt.save(&path).unwrap();
+        // The same file without `b`'s two moments: its metadata still lists them.
+        let file = SafeTensorsFile::open(&path).unwrap();
+        let kept: Vec<(String, Tensor)> = file
+            .names()
+            .into_iter()
+            .filter(|n| !n.ends_with(".b"))
+            .map(|n| (n.to_string(), file.tensor(n).unwrap()))
+            .collect();
+        let refs: Vec<(&str, &Tensor)> = kept.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        safetensors::save(&cut, &refs, Some(file.metadata())).unwrap();
+        let mut fresh = AdamW::new(AdamWConfig::default());
+        let err = fresh.load(&cut, &ps).unwrap_err().to_string();
+        assert!(
+            err.contains("moments of `b`") && err.contains("missing"),
+            "{err}"
+        );
+        assert_eq!(fresh.steps(), 0, "left unchanged");
+        fresh.load(&path, &ps).unwrap();
+        std::fs::remove_file(path).unwrap();
+        std::fs::remove_file(cut).unwrap();
     }
 
     /// The step as 13 elementwise tensor ops (12 without weight decay): what

@@ -1,6 +1,7 @@
 //! Checkpoints: a folder per save, `step-NNNNNNNN/` under the run's `checkpoints/`, holding the
 //! weights, their moving average, the optimizer state and `state.json` (step, loader position,
-//! config, and a checksum of every file). The folder is written under a temporary name and
+//! config, and a checksum of every file; the state itself is sealed by a checksum of its text,
+//! so that nothing in it is trusted unchecked). The folder is written under a temporary name and
 //! renamed, then the `latest` pointer is replaced atomically, then older folders are removed: a
 //! crash at any moment leaves `latest` naming a complete checkpoint.
 
@@ -105,8 +106,7 @@ pub fn save(
             .checksums
             .push((file.to_string(), format!("{:016x}", fnv1a(&bytes))));
     }
-    let json = serde_json::to_string_pretty(&state).expect("checkpoint state is plain JSON");
-    write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+    write_atomic(&tmp.join(STATE_FILE), seal(&state).as_bytes())?;
     if done.exists() {
         fs::remove_dir_all(&done).map_err(io(&done))?;
     }
@@ -163,12 +163,50 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Reads and verifies a checkpoint folder's state: every weight file must be present with the
-/// checksum written at save time.
+/// `state.json`'s text: `{"fnv1a": "<checksum of the state's text>", "state": <the state>}`.
+fn seal(state: &CheckpointState) -> String {
+    let body = serde_json::to_string_pretty(state).expect("checkpoint state is plain JSON");
+    format!(
+        "{{\n\"fnv1a\": \"{:016x}\",\n\"state\": {body}\n}}\n",
+        fnv1a(body.as_bytes())
+    )
+}
+
+/// The state sealed in `text` (see [`seal`]), after checking its checksum: the raw text of the
+/// state is hashed as it was written, before any of it is interpreted.
+fn unseal(path: &Path, text: &str) -> Result<CheckpointState> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sealed<'a> {
+        fnv1a: String,
+        #[serde(borrow)]
+        state: &'a serde_json::value::RawValue,
+    }
+    let sealed: Sealed = serde_json::from_str(text).map_err(|e| {
+        corrupt(
+            path,
+            format!("{e} (expected {{\"fnv1a\": ..., \"state\": ...}}; a state.json of a difftune older than 2026-12 has no checksum)"),
+        )
+    })?;
+    let found = format!("{:016x}", fnv1a(sealed.state.get().as_bytes()));
+    if found != sealed.fnv1a {
+        return Err(corrupt(
+            path,
+            format!(
+                "the state's checksum {found} differs from the {} written at save time",
+                sealed.fnv1a
+            ),
+        ));
+    }
+    serde_json::from_str(sealed.state.get()).map_err(|e| corrupt(path, e))
+}
+
+/// Reads and verifies a checkpoint folder's state: its own checksum, then every weight file
+/// present with the checksum written at save time, then the config's values.
 pub fn load_state(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join(STATE_FILE);
     let text = fs::read_to_string(&path).map_err(io(&path))?;
-    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| corrupt(&path, e))?;
+    let state = unseal(&path, &text)?;
     for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
         let expected = state
             .checksums
@@ -189,6 +227,10 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
             ));
         }
     }
+    state
+        .config
+        .validate()
+        .map_err(|e| corrupt(&path, format!("its {e}")))?;
     Ok(state)
 }
 
@@ -230,6 +272,38 @@ mod tests {
             err.contains("ema.safetensors") && err.contains("checksum"),
             "{err}"
         );
+        fs::remove_dir_all(run).unwrap();
+    }
+
+    #[test]
+    fn an_edited_state_is_refused_even_when_it_parses() {
+        let run = std::env::temp_dir().join(format!("difftune-ckpt-seal-{}", std::process::id()));
+        let dir = save(&run, state(5), write_dummy).unwrap();
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        // A plausible edit: the step, the model's width (a huge allocation) or the shapes.
+        for (from, to) in [
+            ("\"step\": 5", "\"step\": 6"),
+            ("\"hidden_size\": 96", "\"hidden_size\": 960000"),
+        ] {
+            assert!(text.contains(from), "{text}");
+            fs::write(&path, text.replace(from, to)).unwrap();
+            let err = load_state(&dir).unwrap_err().to_string();
+            assert!(
+                err.contains("state.json") && err.contains("checksum"),
+                "{err}"
+            );
+        }
+        // Without the seal (the older layout) it is refused too, saying why.
+        let bare = serde_json::to_string_pretty(&state(5)).unwrap();
+        fs::write(&path, bare).unwrap();
+        let err = load_state(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("fnv1a") && err.contains("no checksum"),
+            "{err}"
+        );
+        fs::write(&path, text).unwrap();
+        assert_eq!(load_state(&dir).unwrap().step, 5);
         fs::remove_dir_all(run).unwrap();
     }
 }

@@ -238,6 +238,27 @@ impl RunConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(invalid("lr", format!("must be positive, got {}", self.lr)));
         }
+        // The cosine decays from `lr` down to `min_lr`: a floor above the peak, or below zero
+        // (an ascent), is a typo, not a schedule. (The constant schedule never reads it.)
+        let floor_ok = self.min_lr >= 0.0 && (self.lr_decay != "cosine" || self.min_lr <= self.lr);
+        if !floor_ok {
+            return Err(invalid(
+                "min_lr",
+                format!("must lie in [0, lr = {}], got {}", self.lr, self.min_lr),
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(invalid(
+                "weight_decay",
+                format!("must be finite and >= 0, got {}", self.weight_decay),
+            ));
+        }
+        if self.out.as_os_str().is_empty() {
+            return Err(invalid(
+                "out",
+                "is empty; name a run folder (a run writes config.json, samples.png and more there)",
+            ));
+        }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid(
                 "ema_decay",

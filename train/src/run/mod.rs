@@ -12,6 +12,8 @@
 
 pub mod checkpoint;
 mod config;
+pub mod folder;
+pub mod guard;
 pub mod metrics;
 mod sample;
 
@@ -194,6 +196,12 @@ fn resumable_view(c: &RunConfig) -> RunConfig {
     }
 }
 
+/// Whether `saved` and `config` describe the same run: equal but for what may change between a
+/// run and its resumption.
+fn same_run(saved: &RunConfig, config: &RunConfig) -> bool {
+    differing_keys(&resumable_view(saved), &resumable_view(config)).is_empty()
+}
+
 /// Names the top-level config keys whose values differ.
 fn differing_keys(a: &RunConfig, b: &RunConfig) -> Vec<String> {
     let (a, b) = (serde_json::to_value(a), serde_json::to_value(b));
@@ -230,6 +238,8 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         ..AdamWConfig::default()
     });
 
+    // Held until the run returns: a second run on the same folder is refused.
+    let _lock = folder::lock(out)?;
     let mut step = 0;
     let mut loader = LoaderState::default();
     let previous = checkpoint::latest(out)?;
@@ -242,6 +252,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
             )))
         }
         (None, _) => {
+            folder::check_fresh(out, config, options.resume)?;
             if let Some(init) = &config.init {
                 load_init(init, &mut ps, image_shape)?;
             }
@@ -265,10 +276,6 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         step = state.step;
         loader = state.loader();
     }
-    std::fs::create_dir_all(out).map_err(|source| Error::Io {
-        path: out.clone(),
-        source,
-    })?;
     crate::files::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
     let started_at = step;
 
@@ -282,6 +289,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         bar.set_position(step);
     }
     let save = |step: u64, ps: &ParamStore, ema: &Ema, opt: &AdamW, at: LoaderState| {
+        guard::check_state(step, ps, ema, opt)?;
         let state = CheckpointState {
             step,
             loader_epoch: at.epoch,
@@ -342,6 +350,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         } else {
             grad_norm(&ps, &grads)?
         };
+        guard::check_gradients(step, &ps, &grads, norm)?;
         opt.config.lr = schedule.lr_at(step);
         opt.step(&mut ps, &grads)?;
         ema.update(&ps)?;
