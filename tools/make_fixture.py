@@ -34,17 +34,29 @@ def randomize(model, gen):
             p.copy_(base + scale * torch.randn(p.shape, generator=gen))
 
 
+def dit_reference():
+    """facebookresearch/DiT from the checkout DIT_REF names: its `models` module, with the float32
+    timestep features cast to the model's dtype (its forward would feed float32 features to
+    float64 Linear layers, which PyTorch refuses)."""
+    import os
+
+    ref = os.environ.get("DIT_REF")
+    if not ref or not os.path.exists(os.path.join(ref, "models.py")):
+        sys.exit("error: set DIT_REF to a checkout of facebookresearch/DiT (a folder with models.py)")
+    sys.path.insert(0, ref)
+    import models
+
+    def embed_timesteps(self, t):
+        t_freq = self.timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
+
+    models.TimestepEmbedder.forward = embed_timesteps
+    return models
+
+
 def model_class(kind):
     if kind == "dit":
-        import os
-
-        ref = os.environ.get("DIT_REF")
-        if not ref or not os.path.exists(os.path.join(ref, "models.py")):
-            sys.exit("error: set DIT_REF to a checkout of facebookresearch/DiT (a folder with models.py)")
-        sys.path.insert(0, ref)
-        import models
-
-        return models.DiT, "DiT (facebookresearch/DiT models.py)"
+        return dit_reference().DiT, "DiT (facebookresearch/DiT models.py)"
     import diffusers
 
     cls = {"unet": diffusers.UNet2DModel, "vae": diffusers.AutoencoderKL}[kind]
