@@ -489,11 +489,29 @@ pub fn drop_labels(
     gen: &mut Generator,
 ) -> Result<Tensor> {
     let u = Tensor::rand(labels.shape(), 0.0, 1.0, DType::F64, labels.device(), gen)?;
+    let drop: Vec<bool> = u.to_vec::<f64>()?.into_iter().map(|u| u < p).collect();
+    force_drop_labels(labels, &drop, null_class)
+}
+
+/// The reference's `token_drop` with `force_drop_ids`: label n is replaced by `null_class` where
+/// `drop[n]`. A training step with a given dropout mask feeds these labels to
+/// [`Dit::forward`] without a generator. `labels`: `[N]` i64, `drop`: N flags.
+pub fn force_drop_labels(labels: &Tensor, drop: &[bool], null_class: usize) -> Result<Tensor> {
+    if labels.shape() != [drop.len()] {
+        return Err(Error::shape(
+            "force_drop_labels",
+            format!(
+                "labels {:?} and a mask of {} flags differ",
+                labels.shape(),
+                drop.len()
+            ),
+        ));
+    }
     let dropped: Vec<i64> = labels
         .to_vec::<i64>()?
         .into_iter()
-        .zip(u.to_vec::<f64>()?)
-        .map(|(l, u)| if u < p { null_class as i64 } else { l })
+        .zip(drop)
+        .map(|(l, &d)| if d { null_class as i64 } else { l })
         .collect();
     Tensor::from_vec(dropped, labels.shape())?.to_device(labels.device())
 }
@@ -1047,5 +1065,16 @@ mod tests {
                 .all(|(a, b)| (a - b).abs() < 1e-15),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn forced_label_drop_follows_the_mask() {
+        let labels = Tensor::from_vec(vec![0i64, 2, 1, 2], &[4]).unwrap();
+        let out = force_drop_labels(&labels, &[false, true, true, false], 3).unwrap();
+        assert_eq!(out.to_vec::<i64>().unwrap(), vec![0, 3, 3, 2]);
+        let err = force_drop_labels(&labels, &[true], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("labels [4] and a mask of 1 flags"), "{err}");
     }
 }
