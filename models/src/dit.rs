@@ -572,6 +572,8 @@ struct DitBlock {
     fc1: Linear,
     fc2: Linear,
     ada: Linear,
+    /// `<prefix>.difffit_scale`: read when the store has it (see [`Dit::difffit_scales`]).
+    scale: String,
     num_heads: usize,
 }
 
@@ -583,6 +585,8 @@ struct BlockVars {
     fc1: LinearVars,
     fc2: LinearVars,
     ada: LinearVars,
+    /// DiffFit's learned scale `[1]` of both residual branches, when the store has one.
+    scale: Option<Var>,
     num_heads: usize,
 }
 
@@ -596,6 +600,7 @@ impl DitBlock {
             fc1: xavier_linear(ps, &p("mlp.fc1"), d, m)?,
             fc2: xavier_linear(ps, &p("mlp.fc2"), m, d)?,
             ada: zero_linear(ps, &p("adaLN_modulation.1"), d, 6 * d)?,
+            scale: p(DIFFFIT_SCALE),
             num_heads: cfg.num_heads,
         })
     }
@@ -607,6 +612,10 @@ impl DitBlock {
             fc1: self.fc1.vars(ps)?,
             fc2: self.fc2.vars(ps)?,
             ada: self.ada.vars(ps)?,
+            scale: ps
+                .contains(&self.scale)
+                .then(|| ps.weight(&self.scale))
+                .transpose()?,
             num_heads: self.num_heads,
         })
     }
@@ -621,6 +630,7 @@ impl DitBlock {
         let params: Vec<&Var> = [&vars.qkv, &vars.proj, &vars.fc1, &vars.fc2, &vars.ada]
             .into_iter()
             .flat_map(|l| l.params())
+            .chain(&vars.scale)
             .collect();
         let inner = vars.clone();
         checkpoint(&[x, c], &params, move |v| inner.forward(&v[0], &v[1]))
@@ -633,9 +643,17 @@ impl BlockVars {
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
         let h = self.attn(&modulate(&layer_norm(x)?, shift_msa, scale_msa)?)?;
-        let x = x.add(&gate_msa.unsqueeze(1)?.mul(&h)?)?;
+        let x = x.add(&self.scaled(gate_msa.unsqueeze(1)?.mul(&h)?)?)?;
         let h = self.mlp(&modulate(&layer_norm(&x)?, shift_mlp, scale_mlp)?)?;
-        x.add(&gate_mlp.unsqueeze(1)?.mul(&h)?)
+        x.add(&self.scaled(gate_mlp.unsqueeze(1)?.mul(&h)?)?)
+    }
+
+    /// A residual branch times the block's DiffFit scale, if it has one.
+    fn scaled(&self, branch: Var) -> Result<Var> {
+        match &self.scale {
+            Some(g) => branch.mul(g),
+            None => Ok(branch),
+        }
     }
 
     /// timm's `Attention` (qkv with bias, no q/k norm): `[N, T, D]` -> `[N, T, D]`.
@@ -702,6 +720,9 @@ pub enum GuidanceChannels {
     First(usize),
 }
 
+/// The last name of a block's DiffFit scale.
+const DIFFFIT_SCALE: &str = "difffit_scale";
+
 /// The Diffusion Transformer. Parameters live in a [`ParamStore`]; see the module doc for names.
 pub struct Dit {
     cfg: DitConfig,
@@ -749,6 +770,13 @@ impl Dit {
     /// The config.
     pub fn config(&self) -> &DitConfig {
         &self.cfg
+    }
+
+    /// The names of DiffFit's per-block scales, `blocks.{i}.difffit_scale`: each `[1]`,
+    /// multiplying both residual branches of its block. A block uses its scale when the store
+    /// holds one (see [`crate::peft::difffit`]); the reference model has none.
+    pub fn difffit_scales(&self) -> Vec<String> {
+        self.blocks.iter().map(|b| b.scale.clone()).collect()
     }
 
     /// Turns gradient checkpointing of every block on or off: a checkpointed block keeps only its

@@ -183,6 +183,11 @@ impl ParamStore {
         }
     }
 
+    /// Whether the store has a parameter `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.params.contains_key(name)
+    }
+
     /// The current value of `name`.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         Ok(self.var(name)?.value().clone())

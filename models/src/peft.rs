@@ -1,4 +1,4 @@
-//! Parameter-efficient fine-tuning: LoRA on Linear and Conv2d weights, and BitFit.
+//! Parameter-efficient fine-tuning: LoRA on Linear and Conv2d weights, BitFit and DiffFit.
 //!
 //! LoRA is a property of the [`ParamStore`]: [`add_lora`] gives every matching weight `W` two small
 //! trainable factors, `A` (`[r, in]`, or a conv of `r` output channels) and `B` (`[out, r]`, zero at
@@ -153,6 +153,33 @@ pub(crate) fn conv_lora(
 pub fn bitfit(ps: &mut ParamStore) -> usize {
     ps.set_trainable("*", false);
     ps.set_trainable("*bias", true)
+}
+
+/// The class-embedding tables DiffFit trains: DiT's and UNet2DModel's.
+const CLASS_EMBEDDINGS: [&str; 2] = [
+    "y_embedder.embedding_table.weight",
+    "class_embedding.weight",
+];
+
+/// DiffFit (Xie et al., 2023): biases, norm weights, the class embedding and a learned scale per
+/// block train; everything else is frozen. `scales` names the scales to add (a model lists
+/// them, e.g. [`crate::dit::Dit::difffit_scales`]): each `[1]` and 1 at first, so training starts
+/// at the pretrained model. Returns how many parameters train.
+pub fn difffit(ps: &mut ParamStore, scales: &[String]) -> Result<usize> {
+    for name in scales {
+        if !ps.contains(name) {
+            ps.constant(name, &[1], 1.0)?;
+        }
+    }
+    let mut n = bitfit(ps);
+    n += ps.set_trainable("*norm*.weight", true);
+    for table in CLASS_EMBEDDINGS {
+        n += ps.set_trainable(table, true);
+    }
+    for name in scales {
+        n += ps.set_trainable(name, true);
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod data;
 pub mod diffusion;
 pub mod eval;
 pub mod files;
+pub mod methods;
 pub mod optim;
 pub mod plot;
 pub mod progress;

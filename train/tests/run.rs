@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use tensor::safetensors;
 use train::data::{save_image_folder, Dataset};
+use train::methods::{Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
-use train::run::{load_model, metrics, train, ModelConfig, RunConfig, TrainOptions, Weights};
+use train::run::{
+    load_model, metrics, train, ModelConfig, RunConfig, TrainOptions, Weights, TRAINABLE_FILE,
+};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("difftune-run-{name}-{}", std::process::id()));
@@ -412,5 +415,107 @@ fn a_run_never_overwrites_a_folder_it_does_not_own_nor_shares_one() {
     );
     // Once the first is gone (killed: the OS released its lock), the folder resumes.
     run_ok(&["pretrain", "--config", &short, "--resume", "--quiet"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The weights a fine-tuning run starts from: the pretrained moving average over its model file.
+fn pretrained_start(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let dir = checkpoint::latest(run).unwrap().unwrap();
+    let mut start: std::collections::BTreeMap<_, _> =
+        tensors(&dir.join(MODEL_FILE)).into_iter().collect();
+    start.extend(tensors(&dir.join(EMA_FILE)));
+    start
+}
+
+#[test]
+fn peft_runs_change_only_their_trainable_parameters() {
+    let dir = scratch("peft");
+    let data = image_folder(&dir, 2, 4);
+    let mut source = tiny_config(&data, &dir.join("pretrained"));
+    source.steps = 4;
+    train(&source, &TrainOptions::default()).unwrap();
+    let start = pretrained_start(&source.out);
+
+    let lora = Trainable::Lora {
+        rank: 2,
+        alpha: 2.0,
+        targets: vec![
+            "blocks.*.attn.qkv.weight".into(),
+            "blocks.*.mlp.fc2.weight".into(),
+        ],
+    };
+    // Which parameters each kind trains, by name: the rule the run must follow.
+    type Rule = fn(&str) -> bool;
+    let kinds: [(Trainable, Rule); 3] = [
+        (lora, |n| n.contains(".lora_")),
+        (Trainable::Bitfit {}, |n| n.ends_with("bias")),
+        (Trainable::Difffit {}, |n| {
+            n.ends_with("bias")
+                || n.ends_with("difffit_scale")
+                || n == "y_embedder.embedding_table.weight"
+        }),
+    ];
+    for (kind, trains) in kinds {
+        let name = kind.name();
+        let mut tune = tiny_config(&data, &dir.join(name));
+        tune.init = Some(source.out.clone());
+        tune.trainable = kind;
+        tune.steps = 3;
+        tune.warmup_steps = 0;
+        tune.checkpoint_every = 3;
+        let report = train(&tune, &TrainOptions::default()).unwrap();
+        let saved: TrainableReport =
+            serde_json::from_str(&std::fs::read_to_string(tune.out.join(TRAINABLE_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(saved, report.trainable, "{name}");
+        let tuned = tensors(
+            &checkpoint::latest(&tune.out)
+                .unwrap()
+                .unwrap()
+                .join(MODEL_FILE),
+        );
+        let (mut counted, mut moved) = (0, 0);
+        for (param, values) in &tuned {
+            if trains(param) {
+                counted += values.len();
+                moved += usize::from(start.get(param) != Some(values));
+            } else {
+                assert_eq!(
+                    start.get(param),
+                    Some(values),
+                    "{name}: frozen `{param}` changed or is new"
+                );
+            }
+        }
+        assert_eq!(counted, saved.trainable, "{name}: the trainable count");
+        assert!(moved > 0, "{name}: no trainable parameter moved");
+        assert!(saved.trainable < saved.total / 2, "{name}: {}", saved);
+        for added in &saved.added {
+            assert!(
+                trains(added) && !start.contains_key(added),
+                "{name}: added `{added}`"
+            );
+        }
+    }
+
+    // A pretrained model that does not fit is refused, naming the tensors: one block too many
+    // (missing), and another width (mis-shaped).
+    let mut deeper = tiny_config(&data, &dir.join("deeper"));
+    deeper.init = Some(source.out.clone());
+    deeper.model.depth = 3;
+    let err = train(&deeper, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("blocks.2.attn.qkv.weight") && err.contains("missing"),
+        "{err}"
+    );
+    let mut wider = tiny_config(&data, &dir.join("wider"));
+    wider.init = Some(source.out.clone());
+    wider.model.hidden_size = 16;
+    let err = train(&wider, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blocks.0.attn.qkv.weight"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tensor::{DType, Device, Error, Result};
 
 use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, VarType};
+use crate::methods::{Method, Trainable};
 
 /// A training run: data, model, diffusion, optimisation, outputs.
 ///
@@ -32,8 +33,12 @@ pub struct RunConfig {
     pub model: ModelConfig,
     /// The diffusion process.
     pub diffusion: DiffusionSettings,
-    /// The transfer method: `full` (every parameter trained).
-    pub method: String,
+    /// The training objective, an object tagged by `name` with the method's options (see
+    /// [`crate::methods`]): `{"name": "standard"}`.
+    pub method: Method,
+    /// Which parameters train, an object tagged by `kind`: `{"kind": "full"}`, `lora` (with
+    /// `rank`, `alpha`, `targets`), `bitfit` or `difffit`.
+    pub trainable: Trainable,
     /// A checkpoint (a run's `checkpoint` folder or a `model.safetensors`) to start from.
     pub init: Option<PathBuf>,
     /// Optimisation steps of the whole run.
@@ -130,7 +135,8 @@ impl Default for RunConfig {
             color: "rgb".into(),
             model: ModelConfig::default(),
             diffusion: DiffusionSettings::default(),
-            method: "full".into(),
+            method: Method::Standard {},
+            trainable: Trainable::Full {},
             init: None,
             steps: 2000,
             batch_size: 64,
@@ -286,12 +292,7 @@ impl RunConfig {
         if self.image_size == 0 {
             return Err(invalid("image_size", "must be at least 1"));
         }
-        if self.method != "full" {
-            return Err(invalid(
-                "method",
-                format!("unknown method `{}`; the methods are: full", self.method),
-            ));
-        }
+        self.trainable.validate()?;
         self.lr_schedule()?;
         self.diffusion_config()?;
         crate::diffusion::space_timesteps(self.diffusion.steps, &self.sample.sampler)

@@ -23,6 +23,7 @@ use std::time::Instant;
 use autograd::Var;
 use models::dit::Dit;
 use models::ParamStore;
+use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Error, Generator, Result, Tensor};
 
 pub use config::{DiffusionSettings, ModelConfig, RunConfig, SampleSettings};
@@ -33,6 +34,9 @@ use self::metrics::{MetricLine, MetricLog};
 use crate::data::{save_grid, Batches, DataSource, Dataset, LoaderConfig, LoaderState};
 use crate::diffusion::{create_diffusion, TimestepSampler};
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, Ema, EmaWarmup};
+
+/// The run folder's record of which parameters train (a [`crate::methods::TrainableReport`]).
+pub const TRAINABLE_FILE: &str = "trainable.json";
 
 /// How [`train`] behaves beyond the config.
 #[derive(Clone, Debug, Default)]
@@ -61,6 +65,8 @@ pub struct RunReport {
     pub grid: PathBuf,
     /// The loss curve.
     pub loss_curve: PathBuf,
+    /// Which parameters trained.
+    pub trainable: crate::methods::TrainableReport,
 }
 
 /// A model with its weights, as a checkpoint holds it.
@@ -127,7 +133,8 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
     let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
     let dit = Dit::new(&mut params, cfg)?;
-    load_weights(&mut params, &dir, weights, false)?;
+    let added = state.config.trainable.apply(&dit, &mut params)?.added;
+    load_weights(&mut params, &dir, weights, None, &added)?;
     if device.is_cuda() {
         params.set_compute_dtype(state.config.compute_dtype()?);
     }
@@ -140,36 +147,101 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
 }
 
 /// Loads a checkpoint folder's weights into `ps`: the model file (every parameter, frozen ones
-/// included), then for [`Weights::Ema`] the averages of the trained ones over it. With
-/// `new_labels`, the class table may differ in size (a domain with other classes) and keeps its
-/// fresh initialisation; anything else that does not fit is an error.
-fn load_weights(ps: &mut ParamStore, dir: &Path, weights: Weights, new_labels: bool) -> Result<()> {
+/// included), then for [`Weights::Ema`] the averages of the trained ones over it. The file may
+/// lack exactly the parameters the run's method `added` (they keep their initialisation). With
+/// `labels` = (source classes, target classes), the class table may differ in size (a domain with
+/// other classes): see [`reuse_label_rows`]. Anything else that does not fit is an error naming
+/// the tensors.
+fn load_weights(
+    ps: &mut ParamStore,
+    dir: &Path,
+    weights: Weights,
+    labels: Option<(usize, usize)>,
+    added: &[String],
+) -> Result<()> {
     let mut files = vec![MODEL_FILE];
     if weights == Weights::Ema {
         files.push(EMA_FILE);
     }
     for file in files {
-        let report = ps.load(dir.join(file), "", false)?;
+        let path = dir.join(file);
+        let report = ps.load(&path, "", false)?;
         // The average tracks only trained parameters: the others come from the model file.
         let missing_ok = file == EMA_FILE;
-        let fits = (missing_ok || report.missing.is_empty())
+        let fits = (missing_ok || report.missing.iter().all(|m| added.contains(m)))
             && report.unexpected.is_empty()
             && report
                 .mismatched
                 .iter()
-                .all(|(name, ..)| new_labels && name.starts_with("y_embedder."));
+                .all(|(name, ..)| labels.is_some() && name == LABEL_TABLE);
         if !fits {
             return Err(Error::msg(format!(
                 "{}: the checkpoint does not fit this model: {report}",
-                dir.join(file).display()
+                path.display()
             )));
+        }
+        if let (Some((source, target)), false) = (labels, report.mismatched.is_empty()) {
+            let pretrained = SafeTensorsFile::open(&path)?.tensor(LABEL_TABLE)?;
+            let table = reuse_label_rows(&ps.tensor(LABEL_TABLE)?, &pretrained, source, target)
+                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            ps.set(LABEL_TABLE, table)?;
         }
     }
     Ok(())
 }
 
-/// Starts the weights from `init` (a pretrained checkpoint's moving average).
-fn load_init(init: &Path, ps: &mut ParamStore, image_shape: [usize; 3]) -> Result<()> {
+/// DiT's class table: a row per class, then the null class's row when the model has one.
+const LABEL_TABLE: &str = "y_embedder.embedding_table.weight";
+
+/// A pretrained class table of `source` classes carried over to a `fresh` table of `target`
+/// classes, as the official Diff-Tuning code does: target class `i` takes source row `i` for
+/// `i` below both counts, the null row takes the source's null row, and rows with no source
+/// counterpart keep their fresh initialisation.
+pub fn reuse_label_rows(
+    fresh: &Tensor,
+    pretrained: &Tensor,
+    source: usize,
+    target: usize,
+) -> Result<Tensor> {
+    let (rows, pre_rows) = (fresh.shape()[0], pretrained.shape()[0]);
+    let fits = fresh.rank() == 2
+        && pretrained.rank() == 2
+        && fresh.shape()[1] == pretrained.shape()[1]
+        && (rows == target || rows == target + 1)
+        && (pre_rows == source || pre_rows == source + 1);
+    if !fits {
+        return Err(Error::msg(format!(
+            "`{LABEL_TABLE}` is {:?} in the checkpoint ({source} classes) and {:?} here              ({target} classes): expected a row per class (and one for the null class) of one width",
+            pretrained.shape(),
+            fresh.shape()
+        )));
+    }
+    let shared = source.min(target);
+    let mut parts = vec![pretrained.narrow(0, 0, shared)?];
+    if target > shared {
+        parts.push(fresh.narrow(0, shared, target - shared)?);
+    }
+    if rows == target + 1 {
+        parts.push(if pre_rows == source + 1 {
+            pretrained.narrow(0, source, 1)?
+        } else {
+            fresh.narrow(0, target, 1)?
+        });
+    }
+    let parts: Vec<&Tensor> = parts.iter().collect();
+    Tensor::cat(&parts, 0)?.to_dtype(fresh.dtype())
+}
+
+/// Starts the weights from `init` (a pretrained checkpoint's moving average); it may lack
+/// exactly the parameters the run's method `added`, and its classes may differ from the
+/// `classes` of the data.
+fn load_init(
+    init: &Path,
+    ps: &mut ParamStore,
+    image_shape: [usize; 3],
+    classes: usize,
+    added: &[String],
+) -> Result<()> {
     let dir = checkpoint::resolve(init)?;
     let state = checkpoint::load_state(&dir)?;
     if state.image_shape != image_shape {
@@ -180,7 +252,8 @@ fn load_init(init: &Path, ps: &mut ParamStore, image_shape: [usize; 3]) -> Resul
             image_shape
         )));
     }
-    load_weights(ps, &dir, Weights::Ema, true)
+    let labels = Some((state.classes.len(), classes));
+    load_weights(ps, &dir, Weights::Ema, labels, added)
 }
 
 /// The fields that may change between a run and its resumption.
@@ -227,6 +300,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let out = &config.out;
     let data = load_data(config)?;
     let (dit, mut ps) = build_model(config, &data, device)?;
+    let trainable = config.trainable.apply(&dit, &mut ps)?;
     let image_shape = data.image_shape();
     let process = config.diffusion_config()?;
     let diffusion = create_diffusion("", &process)?;
@@ -254,7 +328,8 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         (None, _) => {
             folder::check_fresh(out, config, options.resume)?;
             if let Some(init) = &config.init {
-                load_init(init, &mut ps, image_shape)?;
+                let classes = data.classes().len();
+                load_init(init, &mut ps, image_shape, classes, &trainable.added)?;
             }
         }
         (Some(_), true) => {}
@@ -277,6 +352,11 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         loader = state.loader();
     }
     crate::files::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
+    let report = serde_json::to_string_pretty(&trainable).expect("plain JSON");
+    crate::files::write_atomic(&out.join(TRAINABLE_FILE), report.as_bytes())?;
+    if options.progress {
+        eprintln!("{}: {trainable}", config.trainable.name());
+    }
     let started_at = step;
 
     let loader_config = LoaderConfig::new(config.batch_size, config.seed).hflip(config.hflip);
@@ -406,5 +486,36 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         checkpoint,
         grid,
         loss_curve,
+        trainable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[f32]) -> Tensor {
+        Tensor::from_vec(rows.to_vec(), &[rows.len(), 1]).unwrap()
+    }
+
+    #[test]
+    fn target_classes_reuse_the_first_source_rows_and_the_null_row() {
+        // Source: 4 classes (rows 10..13) and the null row 19.
+        let pre = table(&[10.0, 11.0, 12.0, 13.0, 19.0]);
+        let fewer = reuse_label_rows(&table(&[0.0, 1.0, 2.0]), &pre, 4, 2).unwrap();
+        assert_eq!(fewer.to_vec::<f32>().unwrap(), [10.0, 11.0, 19.0]);
+        // More target classes than source ones: the extra rows keep their fresh values.
+        let more = reuse_label_rows(&table(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), &pre, 4, 6);
+        assert_eq!(
+            more.unwrap().to_vec::<f32>().unwrap(),
+            [10.0, 11.0, 12.0, 13.0, 4.0, 5.0, 19.0]
+        );
+        // A source without a null row leaves ours fresh; another width is an error naming it.
+        let bare = table(&[10.0, 11.0, 12.0, 13.0]);
+        let out = reuse_label_rows(&table(&[0.0, 1.0, 2.0]), &bare, 4, 2).unwrap();
+        assert_eq!(out.to_vec::<f32>().unwrap(), [10.0, 11.0, 2.0]);
+        let wide = Tensor::from_vec(vec![0f32; 6], &[3, 2]).unwrap();
+        let err = reuse_label_rows(&wide, &pre, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("y_embedder.embedding_table.weight"), "{err}");
+    }
 }

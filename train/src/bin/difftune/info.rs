@@ -46,8 +46,14 @@ pub fn run(args: InfoArgs) -> Result<()> {
         c.diffusion.schedule, c.diffusion.steps, c.diffusion.prediction, c.model.learn_sigma
     );
     println!(
-        "training     method {}, batch {}, lr {} ({}), ema {}, seed {}",
-        c.method, c.batch_size, c.lr, c.lr_decay, c.ema_decay, c.seed
+        "training     method {}, trainable {}, batch {}, lr {} ({}), ema {}, seed {}",
+        c.method.name(),
+        c.trainable.name(),
+        c.batch_size,
+        c.lr,
+        c.lr_decay,
+        c.ema_decay,
+        c.seed
     );
     if let Some(init) = &c.init {
         println!("initialised  from {}", init.display());

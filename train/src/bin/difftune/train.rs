@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensor::{Error, Result};
+use train::methods::Method;
 use train::run::{train, RunConfig, TrainOptions};
 
 /// The flags of a training run: a config file, and flags that override it.
@@ -57,9 +58,13 @@ pub struct FinetuneArgs {
     /// The pretrained checkpoint: a run folder or a checkpoint folder.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// The transfer method.
-    #[arg(long, value_parser = ["full"])]
+    /// The training objective, with its default options (a config file sets the options).
+    #[arg(long, value_parser = Method::NAMES)]
     method: Option<String>,
+    /// Which parameters train, with default options: full, lora (rank 4 on the blocks' Linear
+    /// weights), bitfit or difffit (a config file sets the options).
+    #[arg(long, value_parser = ["full", "lora", "bitfit", "difffit"])]
+    trainable: Option<String>,
     #[command(flatten)]
     run: TrainArgs,
 }
@@ -160,8 +165,12 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
     if let Some(init) = args.init {
         config.init = Some(init);
     }
-    if let Some(method) = args.method {
-        config.method = method;
+    if let Some(name) = args.method {
+        config.method = Method::from_name(&name)?;
+    }
+    if let Some(kind) = args.trainable {
+        config.trainable = serde_json::from_value(serde_json::json!({ "kind": kind }))
+            .map_err(|e| Error::msg(format!("--trainable {kind}: {e}")))?;
     }
     if config.init.is_none() {
         return Err(Error::msg(
