@@ -283,6 +283,23 @@ impl Tensor {
         Ok(self.to_f64_vec()?[0])
     }
 
+    /// Whether every element is finite (no NaN, no ±inf); integer tensors always are. One pass
+    /// on the tensor's own device, no copy to the host: x · 0 is 0 for finite x and NaN for NaN
+    /// or ±inf, and a sum that meets a NaN is NaN (a plain sum could overflow to inf instead).
+    ///
+    /// ```
+    /// use tensor::Tensor;
+    /// assert!(Tensor::from_vec(vec![1.0f32, -3e38], &[2]).unwrap().all_finite().unwrap());
+    /// assert!(!Tensor::from_vec(vec![1.0f32, f32::NAN], &[2]).unwrap().all_finite().unwrap());
+    /// assert!(!Tensor::from_vec(vec![f64::NEG_INFINITY], &[1]).unwrap().all_finite().unwrap());
+    /// ```
+    pub fn all_finite(&self) -> Result<bool> {
+        if !self.dtype().is_float() {
+            return Ok(true);
+        }
+        Ok(self.mul_scalar(0.0)?.sum_all()?.to_scalar()? == 0.0)
+    }
+
     /// A copy converted to `dtype` (the same tensor when it already is).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
