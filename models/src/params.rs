@@ -300,6 +300,18 @@ impl ParamStore {
         self.params.values().map(|v| v.value().elem_count()).sum()
     }
 
+    /// The name of the first parameter (in name order) holding a NaN or an infinity, `None` when
+    /// every value is finite: weights loaded from a checkpoint, or after an optimizer step, are
+    /// checked with it before they are used or saved. One pass over each tensor on its device.
+    pub fn first_non_finite(&self) -> Result<Option<&str>> {
+        for (name, var) in &self.params {
+            if !var.value().all_finite()? {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
     /// Loads the tensors named `prefix + name` from a safetensors file. Strict: anything missing,
     /// unexpected or mis-shaped is an error carrying the whole report. Not strict: what matches is
     /// loaded and the report says what did not.
@@ -461,5 +473,25 @@ mod load_tests {
         std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
         assert!(ps.load(&path, "", false).is_err());
         std::fs::remove_file(path).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod finite_tests {
+    use super::*;
+
+    #[test]
+    fn first_non_finite_names_the_first_bad_parameter() {
+        let mut ps = ParamStore::new(DType::F32, Device::Cpu, 0);
+        for name in ["a.weight", "b.weight", "c.weight"] {
+            ps.normal(name, &[3, 4], 1.0).unwrap();
+        }
+        assert_eq!(ps.first_non_finite().unwrap(), None);
+        for (bad, at) in [(f32::INFINITY, "c.weight"), (f32::NAN, "b.weight")] {
+            let mut v = ps.tensor(at).unwrap().to_vec::<f32>().unwrap();
+            v[7] = bad;
+            ps.set(at, Tensor::from_vec(v, &[3, 4]).unwrap()).unwrap();
+            assert_eq!(ps.first_non_finite().unwrap(), Some(at));
+        }
     }
 }

@@ -30,10 +30,18 @@ pub type ModelBuilder =
 pub struct ParityRow {
     /// `out/<name>`, `grad/<param>` or `grad/input/<name>`.
     pub name: String,
-    /// ‖ours − reference‖ / ‖reference‖ (infinite when ours is missing).
+    /// ‖ours − reference‖ / ‖reference‖ (infinite when ours is missing, NaN when ours holds a NaN).
     pub rel_err: f64,
     /// The tolerance it is held to.
     pub tolerance: f64,
+}
+
+impl ParityRow {
+    /// Whether the error is within the tolerance. A NaN error or tolerance fails: written as
+    /// `err <= tol`, which is false when either is NaN (`err > tol` would pass them).
+    pub fn passed(&self) -> bool {
+        self.rel_err <= self.tolerance
+    }
 }
 
 /// Every compared tensor of one fixture run.
@@ -50,16 +58,28 @@ pub struct ParityReport {
 impl ParityReport {
     /// Whether every row is within its tolerance.
     pub fn passed(&self) -> bool {
-        self.rows.iter().all(|r| r.rel_err <= r.tolerance)
+        self.rows.iter().all(ParityRow::passed)
     }
 
-    /// The largest relative error among rows whose name starts with `prefix`.
+    /// The rows that did not pass.
+    pub fn failures(&self) -> impl Iterator<Item = &ParityRow> {
+        self.rows.iter().filter(|r| !r.passed())
+    }
+
+    /// The largest relative error among rows whose name starts with `prefix`; NaN if any of them
+    /// is NaN (`f64::max` would drop it and report the largest finite one).
     pub fn worst(&self, prefix: &str) -> f64 {
         self.rows
             .iter()
             .filter(|r| r.name.starts_with(prefix))
             .map(|r| r.rel_err)
-            .fold(0.0, f64::max)
+            .fold(0.0, |worst: f64, e| {
+                if worst.is_nan() || e.is_nan() {
+                    f64::NAN
+                } else {
+                    worst.max(e)
+                }
+            })
     }
 }
 
@@ -73,11 +93,7 @@ impl fmt::Display for ParityReport {
             self.rows.len()
         )?;
         for r in &self.rows {
-            let verdict = if r.rel_err <= r.tolerance {
-                "ok"
-            } else {
-                "FAIL"
-            };
+            let verdict = if r.passed() { "ok" } else { "FAIL" };
             writeln!(
                 f,
                 "  {:<60} rel err {:>10.3e}  (tol {:.0e})  {verdict}",
@@ -195,6 +211,15 @@ pub fn check_fixture(
             })
     };
     let (model, config) = (meta("model")?, meta("config")?);
+    // A NaN reference would make every comparison with it false, and so pass unseen.
+    for name in file.names() {
+        if !file.tensor(name)?.all_finite()? {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                msg: format!("tensor `{name}` holds NaN or infinite values"),
+            });
+        }
+    }
     let mut ps = ParamStore::new(dtype, Device::Cpu, 0);
     let forward = build(&model, &config, &mut ps)?;
     ps.load(path, "param/", true)?;
@@ -282,7 +307,8 @@ mod tests {
     }
 
     /// A fixture of y = x Wᵀ + b written by hand: dL/dW = cotᵀ x, dL/db = Σ cot, dL/dx = cot W.
-    fn write_fixture(path: &Path, corrupt_output: bool) {
+    /// `edit(name, tensor)` may change any tensor before it is written.
+    fn write_fixture(path: &Path, edit: impl Fn(&str, Tensor) -> Tensor) {
         let t = |v: Vec<f64>, s: &[usize]| Tensor::from_vec(v, s).unwrap();
         let (w, b, x, cot) = (
             t(vec![1., 2., 3., -1., 0.5, 0.], &[2, 3]),
@@ -290,34 +316,32 @@ mod tests {
             t(vec![1., 0., 2., -1., 1., 1.], &[2, 3]),
             t(vec![1., -1., 0.5, 2.], &[2, 2]),
         );
-        let mut y = x
+        let y = x
             .matmul(&w.transpose(0, 1).unwrap())
             .unwrap()
             .add(&b)
             .unwrap();
-        if corrupt_output {
-            y = y.mul_scalar(1.01).unwrap();
-        }
         let gw = cot.transpose(0, 1).unwrap().matmul(&x).unwrap();
         let gb = cot.sum(&[0], false).unwrap();
         let gx = cot.matmul(&w).unwrap();
         let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-        let (w32, b32, x32) = (f32s(&w), f32s(&b), f32s(&x));
         let tensors = [
-            ("param/proj.weight", &w32),
-            ("param/proj.bias", &b32),
-            ("input/x", &x32),
-            ("out/forward", &y),
-            ("cot/forward", &cot),
-            ("grad/proj.weight", &gw),
-            ("grad/proj.bias", &gb),
-            ("grad/input/x", &gx),
-        ];
+            ("param/proj.weight", f32s(&w)),
+            ("param/proj.bias", f32s(&b)),
+            ("input/x", f32s(&x)),
+            ("out/forward", y),
+            ("cot/forward", cot),
+            ("grad/proj.weight", gw),
+            ("grad/proj.bias", gb),
+            ("grad/input/x", gx),
+        ]
+        .map(|(name, t)| (name, edit(name, t)));
+        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
         let meta = HashMap::from([
             ("model".to_string(), "Linear".to_string()),
             ("config".to_string(), "{}".to_string()),
         ]);
-        tensor::safetensors::save(path, &tensors, Some(&meta)).unwrap();
+        tensor::safetensors::save(path, &refs, Some(&meta)).unwrap();
     }
 
     #[test]
@@ -325,8 +349,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("difftune-parity-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (good, bad) = (dir.join("good.safetensors"), dir.join("bad.safetensors"));
-        write_fixture(&good, false);
-        write_fixture(&bad, true);
+        write_fixture(&good, |_, t| t);
+        write_fixture(&bad, |name, t| match name {
+            "out/forward" => t.mul_scalar(1.01).unwrap(),
+            _ => t,
+        });
         for dtype in [DType::F32, DType::F64] {
             let r = check_fixture(&good, dtype, linear_builder).unwrap();
             assert!(r.passed(), "{r}");
@@ -338,5 +365,67 @@ mod tests {
             "{r}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_non_finite_fixture_tensor_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("difftune-parity-nan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (poisoned, value) in [
+            ("param/proj.weight", f64::NAN),
+            ("out/forward", f64::NAN),
+            ("grad/proj.bias", f64::INFINITY),
+        ] {
+            let path = dir.join("fixture.safetensors");
+            write_fixture(&path, |name, t| {
+                if name != poisoned {
+                    return t;
+                }
+                let mut v = t.to_f64_vec().unwrap();
+                v[0] = value;
+                Tensor::from_vec(v, t.shape())
+                    .unwrap()
+                    .to_dtype(t.dtype())
+                    .unwrap()
+            });
+            let err = check_fixture(&path, DType::F64, linear_builder)
+                .map(|r| r.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(poisoned) && err.contains("fixture.safetensors"),
+                "{err}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn nan_errors_and_tolerances_fail() {
+        let row = |name: &str, rel_err: f64, tolerance: f64| ParityRow {
+            name: name.into(),
+            rel_err,
+            tolerance,
+        };
+        let report = |rows| ParityReport {
+            model: "Linear".into(),
+            dtype: DType::F32,
+            rows,
+        };
+        let ok = report(vec![row("out/a", 1e-6, 1e-4), row("grad/w", 1e-5, 1e-3)]);
+        assert!(ok.passed() && ok.failures().count() == 0);
+        for (err, tol) in [(f64::NAN, 1e-4), (1e-6, f64::NAN), (f64::INFINITY, 1e-4)] {
+            let r = report(vec![row("out/a", err, tol), row("out/b", 1e-6, 1e-4)]);
+            assert!(!r.passed(), "{r}");
+            assert_eq!(r.failures().count(), 1);
+            assert!(r.to_string().contains("FAIL"), "{r}");
+        }
+        // The worst error is NaN wherever a NaN row stands, not the largest finite one.
+        for rows in [
+            vec![row("out/a", f64::NAN, 1e-4), row("out/b", 1e-6, 1e-4)],
+            vec![row("out/b", 1e-6, 1e-4), row("out/a", f64::NAN, 1e-4)],
+        ] {
+            assert!(report(rows).worst("out/").is_nan());
+        }
     }
 }

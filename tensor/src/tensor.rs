@@ -283,20 +283,21 @@ impl Tensor {
         Ok(self.to_f64_vec()?[0])
     }
 
-    /// Whether every element is finite: no NaN and no infinity (integer tensors always are).
-    /// One pass on the tensor's own device, and only a scalar comes back: `x * 0` is 0 for a
-    /// finite `x` and NaN otherwise, so the sum is NaN exactly when some element is not finite.
+    /// Whether every element is finite (no NaN, no ±inf); integer tensors always are. One pass
+    /// on the tensor's own device, no copy to the host: x · 0 is 0 for finite x and NaN for NaN
+    /// or ±inf, and a sum that meets a NaN is NaN (a plain sum could overflow to inf instead).
     ///
     /// ```
     /// use tensor::Tensor;
     /// assert!(Tensor::from_vec(vec![1.0f32, -3e38], &[2]).unwrap().all_finite().unwrap());
-    /// assert!(!Tensor::from_vec(vec![1.0f32, f32::INFINITY], &[2]).unwrap().all_finite().unwrap());
+    /// assert!(!Tensor::from_vec(vec![1.0f32, f32::NAN], &[2]).unwrap().all_finite().unwrap());
+    /// assert!(!Tensor::from_vec(vec![f64::NEG_INFINITY], &[1]).unwrap().all_finite().unwrap());
     /// ```
     pub fn all_finite(&self) -> Result<bool> {
-        if !self.dtype().is_float() || self.elem_count() == 0 {
+        if !self.dtype().is_float() {
             return Ok(true);
         }
-        Ok(!self.mul_scalar(0.0)?.sum_all()?.to_scalar()?.is_nan())
+        Ok(self.mul_scalar(0.0)?.sum_all()?.to_scalar()? == 0.0)
     }
 
     /// A copy converted to `dtype` (the same tensor when it already is).

@@ -23,8 +23,8 @@ pub mod schedule;
 pub mod timesteps;
 
 pub use losses::LossTerms;
-pub use respace::space_timesteps;
-pub use sampling::{classifier_free_guidance, PMeanVar};
+pub use respace::{space_timesteps, Respacing};
+pub use sampling::{check_eta, classifier_free_guidance, PMeanVar};
 pub use schedule::{BetaSchedule, Schedule};
 pub use timesteps::TimestepSampler;
 
@@ -94,14 +94,19 @@ pub struct Diffusion {
 }
 
 /// DiT's `create_diffusion(respacing, ...)`: the original schedule of `config`, respaced by
-/// `respacing` (`""` for none; see [`space_timesteps`]).
+/// `respacing` (`""` for none; see [`Respacing`]).
 pub fn create_diffusion(respacing: &str, config: &DiffusionConfig) -> Result<Diffusion> {
-    let betas = config.schedule.betas(config.steps)?;
-    let keep = space_timesteps(config.steps, respacing)?;
-    Diffusion::spaced(betas, &keep, config.mean_type, config.var_type)
+    Diffusion::respaced(&respacing.parse()?, config)
 }
 
 impl Diffusion {
+    /// The original schedule of `config`, respaced by `respacing`.
+    pub fn respaced(respacing: &Respacing, config: &DiffusionConfig) -> Result<Diffusion> {
+        let betas = config.schedule.betas(config.steps)?;
+        let keep = respacing.timesteps(config.steps)?;
+        Diffusion::spaced(betas, &keep, config.mean_type, config.var_type)
+    }
+
     /// The process with the original `betas` that keeps only the steps `use_timesteps`.
     pub fn spaced(
         betas: Vec<f64>,

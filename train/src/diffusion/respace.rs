@@ -1,75 +1,140 @@
 //! Timestep respacing as DiT's `space_timesteps` and `SpacedDiffusion`: keep a subset of the
 //! original steps and rebuild betas from the kept ᾱ, so that a 1000-step model samples in 250 or 50.
+//! A [`Respacing`] is the parsed form of the respacing text, and also says which sampler it means.
 
 use std::collections::BTreeSet;
 
 use tensor::{Error, Result};
 
-/// The original steps (sorted) kept by `spec` out of `num_timesteps`:
+/// A respacing, parsed once from its text: which of the original steps a sampler visits, and,
+/// for `ddimN`, that the sampler is DDIM rather than ancestral DDPM. The text is exact, without
+/// spaces anywhere (as every other string option of a config): `" ddim5 "` is refused, where it
+/// was once DDPM to the choice of sampler and DDIM steps to the respacing.
 ///
-/// - `""`: every step;
-/// - `"250"` or `"10,15,20"`: the steps are cut into as many equal sections as counts, and each
-///   section is strided (fractionally, rounded half to even as Python's `round`) to its count;
-/// - `"ddimN"`: the integer stride of the DDIM paper giving exactly N steps from 0.
-pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<Vec<usize>> {
-    let spec = spec.trim();
-    if num_timesteps == 0 {
-        return Err(Error::msg(
-            "space_timesteps: the original process has no steps",
-        ));
+/// ```
+/// use train::diffusion::respace::Respacing;
+/// let r: Respacing = "ddim50".parse().unwrap();
+/// assert!(r.is_ddim() && r.timesteps(1000).unwrap().len() == 50);
+/// assert_eq!("10,15,20".parse::<Respacing>().unwrap(), Respacing::Sections(vec![10, 15, 20]));
+/// assert!(" ddim5 ".parse::<Respacing>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Respacing {
+    /// `""`: every step (ancestral DDPM).
+    All,
+    /// `"250"` or `"10,15,20"`: the steps are cut into as many equal sections as counts, and each
+    /// section is strided (fractionally, rounded half to even as Python's `round`) to its count
+    /// (ancestral DDPM).
+    Sections(Vec<usize>),
+    /// `"ddimN"`: the integer stride of the DDIM paper giving exactly N steps from 0 (DDIM).
+    Ddim(usize),
+}
+
+impl std::str::FromStr for Respacing {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Respacing> {
+        let number = |s: &str| -> Result<usize> {
+            match s.parse() {
+                Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+                _ => Err(Error::msg(format!(
+                    "sampler {spec:?}: expected ddimN (DDIM in N steps), N or N,N,... (ancestral \
+                     DDPM over N steps, or over sections of the process) or \"\" (every step), \
+                     without spaces"
+                ))),
+            }
+        };
+        if spec.is_empty() {
+            return Ok(Respacing::All);
+        }
+        match spec.strip_prefix("ddim") {
+            Some(n) => Ok(Respacing::Ddim(number(n)?)),
+            None => Ok(Respacing::Sections(
+                spec.split(',').map(number).collect::<Result<_>>()?,
+            )),
+        }
     }
-    if spec.is_empty() {
-        return Ok((0..num_timesteps).collect());
+}
+
+impl std::fmt::Display for Respacing {
+    /// The text it parses from (`ddim050` prints as `ddim50`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Respacing::All => Ok(()),
+            Respacing::Ddim(n) => write!(f, "ddim{n}"),
+            Respacing::Sections(counts) => {
+                let counts: Vec<String> = counts.iter().map(usize::to_string).collect();
+                write!(f, "{}", counts.join(","))
+            }
+        }
     }
-    if let Some(n) = spec.strip_prefix("ddim") {
-        let desired: usize = n
-            .parse()
-            .map_err(|_| Error::msg(format!("space_timesteps: bad step count in {spec:?}")))?;
-        // The reference tries strides 1..T-1 and takes the first with exactly `desired` steps.
-        return (1..num_timesteps.max(2))
-            .find(|&stride| num_timesteps.div_ceil(stride) == desired)
-            .map(|stride| (0..num_timesteps).step_by(stride).collect())
-            .ok_or_else(|| {
-                Error::msg(format!(
-                    "space_timesteps: cannot create exactly {desired} steps out of {num_timesteps} with an integer stride"
-                ))
-            });
+}
+
+impl Respacing {
+    /// Whether the sampler is DDIM (`ddimN`) rather than ancestral DDPM.
+    pub fn is_ddim(&self) -> bool {
+        matches!(self, Respacing::Ddim(_))
     }
-    let counts = spec
-        .split(',')
-        .map(|c| c.trim().parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| Error::msg(format!("space_timesteps: bad section counts {spec:?}")))?;
-    let size_per = num_timesteps / counts.len();
-    let extra = num_timesteps % counts.len();
-    let mut start = 0;
-    let mut steps = BTreeSet::new();
-    for (i, &count) in counts.iter().enumerate() {
-        let size = size_per + usize::from(i < extra);
-        if size < count {
+
+    /// The original steps (sorted) kept out of `num_timesteps`.
+    pub fn timesteps(&self, num_timesteps: usize) -> Result<Vec<usize>> {
+        if num_timesteps == 0 {
+            return Err(Error::msg(
+                "space_timesteps: the original process has no steps",
+            ));
+        }
+        let counts = match self {
+            Respacing::All => return Ok((0..num_timesteps).collect()),
+            Respacing::Ddim(desired) => {
+                // The reference tries strides 1..T-1 and takes the first giving `desired` steps.
+                return (1..num_timesteps.max(2))
+                    .find(|&stride| num_timesteps.div_ceil(stride) == *desired)
+                    .map(|stride| (0..num_timesteps).step_by(stride).collect())
+                    .ok_or_else(|| {
+                        Error::msg(format!(
+                            "space_timesteps: cannot create exactly {desired} steps out of {num_timesteps} with an integer stride"
+                        ))
+                    });
+            }
+            Respacing::Sections(counts) => counts,
+        };
+        let size_per = num_timesteps / counts.len();
+        let extra = num_timesteps % counts.len();
+        let mut start = 0;
+        let mut steps = BTreeSet::new();
+        for (i, &count) in counts.iter().enumerate() {
+            let size = size_per + usize::from(i < extra);
+            if size < count {
+                return Err(Error::msg(format!(
+                    "space_timesteps: cannot divide a section of {size} steps into {count}"
+                )));
+            }
+            let stride = if count <= 1 {
+                1.0
+            } else {
+                (size - 1) as f64 / (count - 1) as f64
+            };
+            // Accumulated, not multiplied: the reference adds the stride, and its rounding follows.
+            let mut cur = 0.0f64;
+            for _ in 0..count {
+                steps.insert(start + cur.round_ties_even() as usize);
+                cur += stride;
+            }
+            start += size;
+        }
+        if steps.is_empty() {
             return Err(Error::msg(format!(
-                "space_timesteps: cannot divide a section of {size} steps into {count}"
+                "space_timesteps: \"{self}\" keeps no step"
             )));
         }
-        let stride = if count <= 1 {
-            1.0
-        } else {
-            (size - 1) as f64 / (count - 1) as f64
-        };
-        // Accumulated, not multiplied: the reference adds the stride, and its rounding follows.
-        let mut cur = 0.0f64;
-        for _ in 0..count {
-            steps.insert(start + cur.round_ties_even() as usize);
-            cur += stride;
-        }
-        start += size;
+        Ok(steps.into_iter().collect())
     }
-    if steps.is_empty() {
-        return Err(Error::msg(format!(
-            "space_timesteps: {spec:?} keeps no step"
-        )));
-    }
-    Ok(steps.into_iter().collect())
+}
+
+/// The original steps (sorted) kept by the respacing `spec` (see [`Respacing`]) out of
+/// `num_timesteps`.
+pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<Vec<usize>> {
+    spec.parse::<Respacing>()?.timesteps(num_timesteps)
 }
 
 /// The betas of the process that keeps only `use_timesteps` (sorted, as [`space_timesteps`]
@@ -131,6 +196,28 @@ mod tests {
         assert!(space_timesteps(1000, "ddim999").is_err());
         assert!(space_timesteps(100, "200").is_err());
         assert!(space_timesteps(100, "ten").is_err());
+    }
+
+    #[test]
+    fn respacings_parse_exactly_and_print_back() {
+        for (text, parsed) in [
+            ("", Respacing::All),
+            ("ddim5", Respacing::Ddim(5)),
+            ("250", Respacing::Sections(vec![250])),
+            ("10,15,20", Respacing::Sections(vec![10, 15, 20])),
+        ] {
+            let r: Respacing = text.parse().unwrap();
+            assert_eq!((&r, r.to_string().as_str()), (&parsed, text));
+            assert_eq!(r.is_ddim(), text.starts_with("ddim"));
+        }
+        // Spaces anywhere, signs, empty counts and other words are refused, naming the text.
+        for bad in [
+            " ddim5 ", "ddim5 ", " 250", "ddim 5", "10, 15", "+5", "ddim", "ddim-5", "5,", ",5",
+            "DDIM5", "ten",
+        ] {
+            let err = bad.parse::<Respacing>().unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
     }
 
     #[test]

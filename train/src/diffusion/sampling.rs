@@ -33,6 +33,14 @@ impl Diffusion {
     {
         let original = self.model_timesteps(t)?;
         let out = no_grad(|| model(x, &original))?;
+        if !out.all_finite()? {
+            let mut steps = original.to_vec::<i64>()?;
+            steps.dedup();
+            return Err(Error::msg(format!(
+                "sampling: the model's output at timestep {} is not finite (NaN or inf)",
+                list(&steps)
+            )));
+        }
         split_channels(
             "sampling",
             out.shape(),
@@ -154,11 +162,7 @@ impl Diffusion {
     where
         M: Fn(&Tensor, &Tensor) -> Result<Tensor>,
     {
-        if eta.is_nan() || eta < 0.0 {
-            return Err(Error::msg(format!(
-                "ddim_sample: eta must be >= 0, got {eta}"
-            )));
-        }
+        check_eta(eta).map_err(|e| Error::msg(format!("ddim_sample: eta: {e}")))?;
         let out = self.p_mean_variance(model, x, t, clip_denoised)?;
         // Re-derived from x̂_0 so that clipping (and x_0 or v prediction) is respected.
         let eps = self.predict_eps(x, t, &out.pred_xstart)?;
@@ -171,15 +175,26 @@ impl Diffusion {
                 eta * ((1.0 - abp) / (1.0 - ab)).sqrt() * (1.0 - ab / abp).sqrt()
             })
             .collect();
+        // 1 − ᾱ_{t−1} − σ² ≥ 0 for η ≤ 1; only rounding can take it below 0 (where ᾱ_t is 0).
         let rest: Vec<f64> = idx
             .iter()
             .zip(&sigmas)
-            .map(|(&k, sg)| (1.0 - s.alphas_cumprod_prev[k] - sg * sg).sqrt())
+            .map(|(&k, sg)| (1.0 - s.alphas_cumprod_prev[k] - sg * sg).max(0.0).sqrt())
             .collect();
         let sqrt_prev: Vec<f64> = idx
             .iter()
             .map(|&k| s.alphas_cumprod_prev[k].sqrt())
             .collect();
+        for (i, &k) in idx.iter().enumerate() {
+            let (sigma, dir, prev) = (sigmas[i], rest[i], sqrt_prev[i]);
+            if !(sigma.is_finite() && dir.is_finite() && prev.is_finite()) {
+                return Err(Error::msg(format!(
+                    "ddim_sample: non-finite coefficients at timestep {}: sigma {sigma}, \
+                     direction {dir}, sqrt(alpha_bar_prev) {prev}",
+                    self.timestep_map[k]
+                )));
+            }
+        }
         let per_sample = |v: &[f64]| -> Result<Tensor> {
             let mut shape = vec![1; x.rank()];
             shape[0] = v.len();
@@ -223,9 +238,18 @@ impl Diffusion {
         mut step: impl FnMut(&Tensor, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let mut x = x_t;
-        for k in (0..self.num_timesteps()).rev() {
+        let steps = self.num_timesteps();
+        for k in (0..steps).rev() {
             let t = self.full_step(k, &x)?;
             x = step(&x, &t)?;
+            if !x.all_finite()? {
+                return Err(Error::msg(format!(
+                    "sampling: the samples are not finite (NaN or inf) after the step at timestep \
+                     {} (step {} of {steps})",
+                    self.timestep_map[k],
+                    steps - k
+                )));
+            }
         }
         Ok(x)
     }
@@ -234,6 +258,26 @@ impl Diffusion {
     fn full_step(&self, k: usize, x: &Tensor) -> Result<Tensor> {
         let n = x.shape().first().copied().unwrap_or(0);
         Diffusion::timesteps(&vec![k; n])
+    }
+}
+
+/// `eta` if DDIM accepts it: σ = η √((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t−1}) leaves the
+/// direction term √(1 − ᾱ_{t−1} − σ²) real for every step only with η in [0, 1]: 1 − ᾱ_{t−1} − σ²
+/// = (1 − ᾱ_{t−1}) (1 − η² (ᾱ_{t−1} − ᾱ_t) / (ᾱ_{t−1} (1 − ᾱ_t))), and the fraction approaches 1
+/// where ᾱ_t is near 0 (the first steps of sampling). The error says the accepted range.
+pub fn check_eta(eta: f64) -> std::result::Result<f64, String> {
+    if (0.0..=1.0).contains(&eta) {
+        Ok(eta)
+    } else {
+        Err(format!("expected a number in [0, 1], got {eta}"))
+    }
+}
+
+/// `5`, or `[5, 7]` for several values: timesteps in a message.
+fn list<T: std::fmt::Debug>(values: &[T]) -> String {
+    match values {
+        [one] => format!("{one:?}"),
+        _ => format!("{values:?}"),
     }
 }
 
@@ -510,5 +554,61 @@ mod tests {
         assert!(d
             .p_sample_loop(&wide, noise(4), true, &mut Generator::new(0))
             .is_err());
+    }
+
+    #[test]
+    fn eta_above_one_is_refused_not_a_nan_grid() {
+        // With η > 1, σ² exceeds 1 − ᾱ_{t−1} at the first steps: the direction term would be
+        // √(negative). η = 1 is the largest that works.
+        let d = create_diffusion("ddim10", &DiffusionConfig::default()).unwrap();
+        let model = oracle(point(), Some(0.0));
+        for eta in [1.5, -0.1, f64::NAN, f64::INFINITY] {
+            let err = d
+                .ddim_sample_loop(&model, noise(1), true, eta, &mut Generator::new(0))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("eta") && err.contains("[0, 1]"), "{err}");
+        }
+        let x = d
+            .ddim_sample_loop(&model, noise(1), true, 1.0, &mut Generator::new(0))
+            .unwrap();
+        assert!(x.all_finite().unwrap());
+    }
+
+    #[test]
+    fn non_finite_outputs_and_samples_are_errors_naming_the_timestep() {
+        let cfg = DiffusionConfig {
+            var_type: VarType::FixedSmall,
+            ..Default::default()
+        };
+        let d = create_diffusion("ddim10", &cfg).unwrap();
+        // A model that breaks down at one step (original timestep 500).
+        let nan_at_500 = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
+            let bad = t.to_vec::<i64>()?.contains(&500);
+            x.mul_scalar(if bad { f64::NAN } else { 0.5 })
+        };
+        let err = d
+            .ddim_sample_loop(&nan_at_500, noise(1), true, 0.0, &mut Generator::new(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model's output at timestep 500 is not finite"),
+            "{err}"
+        );
+        // Finite outputs whose x̂_0 overflows without clipping: the first step's samples.
+        let huge = |x: &Tensor, _t: &Tensor| x.ones_like()?.mul_scalar(1e307);
+        for ddim in [false, true] {
+            let mut gen = Generator::new(0);
+            let result = match ddim {
+                true => d.ddim_sample_loop(&huge, noise(1), false, 0.0, &mut gen),
+                false => d.p_sample_loop(&huge, noise(1), false, &mut gen),
+            };
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("samples are not finite")
+                    && err.contains("timestep 900 (step 1 of 10)"),
+                "{err}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use models::dit::DitConfig;
 use serde::{Deserialize, Serialize};
 use tensor::{DType, Device, Error, Result};
 
-use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, VarType};
+use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, Respacing, VarType};
 use crate::methods::{Method, Trainable};
 
 /// A training run: data, model, diffusion, optimisation, outputs.
@@ -116,11 +116,12 @@ pub struct DiffusionSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SampleSettings {
-    /// A respacing: `ddim50` samples with DDIM in 50 steps, `250` with ancestral DDPM in 250.
+    /// A respacing: `ddim50` samples with DDIM in 50 steps, `250` with ancestral DDPM in 250
+    /// (exact text, see [`Respacing`]).
     pub sampler: String,
-    /// DDIM's eta (0: deterministic).
+    /// DDIM's eta in [0, 1] (0: deterministic).
     pub eta: f64,
-    /// Classifier-free guidance scale (1: none).
+    /// Classifier-free guidance scale (1: none), at most [`SampleSettings::MAX_CFG_SCALE`] in size.
     pub cfg_scale: f64,
     /// Images per class in a grid.
     pub per_class: usize,
@@ -200,9 +201,40 @@ fn invalid(what: &str, msg: impl std::fmt::Display) -> Error {
 }
 
 impl SampleSettings {
-    /// Whether the sampler is DDIM (`ddimN`) rather than ancestral DDPM.
-    pub fn uses_ddim(&self) -> bool {
-        self.sampler.starts_with("ddim")
+    /// The largest guidance scale accepted, in size. Scales in use are 1 to about 10 (DiT: 1.5
+    /// and 4; Imagen's highest, with dynamic thresholding, 30); far beyond, the guided output
+    /// `uncond + s · (cond − uncond)` is the scaled difference alone, every predicted x̂₀ is
+    /// clipped to ±1 and the grid is blank, and near 1e38 the f32 outputs overflow. 100 leaves
+    /// room for experiments (negative scales too).
+    pub const MAX_CFG_SCALE: f64 = 100.0;
+
+    /// The sampler text parsed; an error names `sample.sampler`.
+    pub fn respacing(&self) -> Result<Respacing> {
+        self.sampler
+            .parse()
+            .map_err(|e| invalid("sample.sampler", e))
+    }
+
+    /// `scale` if it is a finite guidance scale within ±[`Self::MAX_CFG_SCALE`]. The error says the
+    /// accepted range (without the key or flag's name).
+    pub fn check_cfg_scale(scale: f64) -> std::result::Result<f64, String> {
+        let max = Self::MAX_CFG_SCALE;
+        if (-max..=max).contains(&scale) {
+            Ok(scale)
+        } else {
+            Err(format!("expected a number in [-{max}, {max}], got {scale}"))
+        }
+    }
+
+    /// Checks the sampler (for a process of `diffusion_steps` steps), eta and the guidance scale;
+    /// errors name the key and the accepted values.
+    pub fn validate(&self, diffusion_steps: usize) -> Result<()> {
+        self.respacing()?
+            .timesteps(diffusion_steps)
+            .map_err(|e| invalid("sample.sampler", e))?;
+        crate::diffusion::check_eta(self.eta).map_err(|e| invalid("sample.eta", e))?;
+        Self::check_cfg_scale(self.cfg_scale).map_err(|e| invalid("sample.cfg_scale", e))?;
+        Ok(())
     }
 }
 
@@ -277,12 +309,6 @@ impl RunConfig {
                 format!("must be >= 0, got {}", self.grad_clip),
             ));
         }
-        if self.sample.eta.is_nan() || self.sample.eta < 0.0 {
-            return Err(invalid(
-                "sample.eta",
-                format!("must be >= 0, got {}", self.sample.eta),
-            ));
-        }
         if !matches!(self.color.as_str(), "gray" | "rgb") {
             return Err(invalid(
                 "color",
@@ -295,8 +321,7 @@ impl RunConfig {
         self.trainable.validate()?;
         self.lr_schedule()?;
         self.diffusion_config()?;
-        crate::diffusion::space_timesteps(self.diffusion.steps, &self.sample.sampler)
-            .map_err(|e| invalid("sample.sampler", e))?;
+        self.sample.validate(self.diffusion.steps)?;
         let device = self
             .device
             .parse::<Device>()

@@ -44,17 +44,13 @@ pub fn check_gradients(step: u64, store: &ParamStore, grads: &Grads, norm: f64) 
 /// Refuses to checkpoint a state with a NaN or an infinity in the weights, their moving average
 /// or the optimizer's moments, naming the step and the tensor.
 pub fn check_state(step: u64, store: &ParamStore, ema: &Ema, opt: &AdamW) -> Result<()> {
-    let weights: Vec<(&str, Tensor)> = store.iter().map(|(n, v)| (n, v.value().clone())).collect();
     let averages = ema.names().filter_map(|n| ema.get(n).map(|t| (n, t)));
     let moments = opt
         .names()
         .filter_map(|n| opt.moments(n).map(|(m, v)| (n, m, v)))
         .flat_map(|(n, m, v)| [(n, m), (n, v)]);
     let found = [
-        (
-            "the weight",
-            first_non_finite(weights.iter().map(|(n, t)| (*n, t)))?,
-        ),
+        ("the weight", store.first_non_finite()?),
         ("the moving average of", first_non_finite(averages)?),
         ("AdamW's moments of", first_non_finite(moments)?),
     ];

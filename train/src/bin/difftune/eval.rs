@@ -14,6 +14,8 @@ use train::eval::{evaluate_with, EvalOptions, KidConfig, ReferenceStats};
 use train::files::write_atomic;
 use train::run::{generate, load_model, Weights};
 
+use crate::sample::SamplerFlags;
+
 /// Evaluate generated images against a reference data set.
 #[derive(Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["images", "checkpoint", "dataset", "noise"])))]
@@ -34,12 +36,9 @@ pub struct EvalArgs {
     /// Images to sample or draw (checkpoint, dataset, noise).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     samples: u64,
-    /// The sampler of --checkpoint: `ddim50`, `250` (ancestral), ... (default: the run's).
-    #[arg(long)]
-    sampler: Option<String>,
-    /// Classifier-free guidance of --checkpoint (default: the run's).
-    #[arg(long)]
-    cfg_scale: Option<f64>,
+    /// How --checkpoint samples.
+    #[command(flatten)]
+    sampling: SamplerFlags,
     /// Also save the sampled images here, a sub-folder per class.
     #[arg(long)]
     save_images: Option<PathBuf>,
@@ -150,17 +149,12 @@ fn sample_checkpoint(
             model.config.classes.join(", ")
         )));
     }
+    let process = loaded.state.config.diffusion_config()?;
     let mut settings = loaded.state.config.sample.clone();
-    if let Some(s) = &args.sampler {
-        settings.sampler = s.clone();
-    }
-    if let Some(s) = args.cfg_scale {
-        settings.cfg_scale = s;
-    }
+    args.sampling.apply(&mut settings, process.steps)?;
     let labels: Vec<i64> = (0..args.samples as usize)
         .map(|i| (i % classes.len()) as i64)
         .collect();
-    let process = loaded.state.config.diffusion_config()?;
     eprintln!(
         "sampling {} images from {} ({}, guidance {})",
         labels.len(),

@@ -17,11 +17,19 @@ pub struct ParityArgs {
     #[arg(long, default_value = "f32", value_parser = ["f32", "f64"])]
     dtype: String,
     /// Tolerance of the outputs' relative error (default: 1e-4 in f32, 1e-9 in f64).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance)]
     forward_tol: Option<f64>,
     /// Tolerance of the gradients' relative error (default: 1e-3 in f32, 1e-7 in f64).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance)]
     grad_tol: Option<f64>,
+}
+
+/// A tolerance flag: a finite number >= 0 (a NaN tolerance would fail or pass every comparison).
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}`: expected a finite number >= 0")),
+    }
 }
 
 pub fn run(args: ParityArgs) -> tensor::Result<()> {
@@ -40,11 +48,7 @@ pub fn run(args: ParityArgs) -> tensor::Result<()> {
         row.tolerance = custom.unwrap_or(row.tolerance);
     }
     print!("{report}");
-    let failed = report
-        .rows
-        .iter()
-        .filter(|r| r.rel_err > r.tolerance)
-        .count();
+    let failed = report.failures().count();
     if failed > 0 {
         return Err(tensor::Error::msg(format!(
             "{}: {failed} of {} tensors above tolerance",
@@ -54,4 +58,34 @@ pub fn run(args: ParityArgs) -> tensor::Result<()> {
     }
     println!("all {} tensors within tolerance", report.rows.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ParityArgs,
+    }
+
+    #[test]
+    fn tolerances_must_be_finite_and_not_negative() {
+        let parse =
+            |flag: &str, v: &str| Cli::try_parse_from(["parity", "f", &format!("{flag}={v}")]);
+        for flag in ["--forward-tol", "--grad-tol"] {
+            for bad in ["NaN", "nan", "inf", "-1e-3", "x"] {
+                let err = parse(flag, bad).err().expect(bad).to_string();
+                assert!(
+                    err.contains(flag) && err.contains("finite number >= 0"),
+                    "{err}"
+                );
+            }
+            let cli = parse(flag, "0").unwrap();
+            assert_eq!(cli.args.forward_tol.or(cli.args.grad_tol), Some(0.0));
+        }
+    }
 }

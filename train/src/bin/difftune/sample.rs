@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 use tensor::{Error, Result, Tensor};
 use train::data::{save_grid, save_image_folder};
-use train::run::{generate, grid_labels, load_model, Weights};
+use train::diffusion::{check_eta, Respacing};
+use train::run::{generate, grid_labels, load_model, SampleSettings, Weights};
 
 /// Draw samples from a checkpoint: a grid with one row per class.
 #[derive(Args, Debug)]
@@ -24,21 +25,55 @@ pub struct SampleArgs {
     /// Images per class.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     per_class: u64,
-    /// A respacing: `ddim50` (DDIM, 50 steps), `250` (ancestral DDPM, 250 steps), ...
-    #[arg(long)]
-    sampler: Option<String>,
-    /// DDIM's eta.
-    #[arg(long)]
-    eta: Option<f64>,
-    /// Classifier-free guidance scale (1: none).
-    #[arg(long)]
-    cfg_scale: Option<f64>,
+    #[command(flatten)]
+    sampling: SamplerFlags,
     /// The seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// `ema` (the moving average) or `raw` weights.
     #[arg(long, default_value = "ema", value_parser = ["ema", "raw"])]
     weights: String,
+}
+
+/// The sampler flags of `sample` and `eval`, over the run's own settings. Each is checked as it is
+/// parsed, and the error names the flag and the accepted values.
+#[derive(Args, Debug)]
+pub struct SamplerFlags {
+    /// A respacing: `ddim50` (DDIM, 50 steps), `250` (ancestral DDPM, 250 steps), ... (default:
+    /// the run's).
+    #[arg(long)]
+    sampler: Option<Respacing>,
+    /// DDIM's eta, in [0, 1] (default: the run's).
+    #[arg(long, value_parser = number(check_eta))]
+    eta: Option<f64>,
+    /// Classifier-free guidance scale, 1 for none, within ±100 (default: the run's).
+    #[arg(long, value_parser = number(SampleSettings::check_cfg_scale))]
+    cfg_scale: Option<f64>,
+}
+
+/// A clap parser of a number that `check` accepts.
+fn number(
+    check: fn(f64) -> std::result::Result<f64, String>,
+) -> impl Fn(&str) -> std::result::Result<f64, String> + Clone {
+    move |s: &str| {
+        s.parse::<f64>()
+            .map_err(|_| format!("`{s}` is not a number"))
+            .and_then(check)
+    }
+}
+
+impl SamplerFlags {
+    /// Sets the flags given in `settings`, for a process of `steps` steps.
+    pub fn apply(&self, settings: &mut SampleSettings, steps: usize) -> Result<()> {
+        if let Some(r) = &self.sampler {
+            r.timesteps(steps)
+                .map_err(|e| Error::msg(format!("--sampler {r}: {e}")))?;
+            settings.sampler = r.to_string();
+        }
+        settings.eta = self.eta.unwrap_or(settings.eta);
+        settings.cfg_scale = self.cfg_scale.unwrap_or(settings.cfg_scale);
+        settings.validate(steps)
+    }
 }
 
 /// Runs `difftune sample`.
@@ -50,19 +85,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     };
     let model = load_model(&args.checkpoint, weights)?;
     let config = &model.state.config;
+    let process = config.diffusion_config()?;
     let mut settings = config.sample.clone();
-    if let Some(s) = args.sampler {
-        settings.sampler = s;
-    }
-    if let Some(e) = args.eta {
-        if e.is_nan() || e < 0.0 {
-            return Err(Error::msg(format!("--eta {e}: expected a value >= 0")));
-        }
-        settings.eta = e;
-    }
-    if let Some(s) = args.cfg_scale {
-        settings.cfg_scale = s;
-    }
+    args.sampling.apply(&mut settings, process.steps)?;
     let classes = &model.state.classes;
     let per_class = args.per_class as usize;
     let labels: Vec<i64> = if args.classes.is_empty() {
@@ -83,7 +108,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
             .flat_map(|&c| std::iter::repeat_n(c, per_class))
             .collect()
     };
-    let process = config.diffusion_config()?;
     eprintln!(
         "sampling {} images with {} (eta {}, guidance {})",
         labels.len(),
@@ -112,4 +136,67 @@ pub fn run(args: SampleArgs) -> Result<()> {
         println!("images: {}", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: SamplerFlags,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<SamplerFlags, String> {
+        let all = std::iter::once("sample").chain(args.iter().copied());
+        Cli::try_parse_from(all)
+            .map(|c| c.flags)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sampler_flags_out_of_range_are_refused_naming_flag_and_range() {
+        for (args, needles) in [
+            (
+                &["--cfg-scale=NaN"][..],
+                &["--cfg-scale", "[-100, 100]", "NaN"][..],
+            ),
+            (&["--cfg-scale=inf"], &["--cfg-scale", "[-100, 100]"]),
+            (&["--cfg-scale=1e30"], &["--cfg-scale", "[-100, 100]"]),
+            (&["--cfg-scale=two"], &["--cfg-scale", "not a number"]),
+            (&["--eta=1.5"], &["--eta", "[0, 1]"]),
+            (&["--eta=-0.5"], &["--eta", "[0, 1]"]),
+            (&["--eta=NaN"], &["--eta", "[0, 1]"]),
+            (
+                &["--sampler= ddim5 "],
+                &["--sampler", "\" ddim5 \"", "without spaces"],
+            ),
+        ] {
+            let err = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            for needle in needles {
+                assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
+            }
+        }
+        // A sampler that parses but does not fit the process names the flag too.
+        let mut settings = SampleSettings::default();
+        let err = parse(&["--sampler=ddim999"])
+            .unwrap()
+            .apply(&mut settings, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--sampler ddim999"), "{err}");
+        parse(&["--sampler=ddim5", "--eta=1", "--cfg-scale=-100"])
+            .unwrap()
+            .apply(&mut settings, 1000)
+            .unwrap();
+        assert_eq!(
+            (settings.sampler.as_str(), settings.eta, settings.cfg_scale),
+            ("ddim5", 1.0, -100.0)
+        );
+    }
 }
