@@ -772,6 +772,41 @@ impl Dit {
         &self.cfg
     }
 
+    /// Folds each block's DiffFit scale into its adaLN gates (the rows of `gate_msa` and
+    /// `gate_mlp` in `adaLN_modulation.1`'s weight and bias) and sets the scale to 1: the model
+    /// computes the same function, and its reference-named weights alone now hold it.
+    pub fn fold_difffit(&self, ps: &mut ParamStore) -> Result<()> {
+        let d = self.cfg.hidden_size;
+        for block in &self.blocks {
+            if !ps.contains(&block.scale) {
+                continue;
+            }
+            let gamma = ps.tensor(&block.scale)?.to_scalar()?;
+            let ada = std::iter::once(block.ada.weight_name()).chain(block.ada.bias_name());
+            for name in ada.map(str::to_string).collect::<Vec<_>>() {
+                let w = ps.tensor(&name)?;
+                // Chunks of `d` rows: shift, scale, gate of attention, then of the MLP.
+                let rows: Vec<Tensor> = (0..6)
+                    .map(|k| {
+                        let chunk = w.narrow(0, k * d, d)?;
+                        if k == 2 || k == 5 {
+                            chunk.mul_scalar(gamma)
+                        } else {
+                            Ok(chunk)
+                        }
+                    })
+                    .collect::<Result<_>>()?;
+                let rows: Vec<&Tensor> = rows.iter().collect();
+                ps.set(&name, Tensor::cat(&rows, 0)?)?;
+            }
+            ps.set(
+                &block.scale,
+                Tensor::full(&[1], 1.0, ps.dtype(), ps.device())?,
+            )?;
+        }
+        Ok(())
+    }
+
     /// The names of DiffFit's per-block scales, `blocks.{i}.difffit_scale`: each `[1]`,
     /// multiplying both residual branches of its block. A block uses its scale when the store
     /// holds one (see [`crate::peft::difffit`]); the reference model has none.
@@ -925,8 +960,63 @@ impl Dit {
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
+    use tensor::Device;
 
     use super::*;
+
+    #[test]
+    fn folding_difffit_scales_into_the_gates_keeps_the_function() {
+        let cfg = DitConfig {
+            input_size: 8,
+            patch_size: 4,
+            in_channels: 2,
+            hidden_size: 16,
+            depth: 2,
+            num_heads: 2,
+            mlp_ratio: 2.0,
+            class_dropout_prob: 0.1,
+            num_classes: 3,
+            learn_sigma: false,
+        };
+        let mut ps = ParamStore::new(DType::F64, Device::Cpu, 0);
+        let dit = Dit::new(&mut ps, cfg).unwrap();
+        crate::peft::difffit(&mut ps, &dit.difffit_scales()).unwrap();
+        let mut gen = Generator::new(3);
+        // adaLN-Zero starts with closed gates, where a scale changes nothing: open them.
+        let ada: Vec<String> = ps
+            .names()
+            .filter(|n| n.contains("adaLN"))
+            .map(String::from)
+            .collect();
+        for name in ada {
+            let shape = ps.tensor(&name).unwrap().shape().to_vec();
+            let t = Tensor::randn(&shape, 0.0, 0.3, DType::F64, Device::Cpu, &mut gen).unwrap();
+            ps.set(&name, t).unwrap();
+        }
+        for (i, name) in dit.difffit_scales().iter().enumerate() {
+            ps.set(
+                name,
+                Tensor::full(&[1], 0.5 + i as f64, DType::F64, Device::Cpu).unwrap(),
+            )
+            .unwrap();
+        }
+        let x = Var::constant(
+            Tensor::randn(&[2, 2, 8, 8], 0.0, 1.0, DType::F64, Device::Cpu, &mut gen).unwrap(),
+        );
+        let (t, y) = (
+            Tensor::from_vec(vec![10i64, 900], &[2]).unwrap(),
+            Tensor::from_vec(vec![0i64, 2], &[2]).unwrap(),
+        );
+        let before = dit.forward(&ps, &x, &t, &y, None).unwrap().value().clone();
+        dit.fold_difffit(&mut ps).unwrap();
+        let after = dit.forward(&ps, &x, &t, &y, None).unwrap().value().clone();
+        let scale = before.max_abs_diff(&before.zeros_like().unwrap()).unwrap();
+        let diff = after.max_abs_diff(&before).unwrap();
+        assert!(diff <= 1e-12 * scale, "the function changed by {diff}");
+        for name in dit.difffit_scales() {
+            assert_eq!(ps.tensor(&name).unwrap().to_scalar().unwrap(), 1.0);
+        }
+    }
 
     /// Mixed precision's plumbing, checked on the CPU with f64 standing in for bf16: f32 master
     /// weights, compute in the other dtype, an f32 answer and f32 gradients equal to the plain

@@ -427,6 +427,21 @@ fn pretrained_start(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> 
     start
 }
 
+/// The model's output on fixed noisy images, timesteps and labels.
+fn forward_once(m: &train::run::LoadedModel) -> tensor::Tensor {
+    use tensor::{DType, Device, Generator, Tensor};
+    let mut gen = Generator::new(5);
+    let x = Tensor::randn(&[2, 1, 28, 28], 0.0, 1.0, DType::F32, Device::Cpu, &mut gen).unwrap();
+    let t = Tensor::from_vec(vec![3i64, 700], &[2]).unwrap();
+    let y = Tensor::from_vec(vec![0i64, 1], &[2]).unwrap();
+    let x = autograd::Var::constant(x);
+    m.dit
+        .forward(&m.params, &x, &t, &y, None)
+        .unwrap()
+        .value()
+        .clone()
+}
+
 #[test]
 fn peft_runs_change_only_their_trainable_parameters() {
     let dir = scratch("peft");
@@ -496,7 +511,37 @@ fn peft_runs_change_only_their_trainable_parameters() {
                 "{name}: added `{added}`"
             );
         }
+        // Exported with LoRA merged and DiffFit's scales folded: reference names only, the same
+        // function, and never over an existing file.
+        let file = dir.join(format!("{name}.safetensors"));
+        let (run, out) = (tune.out.to_str().unwrap(), file.to_str().unwrap());
+        run_ok(&["export", run, "--out", out]);
+        let again = difftune(&["export", run, "--out", out]).output().unwrap();
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert!(
+            !again.status.success() && err.contains("overwritten"),
+            "{err}"
+        );
+        let names: Vec<String> = tensors(&file).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, start.keys().cloned().collect::<Vec<_>>(), "{name}");
+        let (a, b) = (
+            load_model(&tune.out, Weights::Ema).unwrap(),
+            load_model(&file, Weights::Ema).unwrap(),
+        );
+        let (ya, yb) = (forward_once(&a), forward_once(&b));
+        let scale = ya.max_abs_diff(&ya.zeros_like().unwrap()).unwrap();
+        let diff = ya.max_abs_diff(&yb).unwrap();
+        assert!(
+            diff <= 1e-4 * scale,
+            "{name}: the export computes another function ({diff})"
+        );
     }
+
+    // A fine-tuning run starts from an exported file as from a run folder.
+    let mut from_file = tiny_config(&data, &dir.join("from-file"));
+    from_file.init = Some(dir.join("difffit.safetensors"));
+    from_file.steps = 1;
+    train(&from_file, &TrainOptions::default()).unwrap();
 
     // A pretrained model that does not fit is refused, naming the tensors: one block too many
     // (missing), and another width (mis-shaped).

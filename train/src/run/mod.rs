@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod export;
 pub mod folder;
 pub mod guard;
 pub mod metrics;
@@ -27,6 +28,7 @@ use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Error, Generator, Result, Tensor};
 
 pub use config::{DiffusionSettings, ModelConfig, RunConfig, SampleSettings};
+pub use export::export;
 pub use sample::{generate, grid_labels};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
@@ -124,17 +126,24 @@ fn build_model(config: &RunConfig, data: &Dataset, device: Device) -> Result<(Di
     Ok((dit, ps))
 }
 
-/// Loads a model from a checkpoint folder or a run folder (its latest checkpoint).
+/// Loads a model from a checkpoint folder, a run folder (its latest checkpoint) or a weights file
+/// written by [`export`] (which holds one set of weights: `weights` does not apply).
 pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
-    let dir = checkpoint::resolve(path)?;
-    let state = checkpoint::load_state(&dir)?;
+    let (dir, state, files) = if path.is_file() {
+        let state = export::read_state(path)?;
+        (path.to_path_buf(), state, vec![path.to_path_buf()])
+    } else {
+        let dir = checkpoint::resolve(path)?;
+        let state = checkpoint::load_state(&dir)?;
+        (dir.clone(), state, checkpoint_files(&dir, weights))
+    };
     let [c, h, _] = state.image_shape;
     let cfg = state.config.dit_config(c, h, state.classes.len())?;
     let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
     let dit = Dit::new(&mut params, cfg)?;
     let added = state.config.trainable.apply(&dit, &mut params)?.added;
-    load_weights(&mut params, &dir, weights, None, &added)?;
+    load_weights(&mut params, &files, None, &added)?;
     if device.is_cuda() {
         params.set_compute_dtype(state.config.compute_dtype()?);
     }
@@ -146,29 +155,30 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
     })
 }
 
-/// Loads a checkpoint folder's weights into `ps`: the model file (every parameter, frozen ones
-/// included), then for [`Weights::Ema`] the averages of the trained ones over it. The file may
-/// lack exactly the parameters the run's method `added` (they keep their initialisation). With
-/// `labels` = (source classes, target classes), the class table may differ in size (a domain with
-/// other classes): see [`reuse_label_rows`]. Anything else that does not fit is an error naming
-/// the tensors.
+/// The weight files of a checkpoint folder to load, in order: the model file (every parameter,
+/// frozen ones included), then for [`Weights::Ema`] the averages of the trained ones over it.
+fn checkpoint_files(dir: &Path, weights: Weights) -> Vec<PathBuf> {
+    let mut files = vec![dir.join(MODEL_FILE)];
+    if weights == Weights::Ema {
+        files.push(dir.join(EMA_FILE));
+    }
+    files
+}
+
+/// Loads weight `files` into `ps` in order: the first holds the whole model but for exactly the
+/// parameters the run's method `added` (they keep their initialisation); later ones (moving
+/// averages) hold any part of it. With `labels` = (source classes, target classes), the class
+/// table may differ in size (a domain with other classes): see [`reuse_label_rows`]. Anything
+/// else that does not fit is an error naming the file and the tensors.
 fn load_weights(
     ps: &mut ParamStore,
-    dir: &Path,
-    weights: Weights,
+    files: &[PathBuf],
     labels: Option<(usize, usize)>,
     added: &[String],
 ) -> Result<()> {
-    let mut files = vec![MODEL_FILE];
-    if weights == Weights::Ema {
-        files.push(EMA_FILE);
-    }
-    for file in files {
-        let path = dir.join(file);
-        let report = ps.load(&path, "", false)?;
-        // The average tracks only trained parameters: the others come from the model file.
-        let missing_ok = file == EMA_FILE;
-        let fits = (missing_ok || report.missing.iter().all(|m| added.contains(m)))
+    for (i, path) in files.iter().enumerate() {
+        let report = ps.load(path, "", false)?;
+        let fits = (i > 0 || report.missing.iter().all(|m| added.contains(m)))
             && report.unexpected.is_empty()
             && report
                 .mismatched
@@ -181,7 +191,7 @@ fn load_weights(
             )));
         }
         if let (Some((source, target)), false) = (labels, report.mismatched.is_empty()) {
-            let pretrained = SafeTensorsFile::open(&path)?.tensor(LABEL_TABLE)?;
+            let pretrained = SafeTensorsFile::open(path)?.tensor(LABEL_TABLE)?;
             let table = reuse_label_rows(&ps.tensor(LABEL_TABLE)?, &pretrained, source, target)
                 .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
             ps.set(LABEL_TABLE, table)?;
@@ -232,9 +242,9 @@ pub fn reuse_label_rows(
     Tensor::cat(&parts, 0)?.to_dtype(fresh.dtype())
 }
 
-/// Starts the weights from `init` (a pretrained checkpoint's moving average); it may lack
-/// exactly the parameters the run's method `added`, and its classes may differ from the
-/// `classes` of the data.
+/// Starts the weights from `init`: a pretrained run or checkpoint (its moving average), or a
+/// weights file written by [`export`]. It may lack exactly the parameters the run's method
+/// `added`, and its classes may differ from the `classes` of the data.
 fn load_init(
     init: &Path,
     ps: &mut ParamStore,
@@ -242,8 +252,15 @@ fn load_init(
     classes: usize,
     added: &[String],
 ) -> Result<()> {
-    let dir = checkpoint::resolve(init)?;
-    let state = checkpoint::load_state(&dir)?;
+    let (state, files) = if init.is_file() {
+        (export::read_state(init)?, vec![init.to_path_buf()])
+    } else {
+        let dir = checkpoint::resolve(init)?;
+        (
+            checkpoint::load_state(&dir)?,
+            checkpoint_files(&dir, Weights::Ema),
+        )
+    };
     if state.image_shape != image_shape {
         return Err(Error::msg(format!(
             "init {}: the checkpoint's images are {:?}, the data's {:?}",
@@ -253,7 +270,7 @@ fn load_init(
         )));
     }
     let labels = Some((state.classes.len(), classes));
-    load_weights(ps, &dir, Weights::Ema, labels, added)
+    load_weights(ps, &files, labels, added)
 }
 
 /// The fields that may change between a run and its resumption.

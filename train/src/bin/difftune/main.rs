@@ -3,6 +3,7 @@
 mod classifier;
 mod demo;
 mod eval;
+mod export;
 mod info;
 mod parity;
 mod sample;
@@ -31,6 +32,7 @@ enum Command {
     Finetune(train::FinetuneArgs),
     Sample(sample::SampleArgs),
     Eval(eval::EvalArgs),
+    Export(export::ExportArgs),
     Classifier(classifier::ClassifierArgs),
     Info(info::InfoArgs),
     Parity(parity::ParityArgs),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Classifier(args) => classifier::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
         Command::Parity(args) => parity::run(args),
     });
     match result {
