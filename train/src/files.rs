@@ -1,10 +1,44 @@
-//! File writes that never leave half a file behind.
+//! File writes that never leave half a file behind, and reads of user files that refuse what
+//! is not a regular file or is larger than a limit.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
+use tensor::limits::{open_regular_file, Limit};
 use tensor::{Error, Result};
+
+/// Reads the whole of a user file (a config, a checkpoint's `state.json`): anything that is not
+/// a regular file (a named pipe, a device, a folder) is refused before it is opened, and so is a
+/// file larger than `limit` (`None`: as large as the file on disk is). Errors name the path.
+pub fn read_user_file(path: &Path, limit: Option<&Limit>) -> Result<Vec<u8>> {
+    let (file, len) = open_regular_file(path)?;
+    let format = |e: Error| Error::Format {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let max = match limit {
+        Some(limit) => {
+            limit.check(len.into(), "the file holds").map_err(format)?;
+            limit.get().map_err(format)?
+        }
+        None => u64::MAX,
+    };
+    // The length was checked, but the file may grow while it is read: never read past the limit.
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if let Some(limit) = limit {
+        limit
+            .check(bytes.len() as u128, "the file grew to")
+            .map_err(format)?;
+    }
+    Ok(bytes)
+}
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it into place: a crash
 /// leaves either the old file or the new one, never a truncated one.
@@ -39,6 +73,31 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn user_files_must_be_regular_and_within_the_limit() {
+        let json = Some(&tensor::limits::JSON_BYTES);
+        let dir = std::env::temp_dir().join(format!("difftune-files-read-{}", std::process::id()));
+        let path = dir.join("c.json");
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(read_user_file(&path, json).unwrap(), b"{}");
+        let e = read_user_file(&dir, None).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") && e.contains("folder"),
+            "{e}"
+        );
+        // A sparse file one byte over the default limit: refused from its length, unread.
+        let big = dir.join("big.json");
+        let file = fs::File::create(&big).unwrap();
+        file.set_len(tensor::limits::JSON_BYTES.default_value() + 1)
+            .unwrap();
+        let e = read_user_file(&big, json).unwrap_err().to_string();
+        assert!(
+            e.contains("big.json") && e.contains("DIFFTUNE_MAX_JSON_BYTES"),
+            "{e}"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }

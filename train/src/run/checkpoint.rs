@@ -131,7 +131,8 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     if !pointer.exists() {
         return Ok(None);
     }
-    let name = fs::read_to_string(&pointer).map_err(io(&pointer))?;
+    let name = crate::files::read_user_file(&pointer, Some(&tensor::limits::JSON_BYTES))?;
+    let name = String::from_utf8_lossy(&name);
     let name = name.trim();
     if !name.starts_with("step-") || name.contains(['/', '\\']) {
         return Err(corrupt(
@@ -167,8 +168,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// checksum written at save time.
 pub fn load_state(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&path).map_err(io(&path))?;
-    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| corrupt(&path, e))?;
+    let text = crate::files::read_user_file(&path, Some(&tensor::limits::JSON_BYTES))?;
+    let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| corrupt(&path, e))?;
     for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
         let expected = state
             .checksums
@@ -177,7 +178,7 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
             .map(|(_, c)| c)
             .ok_or_else(|| corrupt(&path, format!("no checksum for {file}")))?;
         let p = dir.join(file);
-        let bytes = fs::read(&p).map_err(io(&p))?;
+        let bytes = crate::files::read_user_file(&p, None)?;
         let found = format!("{:016x}", fnv1a(&bytes));
         if &found != expected {
             return Err(corrupt(
