@@ -13,7 +13,7 @@
 //! | [`DIFFUSION_STEPS`] | `DIFFTUNE_MAX_DIFFUSION_STEPS` | 100,000 | steps of a diffusion process (DiT uses 1,000) |
 //! | [`DECOMPRESSED_BYTES`] | `DIFFTUNE_MAX_DECOMPRESSED_BYTES` | 4 GiB | bytes a data set decodes to: an IDX file (gzipped or not), the images of a folder |
 //! | [`SAMPLES`] | `DIFFTUNE_MAX_SAMPLES` | 100,000 | images drawn or evaluated by one command (FID uses 50,000), and a config's `batch_size` |
-//! | [`JSON_BYTES`] | `DIFFTUNE_MAX_JSON_BYTES` | 64 MiB | size of a JSON or text file read whole (run config, checkpoint `state.json` and `latest`) |
+//! | [`JSON_BYTES`] | `DIFFTUNE_MAX_JSON_BYTES` | 64 MiB | size of a JSON or text file read whole (run config, checkpoint `state.json` and `latest`, `metrics.jsonl`) |
 //!
 //! A variable takes a whole number (`_` separators allowed: `DIFFTUNE_MAX_IMAGE_PIXELS=400_000_000`);
 //! a malformed one is an error naming it wherever the limit is checked. [`Limit::set`] overrides
@@ -148,7 +148,7 @@ pub static DECOMPRESSED_BYTES: Limit = Limit::new(
 pub static SAMPLES: Limit = Limit::new("samples", "DIFFTUNE_MAX_SAMPLES", 100_000);
 
 /// Bytes of a JSON or text file read whole (run configs, a checkpoint's `state.json` and its
-/// `latest` pointer).
+/// `latest` pointer, a run's `metrics.jsonl`).
 pub static JSON_BYTES: Limit = Limit::new("JSON bytes", "DIFFTUNE_MAX_JSON_BYTES", 64 << 20);
 
 /// Every limit, for documentation and tests.

@@ -424,6 +424,14 @@ fn model_configs_refuse_zero_and_oversized_sizes() {
     use models::dit::DitConfig;
     use models::unet::UNet2DConfig;
     use models::vae::AutoencoderKL;
+    // The largest real model, DiT-XL/2 (675 M parameters; 512x512 images as 64x64 latents),
+    // is within the default limit.
+    let xl = DitConfig {
+        input_size: 64,
+        ..DitConfig::named("DiT-XL/2").unwrap()
+    };
+    assert!(xl.param_count() > 675_000_000);
+    xl.validate().unwrap();
     // Zero latent channels: the layers' init bound 1/sqrt(0) made Tensor::rand panic.
     let mut ps = models::ParamStore::new(DType::F32, Device::Cpu, 0);
     let vae = r#"{"latent_channels": 0, "block_out_channels": [8], "norm_num_groups": 4}"#;

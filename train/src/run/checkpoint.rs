@@ -61,9 +61,14 @@ pub fn checkpoints_dir(run: &Path) -> PathBuf {
 /// FNV-1a 64 of `bytes`: detects a flipped or truncated byte, which the safetensors header alone
 /// would not.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv1a_continue(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// FNV-1a 64 continued over `bytes` from `h`, the hash of what came before them.
+fn fnv1a_continue(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -131,7 +136,7 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     if !pointer.exists() {
         return Ok(None);
     }
-    let name = crate::files::read_user_file(&pointer, Some(&tensor::limits::JSON_BYTES))?;
+    let name = crate::files::read_user_file(&pointer, &tensor::limits::JSON_BYTES)?;
     let name = String::from_utf8_lossy(&name);
     let name = name.trim();
     if !name.starts_with("step-") || name.contains(['/', '\\']) {
@@ -168,7 +173,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// checksum written at save time.
 pub fn load_state(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join(STATE_FILE);
-    let text = crate::files::read_user_file(&path, Some(&tensor::limits::JSON_BYTES))?;
+    let text = crate::files::read_user_file(&path, &tensor::limits::JSON_BYTES)?;
     let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| corrupt(&path, e))?;
     for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
         let expected = state
@@ -178,14 +183,15 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
             .map(|(_, c)| c)
             .ok_or_else(|| corrupt(&path, format!("no checksum for {file}")))?;
         let p = dir.join(file);
-        let bytes = crate::files::read_user_file(&p, None)?;
-        let found = format!("{:016x}", fnv1a(&bytes));
+        // In chunks: a weight file can be gigabytes.
+        let mut hash = fnv1a(&[]);
+        let len = crate::files::read_user_chunks(&p, |chunk| hash = fnv1a_continue(hash, chunk))?;
+        let found = format!("{hash:016x}");
         if &found != expected {
             return Err(corrupt(
                 &p,
                 format!(
-                    "checksum {found} differs from the {expected} written at save time ({} bytes)",
-                    bytes.len()
+                    "checksum {found} differs from the {expected} written at save time ({len} bytes)"
                 ),
             ));
         }

@@ -218,7 +218,7 @@ impl RunConfig {
     /// A config from a JSON file (a regular file within [`tensor::limits::JSON_BYTES`]); errors
     /// name the file.
     pub fn from_file(path: &Path) -> Result<RunConfig> {
-        let bytes = crate::files::read_user_file(path, Some(&tensor::limits::JSON_BYTES))?;
+        let bytes = crate::files::read_user_file(path, &tensor::limits::JSON_BYTES)?;
         std::str::from_utf8(&bytes)
             .map_err(|e| Error::msg(format!("config: not UTF-8 text: {e}")))
             .and_then(RunConfig::from_json_str)

@@ -69,7 +69,7 @@ impl MetricLog {
 /// The lines of a metric log (none if the file does not exist). A torn last line (a crash while
 /// it was written) is skipped; a bad line elsewhere is an error naming it.
 pub fn read(path: &Path) -> Result<Vec<MetricLine>> {
-    let bytes = match crate::files::read_user_file(path, None) {
+    let bytes = match crate::files::read_user_file(path, &tensor::limits::JSON_BYTES) {
         Ok(bytes) => bytes,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(vec![])
