@@ -75,7 +75,19 @@ impl ClassifierConfig {
                 self.widths, self.features
             ));
         }
-        Ok(())
+        tensor::limits::IMAGE_PIXELS.check(
+            tensor::limits::product(&[h, w]),
+            format!("classifier config: input {:?}", self.input),
+        )?;
+        let [w1, w2, w3] = self.widths;
+        crate::config::check_sizes(
+            "classifier",
+            &[
+                ("input channels", c),
+                ("widths", w1.max(w2).max(w3)),
+                ("features", self.features),
+            ],
+        )
     }
 
     /// The config as a JSON string (for the file metadata).

@@ -24,11 +24,28 @@ pub fn check_levels(model: &str, widths: &[usize], lists: &[(&str, &[String])]) 
             expected,
         ));
     }
+    for &width in widths {
+        check_sizes(model, &[("block_out_channels", width)])?;
+    }
     for (key, list) in lists {
         if list.len() != widths.len() {
             let expected = format!("{} entries, one per block_out_channels", widths.len());
             return Err(bad_value(model, key, format!("{list:?}"), &expected));
         }
+    }
+    Ok(())
+}
+
+/// Checks that each size `(key, value)` is at least 1 (a layer of zero channels makes no model,
+/// and its initialisation bound 1/√fan_in would be infinite) and within
+/// [`tensor::limits::MODEL_PARAMS`] (a layer that wide holds more parameters than that, and
+/// products of such sizes could overflow before the parameters are counted).
+pub fn check_sizes(model: &str, values: &[(&str, usize)]) -> Result<()> {
+    for &(key, value) in values {
+        if value == 0 {
+            return Err(bad_value(model, key, 0, "at least 1"));
+        }
+        tensor::limits::MODEL_PARAMS.check(value as u128, format!("{model} config: `{key}`"))?;
     }
     Ok(())
 }

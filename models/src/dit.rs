@@ -263,7 +263,14 @@ impl DitConfig {
                 self.class_dropout_prob
             )));
         }
-        Ok(())
+        // Checked before any parameter is allocated: a config is user input.
+        tensor::limits::MODEL_PARAMS.check(
+            self.param_count() as u128,
+            format!(
+                "DiT config (hidden_size {}, depth {}, input_size {}, patch_size {})",
+                self.hidden_size, self.depth, self.input_size, self.patch_size
+            ),
+        )
     }
 
     /// Output channels: `2 · in_channels` with `learn_sigma`, else `in_channels`.
@@ -297,21 +304,36 @@ impl DitConfig {
     }
 
     /// Number of scalars in the model (`sum(p.numel() for p in model.parameters())` in the
-    /// reference, which counts the fixed `pos_embed` too).
+    /// reference, which counts the fixed `pos_embed` too). Saturates at `usize::MAX` for sizes
+    /// no machine could hold (a config is user input).
     pub fn param_count(&self) -> usize {
-        let (d, p, c) = (self.hidden_size, self.patch_size, self.in_channels);
-        let linear = |i: usize, o: usize| i * o + o;
-        let x_embedder = linear(c * p * p, d);
-        let pos_embed = self.num_patches() * d;
-        let t_embedder = linear(FREQUENCY_EMBEDDING_SIZE, d) + linear(d, d);
-        let y_embedder = self.label_rows() * d;
-        let block = linear(d, 3 * d)
-            + linear(d, d)
-            + linear(d, self.mlp_hidden())
-            + linear(self.mlp_hidden(), d)
-            + linear(d, 6 * d);
-        let final_layer = linear(d, p * p * self.out_channels()) + linear(d, 2 * d);
-        x_embedder + pos_embed + t_embedder + y_embedder + self.depth * block + final_layer
+        // In u128 and saturating, so that no product of config sizes overflows.
+        let w = |x: usize| x as u128;
+        let mul = |xs: &[u128]| xs.iter().fold(1, |a: u128, &b| a.saturating_mul(b));
+        let sum = |xs: &[u128]| xs.iter().fold(0, |a: u128, &b| a.saturating_add(b));
+        let linear = |i: u128, o: u128| mul(&[i, o]).saturating_add(o);
+        let (d, p, c) = (w(self.hidden_size), w(self.patch_size), w(self.in_channels));
+        let (mlp, grid) = (w(self.mlp_hidden()), w(self.grid_size()));
+        let out = c * (1 + u128::from(self.learn_sigma));
+        let label_rows = w(self.num_classes) + u128::from(self.class_dropout_prob > 0.0);
+        let block = sum(&[
+            linear(d, 3 * d),
+            linear(d, d),
+            linear(d, mlp),
+            linear(mlp, d),
+            linear(d, 6 * d),
+        ]);
+        let total = sum(&[
+            linear(mul(&[c, p, p]), d),             // x_embedder
+            mul(&[grid, grid, d]),                  // pos_embed
+            linear(w(FREQUENCY_EMBEDDING_SIZE), d), // t_embedder
+            linear(d, d),
+            mul(&[label_rows, d]),        // y_embedder
+            mul(&[w(self.depth), block]), // blocks
+            linear(d, mul(&[p, p, out])), // final_layer
+            linear(d, 2 * d),
+        ]);
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 }
 

@@ -133,20 +133,34 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Checks, before a new parameter `name` of `shape` is allocated, that the store stays within
+    /// [`tensor::limits::MODEL_PARAMS`]: models are built from configs, which are user input.
+    fn reserve(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let total = (self.param_count() as u128).saturating_add(tensor::limits::product(shape));
+        tensor::limits::MODEL_PARAMS.check(
+            total,
+            format!("the model's parameters up to `{name}` {shape:?}"),
+        )
+    }
+
     /// Adds a parameter drawn uniformly from [-bound, bound].
     pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f64) -> Result<()> {
-        let t = Tensor::rand(shape, -bound, bound, self.dtype, self.device, &mut self.gen)?;
+        self.reserve(name, shape)?;
+        let t = Tensor::rand(shape, -bound, bound, self.dtype, self.device, &mut self.gen)
+            .map_err(|e| Error::msg(format!("parameter `{name}`: {e}")))?;
         self.insert(name, t)
     }
 
     /// Adds a parameter drawn from N(0, std²).
     pub fn normal(&mut self, name: &str, shape: &[usize], std: f64) -> Result<()> {
+        self.reserve(name, shape)?;
         let t = Tensor::randn(shape, 0.0, std, self.dtype, self.device, &mut self.gen)?;
         self.insert(name, t)
     }
 
     /// Adds a parameter filled with `value`.
     pub fn constant(&mut self, name: &str, shape: &[usize], value: f64) -> Result<()> {
+        self.reserve(name, shape)?;
         let t = Tensor::full(shape, value, self.dtype, self.device)?;
         self.insert(name, t)
     }

@@ -15,7 +15,7 @@ use crate::blocks::{
     Activation, AttnOpts, BlockCtx, DownBlock, MidBlock2D, ResBlockHook, ResnetOpts, TimeShift,
     UpBlock, UpChannels,
 };
-use crate::config::{bad_value, check_levels, JsonConfig};
+use crate::config::{bad_value, check_levels, check_sizes, JsonConfig};
 use crate::nn::{sinusoidal_embedding_f32, Conv2d, Embedding, GroupNorm, Linear};
 use crate::params::ParamStore;
 
@@ -207,9 +207,17 @@ impl UNet2DConfig {
                 ));
             }
         }
-        if self.layers_per_block == 0 {
-            return Err(bad_value(MODEL, "layers_per_block", 0, "at least 1"));
-        }
+        check_sizes(
+            MODEL,
+            &[
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels),
+                ("layers_per_block", self.layers_per_block),
+                ("time_embedding_dim", self.time_embed_dim()),
+                ("attention_head_dim", self.attention_head_dim.unwrap_or(1)),
+                ("num_class_embeds", self.num_class_embeds.unwrap_or(1)),
+            ],
+        )?;
         Activation::parse(MODEL, "act_fn", &self.act_fn)?;
         TimeShift::parse(
             MODEL,
@@ -239,7 +247,7 @@ impl UNet2DConfig {
     /// Width of the time embedding.
     pub fn time_embed_dim(&self) -> usize {
         self.time_embedding_dim
-            .unwrap_or(self.block_out_channels[0] * 4)
+            .unwrap_or(self.block_out_channels[0].saturating_mul(4))
     }
 }
 

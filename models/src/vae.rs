@@ -14,7 +14,7 @@ use crate::blocks::{
     Activation, AttnOpts, BlockCtx, DownBlock, MidBlock2D, ResnetOpts, TimeShift, UpBlock,
     UpChannels,
 };
-use crate::config::{bad_value, check_levels, JsonConfig};
+use crate::config::{bad_value, check_levels, check_sizes, JsonConfig};
 use crate::nn::{Conv2d, GroupNorm};
 use crate::params::{join, ParamStore};
 
@@ -129,9 +129,15 @@ impl AutoencoderKLConfig {
                 return Err(bad_value(MODEL, key, format!("{bad:?}"), kind));
             }
         }
-        if self.layers_per_block == 0 {
-            return Err(bad_value(MODEL, "layers_per_block", 0, "at least 1"));
-        }
+        check_sizes(
+            MODEL,
+            &[
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels),
+                ("latent_channels", self.latent_channels),
+                ("layers_per_block", self.layers_per_block),
+            ],
+        )?;
         let g = self.norm_num_groups;
         if let Some(&ch) = self
             .block_out_channels

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 /// file or the new one, never half of one.
 ///
 /// The temporary name is unique to the process and the call (`.NAME.PID-N.tmp`), so two writers
-/// never share one, and it is removed when anything fails.
+/// never share one, and it is removed when anything fails. The folder must exist.
 ///
 /// ```
 /// use std::io::Write;
@@ -38,7 +38,6 @@ pub fn write_with(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!(
         ".{}.{}-{}.tmp",
         file_name.to_string_lossy(),
@@ -94,6 +93,7 @@ mod tests {
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {
         let dir = temp_dir("replace");
+        std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.json");
         write(&path, b"one").unwrap();
         write(&path, b"two").unwrap();
@@ -105,6 +105,7 @@ mod tests {
     #[test]
     fn a_failed_write_keeps_the_old_file_and_removes_its_temporary() {
         let dir = temp_dir("fail");
+        std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.bin");
         write(&path, b"old").unwrap();
         let err = write_with(&path, |w| {

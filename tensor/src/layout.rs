@@ -21,6 +21,23 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The number of elements of `shape`, or a shape error naming `op` when the shape is too large
+/// to address: the product of its sizes (zeros counted as ones, so that strides fit too) times
+/// the widest element (8 bytes) must fit in `isize`, as a `Vec` requires. Constructors check
+/// shapes that come from files and flags with it, so a huge shape is an error, not a panic.
+pub fn checked_elem_count(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let addressable = shape
+        .iter()
+        .try_fold(8usize, |acc, &d| acc.checked_mul(d.max(1)))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize);
+    ensure_shape!(
+        addressable,
+        op,
+        "shape {shape:?} has too many elements to address"
+    );
+    Ok(shape.iter().product())
+}
+
 /// The shape two shapes broadcast to (numpy rules: align right, sizes equal or 1).
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let n = a.len().max(b.len());

@@ -30,7 +30,6 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -76,10 +75,11 @@ pub struct SafeTensorsFile {
 
 impl SafeTensorsFile {
     /// Memory-maps `path` and validates its header (entries, byte lengths against shapes, offsets
-    /// covering the data exactly, no duplicate names). No tensor is copied.
+    /// covering the data exactly, no duplicate names). No tensor is copied. A path that is not a
+    /// regular file (a named pipe, a device, a folder) is refused before it is opened.
     pub fn open(path: impl AsRef<Path>) -> Result<SafeTensorsFile> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| io_err(path, e))?;
+        let (file, _) = crate::limits::open_regular_file(path)?;
         // SAFETY: the map is read-only and private to this struct; the file must not be changed in
         // place while it is open, which the type's docs state (our writers replace by renaming).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| io_err(path, e))?;

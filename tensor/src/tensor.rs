@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::cpu::map1;
+use crate::layout::checked_elem_count;
 use crate::storage::{with_elements, Storage};
 use crate::{ensure_shape, CpuStorage, DType, Device, Element, Error, Layout, Result};
 
@@ -45,7 +46,7 @@ impl Generator {
 impl Tensor {
     /// A contiguous tensor over `storage` (on the CPU).
     pub fn from_storage(storage: CpuStorage, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = checked_elem_count("from_storage", shape)?;
         ensure_shape!(
             storage.len() == n,
             "from_storage",
@@ -76,10 +77,10 @@ impl Tensor {
 
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        let n = checked_elem_count("full", shape)?;
         if let Device::Cuda(_) = device {
             return crate::cuda::elementwise::full(shape, value, dtype, device);
         }
-        let n = shape.iter().product();
         let storage = match dtype {
             DType::F32 => CpuStorage::F32(vec![f32::from_f64(value); n]),
             DType::F64 => CpuStorage::F64(vec![value; n]),
@@ -134,7 +135,14 @@ impl Tensor {
         device: Device,
         gen: &mut Generator,
     ) -> Result<Tensor> {
-        let n = shape.iter().product();
+        let n = checked_elem_count("rand", shape)?;
+        // `random_range` panics on an empty or infinite range (e.g. the bound 1/√fan_in of a
+        // layer with no inputs): an error names the bounds instead.
+        ensure_shape!(
+            (lo < hi && (hi - lo).is_finite()) || n == 0,
+            "rand",
+            "bounds [{lo}, {hi}) of shape {shape:?} are not a finite, non-empty range"
+        );
         let values: Vec<f64> = (0..n).map(|_| gen.0.random_range(lo..hi)).collect();
         Tensor::from_vec(values, shape)?
             .to_device(device)?
@@ -150,7 +158,7 @@ impl Tensor {
         device: Device,
         gen: &mut Generator,
     ) -> Result<Tensor> {
-        let n = shape.iter().product();
+        let n = checked_elem_count("randn", shape)?;
         let values: Vec<f64> = (0..n)
             .map(|_| {
                 mean + std

@@ -4,10 +4,12 @@
 //! `BILINEAR` resize) and centre-cropped to `size` x `size`.
 
 use std::fs;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use tensor::{Error, Result};
+use tensor::{limits, Error, Result};
+use zune_jpeg::errors::DecodeErrors;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
@@ -77,13 +79,31 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
 }
 
-/// Decodes a PNG or JPEG file (told apart by its first bytes) to gray or RGB.
+/// Checks an image's dimensions, as its header declares them, before anything is allocated for
+/// its pixels: at least one pixel, and at most [`limits::IMAGE_PIXELS`].
+fn check_pixels(path: &Path, width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(format_err(path, format!("the image is {width}x{height}")));
+    }
+    limits::IMAGE_PIXELS
+        .check(
+            limits::product(&[width, height]),
+            format!("the image is {width}x{height}"),
+        )
+        .map_err(|e| format_err(path, e.to_string()))
+}
+
+/// Decodes a PNG or JPEG file (told apart by its first bytes) to gray or RGB. A path that is not
+/// a regular file, and an image of more than [`limits::IMAGE_PIXELS`] pixels, are refused before
+/// anything is decoded.
 pub fn decode(path: &Path, color: ColorMode) -> Result<Image> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    let (mut file, len) = limits::open_regular_file(path)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes).map_err(io_err(path))?;
     let image = if bytes.starts_with(b"\x89PNG") {
-        decode_png(path, &bytes)?
+        contained(path, "PNG", || decode_png(path, &bytes))?
     } else if bytes.starts_with(&[0xff, 0xd8]) {
-        decode_jpeg(path, &bytes)?
+        contained(path, "JPEG", || decode_jpeg(path, &bytes))?
     } else {
         return Err(format_err(
             path,
@@ -97,6 +117,8 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
     let err = |e: png::DecodingError| format_err(path, format!("unreadable PNG: {e}"));
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let header = decoder.read_header_info().map_err(err)?;
+    check_pixels(path, header.width as usize, header.height as usize)?;
     let mut reader = decoder.read_info().map_err(err)?;
     let size = reader
         .output_buffer_size()
@@ -129,21 +151,20 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
 }
 
 fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<Image> {
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    // A decoder bug must not take the process down on a bad file: report it as this file's error.
-    let decoded = std::panic::catch_unwind(|| {
-        let mut decoder = JpegDecoder::new_with_options(bytes, options);
-        let pixels = decoder.decode()?;
-        let info = decoder.info().expect("headers are decoded after decode()");
-        Ok::<_, zune_jpeg::errors::DecodeErrors>((
-            info.width as usize,
-            info.height as usize,
-            pixels,
-        ))
-    })
-    .map_err(|_| format_err(path, "unreadable JPEG: the decoder failed"))?
-    .map_err(|e| format_err(path, format!("unreadable JPEG: {e:?}")))?;
-    let (width, height, pixels) = decoded;
+    // No side may exceed the pixel limit (the decoder's own default is 16384).
+    let max_side = usize::try_from(limits::IMAGE_PIXELS.get()?).unwrap_or(usize::MAX);
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(max_side)
+        .set_max_height(max_side);
+    let unreadable = |e: DecodeErrors| format_err(path, format!("unreadable JPEG: {e:?}"));
+    let mut decoder = JpegDecoder::new_with_options(bytes, options);
+    decoder.decode_headers().map_err(unreadable)?;
+    let (width, height) = decoder
+        .info()
+        .map_or((0, 0), |i| (i.width as usize, i.height as usize));
+    check_pixels(path, width, height)?;
+    let pixels = decoder.decode().map_err(unreadable)?;
     if pixels.len() != width * height * 3 {
         return Err(format_err(
             path,
@@ -158,6 +179,18 @@ fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<Image> {
         height,
         channels: 3,
         pixels,
+    })
+}
+
+/// Runs a third-party decoder over a file's bytes: a panic in it (a decoder bug that a bad file
+/// reaches; the fuzz tests found some in both) becomes this file's error instead of taking the
+/// process down.
+fn contained<T>(path: &Path, format: &str, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+        Err(format_err(
+            path,
+            format!("unreadable {format}: the decoder failed"),
+        ))
     })
 }
 
@@ -182,13 +215,13 @@ fn convert(image: Image, color: ColorMode) -> Image {
     }
 }
 
-/// Antialiased bilinear weights for resampling `from` samples to `to`: for each output sample, the
-/// first input index and the normalised weights (a triangle filter widened by the scale when
-/// shrinking, as PIL does).
-fn weights(from: usize, to: usize) -> Vec<(usize, Vec<f32>)> {
+/// Antialiased bilinear weights for resampling `from` samples to `to`, for the output samples
+/// `outputs` (a sub-range of `0..to`): for each, the first input index and the normalised weights
+/// (a triangle filter widened by the scale when shrinking, as PIL does).
+fn weights(from: usize, to: usize, outputs: Range<usize>) -> Vec<(usize, Vec<f32>)> {
     let scale = from as f64 / to as f64;
     let support = scale.max(1.0);
-    (0..to)
+    outputs
         .map(|o| {
             let centre = (o as f64 + 0.5) * scale;
             let lo = ((centre - support).floor().max(0.0)) as usize;
@@ -210,18 +243,33 @@ fn weights(from: usize, to: usize) -> Vec<(usize, Vec<f32>)> {
 
 /// Resizes to `width` x `height` (antialiased bilinear).
 pub fn resize(image: &Image, width: usize, height: usize) -> Image {
+    resize_window(image, (width, height), (0, 0), (width, height))
+}
+
+/// The `out_w` x `out_h` window at (`left`, `top`) of the image resized to `width` x `height`,
+/// computed without the rest of the resized image: only the window's columns, and the input rows
+/// they read, go through the two passes, so a thin image resized "shorter side = size" costs the
+/// crop, not the gigabytes of the whole resize. The pixels are those of the whole resize.
+fn resize_window(
+    image: &Image,
+    (width, height): (usize, usize),
+    (left, top): (usize, usize),
+    (out_w, out_h): (usize, usize),
+) -> Image {
     let c = image.channels;
-    if (image.width, image.height) == (width, height) {
-        return image.clone();
-    }
-    // Horizontal pass: [H, width, C].
-    let wx = weights(image.width, width);
-    let mut tmp = vec![0f32; image.height * width * c];
-    for y in 0..image.height {
+    // Resampling n samples to n is the identity (weights 0, 1, 0), so no size needs a special case.
+    let wx = weights(image.width, width, left..left + out_w);
+    let wy = weights(image.height, height, top..top + out_h);
+    // The input rows the window reads.
+    let rows = wy.iter().map(|(lo, _)| *lo).min().unwrap_or(0)
+        ..wy.iter().map(|(lo, w)| lo + w.len()).max().unwrap_or(0);
+    // Horizontal pass: [rows, out_w, C].
+    let mut tmp = vec![0f32; rows.len() * out_w * c];
+    for (r, y) in rows.clone().enumerate() {
         let row = &image.pixels[y * image.width * c..][..image.width * c];
         for (x, (lo, w)) in wx.iter().enumerate() {
             for ch in 0..c {
-                tmp[(y * width + x) * c + ch] = w
+                tmp[(r * out_w + x) * c + ch] = w
                     .iter()
                     .enumerate()
                     .map(|(k, wk)| wk * row[(lo + k) * c + ch] as f32)
@@ -229,54 +277,44 @@ pub fn resize(image: &Image, width: usize, height: usize) -> Image {
             }
         }
     }
-    // Vertical pass: [height, width, C].
-    let wy = weights(image.height, height);
-    let mut pixels = vec![0u8; height * width * c];
+    // Vertical pass: [out_h, out_w, C].
+    let mut pixels = vec![0u8; out_h * out_w * c];
     for (y, (lo, w)) in wy.iter().enumerate() {
-        for x in 0..width * c {
+        for x in 0..out_w * c {
             let v: f32 = w
                 .iter()
                 .enumerate()
-                .map(|(k, wk)| wk * tmp[(lo + k) * width * c + x])
+                .map(|(k, wk)| wk * tmp[(lo + k - rows.start) * out_w * c + x])
                 .sum();
-            pixels[y * width * c + x] = v.round().clamp(0.0, 255.0) as u8;
+            pixels[y * out_w * c + x] = v.round().clamp(0.0, 255.0) as u8;
         }
     }
     Image {
-        width,
-        height,
+        width: out_w,
+        height: out_h,
         channels: c,
         pixels,
     }
 }
 
-/// Resizes so the shorter side is `size`, then crops the centre `size` x `size` square.
+/// Resizes so the shorter side is `size`, then crops the centre `size` x `size` square (only that
+/// square is computed).
 pub fn resize_and_crop(image: &Image, size: usize) -> Image {
     let (w, h) = (image.width, image.height);
+    // The products in f64: exact for every real image, and no overflow for any.
     let (rw, rh) = if w <= h {
         (
             size,
-            ((h * size) as f64 / w as f64).round().max(size as f64) as usize,
+            (h as f64 * size as f64 / w as f64).round().max(size as f64) as usize,
         )
     } else {
         (
-            ((w * size) as f64 / h as f64).round().max(size as f64) as usize,
+            (w as f64 * size as f64 / h as f64).round().max(size as f64) as usize,
             size,
         )
     };
-    let resized = resize(image, rw, rh);
     let (left, top) = ((rw - size) / 2, (rh - size) / 2);
-    let c = image.channels;
-    let mut pixels = Vec::with_capacity(size * size * c);
-    for y in top..top + size {
-        pixels.extend_from_slice(&resized.pixels[(y * rw + left) * c..][..size * c]);
-    }
-    Image {
-        width: size,
-        height: size,
-        channels: c,
-        pixels,
-    }
+    resize_window(image, (rw, rh), (left, top), (size, size))
 }
 
 /// Encodes interleaved 8-bit pixels (1 channel gray, 3 RGB) as PNG and writes them atomically.
@@ -335,7 +373,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 
 impl Dataset {
     /// Reads `root/<class>/<image>` (PNG or JPEG; other files are skipped): classes are the
-    /// sub-folders in sorted name order, images are made `options.size` square.
+    /// sub-folders in sorted name order, images are made `options.size` square. All the images
+    /// together may hold at most [`limits::DECOMPRESSED_BYTES`] bytes.
     pub fn from_folder(root: impl AsRef<Path>, options: FolderOptions) -> Result<Dataset> {
         let root = root.as_ref();
         if options.size == 0 {
@@ -344,6 +383,13 @@ impl Dataset {
                 "image folder: size 0, expected at least 1",
             ));
         }
+        limits::IMAGE_PIXELS
+            .check(
+                limits::product(&[options.size, options.size]),
+                format!("image folder: images of {0}x{0}", options.size),
+            )
+            .map_err(|e| format_err(root, e.to_string()))?;
+        let image_len = options.color.channels() * options.size * options.size;
         let class_dirs: Vec<PathBuf> = sorted_entries(root)?
             .into_iter()
             .filter(|p| p.is_dir())
@@ -370,6 +416,12 @@ impl Dataset {
                 ));
             }
             for file in &files {
+                limits::DECOMPRESSED_BYTES
+                    .check(
+                        (pixels.len() + image_len) as u128,
+                        "image folder: the images read so far",
+                    )
+                    .map_err(|e| format_err(file, e.to_string()))?;
                 let image = resize_and_crop(&decode(file, options.color)?, options.size);
                 // [H, W, C] to [C, H, W].
                 for ch in 0..c {
@@ -532,5 +584,197 @@ mod tests {
         };
         let crop = resize_and_crop(&wide, 2);
         assert_eq!(crop.pixels, vec![3, 4, 3, 4]);
+    }
+
+    /// The resize before it computed only the crop: the whole image resized, then cropped.
+    fn resize_then_crop(image: &Image, size: usize) -> Image {
+        let (w, h) = (image.width, image.height);
+        let (rw, rh) = if w <= h {
+            (
+                size,
+                ((h * size) as f64 / w as f64).round().max(size as f64) as usize,
+            )
+        } else {
+            (
+                ((w * size) as f64 / h as f64).round().max(size as f64) as usize,
+                size,
+            )
+        };
+        let c = image.channels;
+        let wx = weights(w, rw, 0..rw);
+        let mut tmp = vec![0f32; h * rw * c];
+        for y in 0..h {
+            for (x, (lo, wk)) in wx.iter().enumerate() {
+                for ch in 0..c {
+                    tmp[(y * rw + x) * c + ch] = wk
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| v * image.pixels[(y * w + lo + k) * c + ch] as f32)
+                        .sum();
+                }
+            }
+        }
+        let mut resized = vec![0u8; rh * rw * c];
+        for (y, (lo, wk)) in weights(h, rh, 0..rh).iter().enumerate() {
+            for x in 0..rw * c {
+                let v: f32 = wk
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| v * tmp[(lo + k) * rw * c + x])
+                    .sum();
+                resized[y * rw * c + x] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        let (left, top) = ((rw - size) / 2, (rh - size) / 2);
+        let mut pixels = Vec::new();
+        for y in top..top + size {
+            pixels.extend_from_slice(&resized[(y * rw + left) * c..][..size * c]);
+        }
+        Image {
+            width: size,
+            height: size,
+            channels: c,
+            pixels,
+        }
+    }
+
+    #[test]
+    fn the_crop_is_the_crop_of_the_whole_resize() {
+        // Random images, shrunk, enlarged, square, wide and tall, gray and RGB: the pixels are
+        // those of resizing the whole image and cropping it, bit for bit.
+        let mut state = 1u64;
+        let mut next = move || {
+            state = crate::data::loader::mix(state);
+            state
+        };
+        for (w, h, c, size) in [
+            (7, 5, 1, 3),
+            (5, 7, 3, 3),
+            (28, 28, 1, 28),
+            (28, 28, 3, 16),
+            (4, 9, 1, 12),
+            (31, 17, 3, 8),
+            (1, 40, 1, 5),
+            (40, 1, 3, 6),
+            (13, 13, 3, 32),
+            (64, 48, 3, 29),
+        ] {
+            let image = Image {
+                width: w,
+                height: h,
+                channels: c,
+                pixels: (0..w * h * c).map(|_| next() as u8).collect(),
+            };
+            let expected = resize_then_crop(&image, size);
+            assert_eq!(
+                resize_and_crop(&image, size),
+                expected,
+                "{w}x{h}x{c} to {size}"
+            );
+        }
+    }
+
+    /// A PNG chunk: length, type, data and CRC.
+    fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        [
+            &(data.len() as u32).to_be_bytes()[..],
+            kind,
+            data,
+            &crc.sum().to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// A PNG of `width` x `height` pixels of 8 bits of `color` (0 gray, 3 indexed) whose image
+    /// data holds `rows` (each starting with its filter byte), after `extra` chunks.
+    fn png(width: u32, height: u32, color: u8, extra: &[u8], rows: &[u8]) -> Vec<u8> {
+        let ihdr = [
+            &width.to_be_bytes()[..],
+            &height.to_be_bytes(),
+            &[8, color, 0, 0, 0],
+        ]
+        .concat();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut z, rows).unwrap();
+        [
+            &b"\x89PNG\r\n\x1a\n"[..],
+            &chunk(b"IHDR", &ihdr),
+            extra,
+            &chunk(b"IDAT", &z.finish().unwrap()),
+            &chunk(b"IEND", &[]),
+        ]
+        .concat()
+    }
+
+    /// A PNG of `width` x `height` 8-bit gray whose image data is empty: only its header says how
+    /// large it is.
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        png(width, height, 0, &[], &[])
+    }
+
+    #[test]
+    fn a_decoder_panic_is_the_file_s_error() {
+        // An indexed PNG whose palette is 4 bytes long (not whole RGB entries): the png crate
+        // panics expanding it (found by tests/tests/fuzz.rs).
+        let root = temp_dir("palette");
+        let path = root.join("palette.png");
+        fs::write(&path, png(1, 1, 3, &chunk(b"PLTE", &[1, 2, 3, 4]), &[0, 0])).unwrap();
+        let e = decode(&path, ColorMode::Rgb).unwrap_err().to_string();
+        assert!(
+            e.contains("palette.png") && e.contains("unreadable PNG"),
+            "{e}"
+        );
+        // The same image with a whole palette decodes.
+        fs::write(&path, png(1, 1, 3, &chunk(b"PLTE", &[1, 2, 3]), &[0, 0])).unwrap();
+        assert_eq!(decode(&path, ColorMode::Rgb).unwrap().pixels, [1, 2, 3]);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn images_larger_than_the_pixel_limit_are_refused_before_decoding() {
+        // 65 bytes or so that claim 200000 x 200000 pixels: allocating their 40 GB aborted the process.
+        let root = temp_dir("huge");
+        let path = root.join("huge.png");
+        let bytes = png_header_only(200_000, 200_000);
+        assert!(bytes.len() < 70);
+        fs::write(&path, &bytes).unwrap();
+        let e = decode(&path, ColorMode::Gray).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.png")
+                && e.contains("200000x200000")
+                && e.contains("DIFFTUNE_MAX_IMAGE_PIXELS"),
+            "{e}"
+        );
+        // A JPEG frame of 65535 x 65535 (the largest a JPEG can say) is over the limit too.
+        let mut jpeg = include_bytes!("testdata/red-8x8.jpg").to_vec();
+        let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        let path = root.join("huge.jpg");
+        fs::write(&path, &jpeg).unwrap();
+        let e = decode(&path, ColorMode::Gray).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.jpg")
+                && e.contains("65535x65535")
+                && e.contains("DIFFTUNE_MAX_IMAGE_PIXELS"),
+            "{e}"
+        );
+        // An image folder of images over the limit is refused before reading any.
+        let e = Dataset::from_folder(
+            &root,
+            FolderOptions {
+                size: 1 << 20,
+                color: ColorMode::Rgb,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("1048576x1048576") && e.contains("IMAGE_PIXELS"),
+            "{e}"
+        );
+        fs::remove_dir_all(root).unwrap();
     }
 }

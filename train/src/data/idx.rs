@@ -3,14 +3,13 @@
 //! raw values. Only unsigned bytes (type code 0x08) are used by those data sets: magic 0x801 for
 //! labels `[N]` and 0x803 for images `[N, H, W]`. Files ending in `.gz` are read through gzip.
 
-use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use tensor::{Error, Result, Tensor};
+use tensor::{limits, Error, Result, Tensor};
 
 use crate::files::write_atomic;
 
@@ -26,37 +25,55 @@ fn format_err(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// The decompressed bytes of `path` (gunzipped when the name ends in `.gz`).
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| format_err(path, format!("gzip decompression failed: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
+/// Deflate's largest compression ratio (a 258-byte match coded in about two bits): a gzip file of
+/// `n` bytes cannot decompress to more than about `1032 n` bytes, so a header that declares more
+/// is refused before anything is allocated for it.
+const DEFLATE_MAX_RATIO: u64 = 1032;
 
-/// Parses an IDX buffer of unsigned bytes whose magic must be `magic`: returns the dimensions
-/// and the values. `path` names the source in errors.
-fn parse(path: &Path, bytes: &[u8], magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
+/// Reads an IDX file of unsigned bytes whose magic must be `magic` (streamed through gzip when
+/// the name ends in `.gz`) and returns the dimensions and the values. The header is read first;
+/// the size it declares is checked against [`limits::DECOMPRESSED_BYTES`] and against what the
+/// file can hold before it is allocated; then exactly that much is read, and a short body or
+/// trailing data is an error. Nothing but a regular file is opened.
+fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     let what = if magic == LABELS_MAGIC {
         "labels"
     } else {
         "images"
     };
-    let Some(head) = bytes.get(..4) else {
+    let (file, file_len) = limits::open_regular_file(path)?;
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    let mut reader: Box<dyn Read> = if gzip {
+        Box::new(GzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    // Reads up to `n` more bytes (fewer at the end of the data).
+    let mut read_up_to = |n: usize| -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        reader
+            .by_ref()
+            .take(n as u64)
+            .read_to_end(&mut out)
+            .map_err(|source| match gzip {
+                true => format_err(path, format!("gzip decompression failed: {source}")),
+                false => Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        Ok(out)
+    };
+
+    let rank = (magic & 0xff) as usize;
+    let header_len = 4 + 4 * rank;
+    let header = read_up_to(header_len)?;
+    let Some(head) = header.get(..4) else {
         return Err(format_err(
             path,
             format!(
                 "{} bytes is too short for an IDX file (4-byte magic expected)",
-                bytes.len()
+                header.len()
             ),
         ));
     };
@@ -67,54 +84,73 @@ fn parse(path: &Path, bytes: &[u8], magic: u32) -> Result<(Vec<usize>, Vec<u8>)>
             format!("bad IDX magic {found:#06x}, expected {magic:#06x} ({what}, unsigned bytes)"),
         ));
     }
-    let rank = (magic & 0xff) as usize;
-    let header_len = 4 + 4 * rank;
-    let Some(sizes) = bytes.get(4..header_len) else {
+    if header.len() < header_len {
         return Err(format_err(
             path,
             format!(
                 "truncated header: {} bytes, expected {header_len} for {rank} dimensions",
-                bytes.len()
+                header.len()
             ),
         ));
-    };
-    let dims: Vec<usize> = sizes
+    }
+    let dims: Vec<usize> = header[4..]
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format_err(path, format!("dimensions {dims:?} overflow")))?;
-    let data = &bytes[header_len..];
-    if data.len() != count {
-        let kind = if data.len() < count {
+    let declared = limits::product(&dims);
+    let says = format!("the header says {dims:?} = {declared} values");
+    limits::DECOMPRESSED_BYTES
+        .check(declared, &says)
+        .map_err(|e| format_err(path, e.to_string()))?;
+    let body = file_len.saturating_sub(header_len as u64);
+    if !gzip && u128::from(body) != declared {
+        let kind = if u128::from(body) < declared {
             "truncated"
         } else {
             "trailing bytes"
         };
         return Err(format_err(
             path,
+            format!("{kind}: {says} but {body} bytes follow it"),
+        ));
+    }
+    if gzip && declared > u128::from(file_len) * u128::from(DEFLATE_MAX_RATIO) {
+        return Err(format_err(
+            path,
             format!(
-                "{kind}: the header says {dims:?} = {count} values but {} bytes follow it",
-                data.len()
+                "truncated: {says} but a gzip file of {file_len} bytes decompresses to at most \
+                 {} bytes",
+                u128::from(file_len) * u128::from(DEFLATE_MAX_RATIO)
             ),
         ));
     }
-    Ok((dims, data.to_vec()))
+    // Within the limit, so it fits in usize.
+    let count = declared as usize;
+    let data = read_up_to(count)?;
+    if data.len() < count {
+        return Err(format_err(
+            path,
+            format!("truncated: {says} but {} bytes follow it", data.len()),
+        ));
+    }
+    if !read_up_to(1)?.is_empty() {
+        return Err(format_err(
+            path,
+            format!("trailing bytes: {says} but more bytes follow it"),
+        ));
+    }
+    Ok((dims, data))
 }
 
 /// Reads an IDX labels file (magic 0x801): a `u8` tensor `[N]`.
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Tensor> {
-    let path = path.as_ref();
-    let (dims, data) = parse(path, &read_bytes(path)?, LABELS_MAGIC)?;
+    let (dims, data) = read(path.as_ref(), LABELS_MAGIC)?;
     Tensor::from_vec(data, &dims)
 }
 
 /// Reads an IDX images file (magic 0x803): a `u8` tensor `[N, H, W]`.
 pub fn read_images(path: impl AsRef<Path>) -> Result<Tensor> {
-    let path = path.as_ref();
-    let (dims, data) = parse(path, &read_bytes(path)?, IMAGES_MAGIC)?;
+    let (dims, data) = read(path.as_ref(), IMAGES_MAGIC)?;
     Tensor::from_vec(data, &dims)
 }
 
@@ -176,6 +212,7 @@ pub fn write(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("difftune-idx-{name}-{}", std::process::id()));
@@ -244,6 +281,60 @@ mod tests {
         // A missing file is an I/O error naming it.
         let e = err(read_images(dir.join("missing.gz")));
         assert!(e.contains("missing.gz"), "{e}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A gzip stream of `bytes`.
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn declared_sizes_are_checked_before_the_body_is_read() {
+        let dir = temp_dir("declared");
+        let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+        let header = |dims: [u32; 3]| {
+            let mut h = vec![0, 0, 8, 3];
+            dims.iter()
+                .for_each(|d| h.extend_from_slice(&d.to_be_bytes()));
+            h
+        };
+        // A header that declares 65535^3 bytes (281 TB) is refused for the limit, gzipped or not.
+        for name in ["big.idx", "big.gz"] {
+            let bytes = header([65535, 65535, 65535]);
+            let bytes = if name.ends_with("gz") {
+                gzip(&bytes)
+            } else {
+                bytes
+            };
+            fs::write(dir.join(name), bytes).unwrap();
+            let e = err(read_images(dir.join(name)));
+            assert!(
+                e.contains(name) && e.contains("DIFFTUNE_MAX_DECOMPRESSED_BYTES"),
+                "{e}"
+            );
+        }
+        // Within the limit but more than the compressed file can hold: refused before reading.
+        fs::write(dir.join("short.gz"), gzip(&header([1000, 1000, 1000]))).unwrap();
+        let e = err(read_images(dir.join("short.gz")));
+        assert!(e.contains("truncated") && e.contains("at most"), "{e}");
+        // A gzip body cut short, and one with data after the declared values.
+        let body = [header([1, 2, 2]), vec![7; 3]].concat();
+        fs::write(dir.join("cut.gz"), gzip(&body)).unwrap();
+        let e = err(read_images(dir.join("cut.gz")));
+        assert!(
+            e.contains("cut.gz") && e.contains("truncated") && e.contains("3 bytes"),
+            "{e}"
+        );
+        let body = [header([1, 2, 2]), vec![7; 4 + 1000]].concat();
+        fs::write(dir.join("long.gz"), gzip(&body)).unwrap();
+        let e = err(read_images(dir.join("long.gz")));
+        assert!(e.contains("long.gz") && e.contains("trailing bytes"), "{e}");
+        // A folder is not an IDX file.
+        let e = err(read_images(&dir));
+        assert!(e.contains("not a regular file"), "{e}");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -202,7 +202,8 @@ impl Sampler {
         let left = self.len - self.state.position;
         if left == 0 || (self.drop_last && left < self.batch_size) {
             self.state = LoaderState {
-                epoch: self.state.epoch + 1,
+                // Saturating: a resumed state (a checkpoint is user input) may say any epoch.
+                epoch: self.state.epoch.saturating_add(1),
                 position: 0,
             };
             self.order = self.epoch_order(self.state.epoch);

@@ -76,6 +76,14 @@ pub fn read_image_folder(
     }
     files.sort();
     let color = color_mode(c)?;
+    tensor::limits::DECOMPRESSED_BYTES.check(
+        tensor::limits::product(&[files.len(), c, h, w]),
+        format!(
+            "--images {}: {} images of {c}x{h}x{w}",
+            root.display(),
+            files.len()
+        ),
+    )?;
     let mut pixels: Vec<u8> = Vec::with_capacity(files.len() * c * h * w);
     for file in &files {
         let image = resize_and_crop(&decode(file, color)?, h);

@@ -62,9 +62,14 @@ pub fn checkpoints_dir(run: &Path) -> PathBuf {
 /// FNV-1a 64 of `bytes`: detects a flipped or truncated byte, which the safetensors header alone
 /// would not.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv1a_continue(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// FNV-1a 64 continued over `bytes` from `h`, the hash of what came before them.
+fn fnv1a_continue(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -131,7 +136,8 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     if !pointer.exists() {
         return Ok(None);
     }
-    let name = fs::read_to_string(&pointer).map_err(io(&pointer))?;
+    let name = crate::files::read_user_file(&pointer, &tensor::limits::JSON_BYTES)?;
+    let name = String::from_utf8_lossy(&name);
     let name = name.trim();
     if !name.starts_with("step-") || name.contains(['/', '\\']) {
         return Err(corrupt(
@@ -205,7 +211,8 @@ fn unseal(path: &Path, text: &str) -> Result<CheckpointState> {
 /// present with the checksum written at save time, then the config's values.
 pub fn load_state(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let text = crate::files::read_user_file(&path, &tensor::limits::JSON_BYTES)?;
+    let text = String::from_utf8(text).map_err(|e| corrupt(&path, e))?;
     let state = unseal(&path, &text)?;
     for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
         let expected = state
@@ -215,14 +222,15 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
             .map(|(_, c)| c)
             .ok_or_else(|| corrupt(&path, format!("no checksum for {file}")))?;
         let p = dir.join(file);
-        let bytes = fs::read(&p).map_err(io(&p))?;
-        let found = format!("{:016x}", fnv1a(&bytes));
+        // In chunks: a weight file can be gigabytes.
+        let mut hash = fnv1a(&[]);
+        let len = crate::files::read_user_chunks(&p, |chunk| hash = fnv1a_continue(hash, chunk))?;
+        let found = format!("{hash:016x}");
         if &found != expected {
             return Err(corrupt(
                 &p,
                 format!(
-                    "checksum {found} differs from the {expected} written at save time ({} bytes)",
-                    bytes.len()
+                    "checksum {found} differs from the {expected} written at save time ({len} bytes)"
                 ),
             ));
         }

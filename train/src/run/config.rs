@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use models::dit::DitConfig;
 use serde::{Deserialize, Serialize};
-use tensor::{DType, Device, Error, Result};
+use tensor::{limits, DType, Device, Error, Result};
 
 use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, Respacing, VarType};
 use crate::methods::{Method, Trainable};
@@ -200,6 +200,14 @@ fn invalid(what: &str, msg: impl std::fmt::Display) -> Error {
     Error::msg(format!("config `{what}`: {msg}"))
 }
 
+/// Checks a square image side against [`limits::IMAGE_PIXELS`].
+fn check_image_size(what: &str, size: usize) -> Result<()> {
+    limits::IMAGE_PIXELS.check(
+        limits::product(&[size, size]),
+        format!("config: {what} {size}x{size}"),
+    )
+}
+
 impl SampleSettings {
     /// The largest guidance scale accepted, in size. Scales in use are 1 to about 10 (DiT: 1.5
     /// and 4; Imagen's highest, with dynamic thresholding, 30); far beyond, the guided output
@@ -245,13 +253,14 @@ impl RunConfig {
         serde_json::from_str(json).map_err(|e| Error::msg(format!("config: {e}")))
     }
 
-    /// A config from a JSON file; errors name the file.
+    /// A config from a JSON file (a regular file within [`tensor::limits::JSON_BYTES`]); errors
+    /// name the file.
     pub fn from_file(path: &Path) -> Result<RunConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        RunConfig::from_json_str(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+        let bytes = crate::files::read_user_file(path, &tensor::limits::JSON_BYTES)?;
+        std::str::from_utf8(&bytes)
+            .map_err(|e| Error::msg(format!("config: not UTF-8 text: {e}")))
+            .and_then(RunConfig::from_json_str)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
     }
 
     /// The config as pretty JSON.
@@ -272,6 +281,12 @@ impl RunConfig {
             if v == 0 {
                 return Err(invalid(name, "must be at least 1"));
             }
+        }
+        for (name, v) in [
+            ("batch_size", self.batch_size),
+            ("sample.per_class", self.sample.per_class),
+        ] {
+            limits::SAMPLES.check(v as u128, format!("config `{name}`"))?;
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(invalid("lr", format!("must be positive, got {}", self.lr)));
@@ -318,6 +333,7 @@ impl RunConfig {
         if self.image_size == 0 {
             return Err(invalid("image_size", "must be at least 1"));
         }
+        check_image_size("image_size", self.image_size)?;
         self.trainable.validate()?;
         self.lr_schedule()?;
         self.diffusion_config()?;
@@ -396,6 +412,7 @@ impl RunConfig {
         if d.steps < 2 {
             return Err(invalid("diffusion.steps", "must be at least 2"));
         }
+        limits::DIFFUSION_STEPS.check(d.steps as u128, "config `diffusion.steps`")?;
         Ok(DiffusionConfig {
             schedule,
             steps: d.steps,
@@ -410,6 +427,7 @@ impl RunConfig {
 
     /// The DiT for images `[channels, size, size]` of `classes` classes.
     pub fn dit_config(&self, channels: usize, size: usize, classes: usize) -> Result<DitConfig> {
+        check_image_size("the image size", size)?;
         let m = &self.model;
         let cfg = DitConfig {
             input_size: size,

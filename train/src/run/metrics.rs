@@ -1,6 +1,6 @@
 //! The run's metric log, one JSON object per line (`metrics.jsonl`), and its loss-curve picture.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -69,16 +69,17 @@ impl MetricLog {
 /// The lines of a metric log (none if the file does not exist). A torn last line (a crash while
 /// it was written) is skipped; a bad line elsewhere is an error naming it.
 pub fn read(path: &Path) -> Result<Vec<MetricLine>> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(source) => {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })
+    let bytes = match crate::files::read_user_file(path, &tensor::limits::JSON_BYTES) {
+        Ok(bytes) => bytes,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(vec![])
         }
+        Err(e) => return Err(e),
     };
+    let text = String::from_utf8(bytes).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        msg: format!("not UTF-8 text: {e}"),
+    })?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut out = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
@@ -122,6 +123,7 @@ pub fn plot_loss_curves(path: &Path, series: &[(&str, &[MetricLine])]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn line(step: u64) -> MetricLine {
         MetricLine {

@@ -29,7 +29,7 @@ use tensor::{DType, Device, Error, Generator, Result, Tensor};
 
 pub use config::{DiffusionSettings, ModelConfig, RunConfig, SampleSettings};
 pub use export::export;
-pub use sample::{generate, grid_labels};
+pub use sample::{generate, grid_labels, repeat_labels};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
 use self::metrics::{MetricLine, MetricLog};
@@ -404,7 +404,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     };
     let draw = |ema: &Ema, ps: &ParamStore, path: &Path| -> Result<()> {
         let weights = ema.store(ps)?;
-        let labels = grid_labels(data.classes().len(), config.sample.per_class);
+        let labels = grid_labels(data.classes().len(), config.sample.per_class)?;
         let images = generate(
             &dit,
             &weights,

@@ -96,11 +96,24 @@ where
     }
 }
 
-/// `per_class` labels of each of `classes` classes, class by class: the rows of a grid.
-pub fn grid_labels(classes: usize, per_class: usize) -> Vec<i64> {
-    (0..classes as i64)
-        .flat_map(|c| std::iter::repeat_n(c, per_class))
-        .collect()
+/// `per_class` labels of each of `classes` classes, class by class: the rows of a grid. More
+/// than [`tensor::limits::SAMPLES`] labels in all is an error.
+pub fn grid_labels(classes: usize, per_class: usize) -> Result<Vec<i64>> {
+    let all: Vec<i64> = (0..classes as i64).collect();
+    repeat_labels(&all, per_class)
+}
+
+/// Each of `classes` repeated `per_class` times, in order; more than
+/// [`tensor::limits::SAMPLES`] labels in all is an error.
+pub fn repeat_labels(classes: &[i64], per_class: usize) -> Result<Vec<i64>> {
+    tensor::limits::SAMPLES.check(
+        tensor::limits::product(&[classes.len(), per_class]),
+        format!("{} classes x {per_class} per class", classes.len()),
+    )?;
+    Ok(classes
+        .iter()
+        .flat_map(|&c| std::iter::repeat_n(c, per_class))
+        .collect())
 }
 
 #[cfg(test)]

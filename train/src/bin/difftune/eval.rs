@@ -196,6 +196,7 @@ pub fn run(args: EvalArgs) -> tensor::Result<()> {
         )));
     }
     let source = Source::from_args(&args)?;
+    tensor::limits::SAMPLES.check(args.samples.into(), "--samples")?;
     let reference_source = DataSource::parse(&args.reference, "--reference")?;
     let model = Classifier::load(&args.classifier)?;
     let (images, labels) = source.load(&model, &args)?;

@@ -6,7 +6,7 @@ use clap::Args;
 use tensor::{Error, Result, Tensor};
 use train::data::{save_grid, save_image_folder};
 use train::diffusion::{check_eta, Respacing};
-use train::run::{generate, grid_labels, load_model, SampleSettings, Weights};
+use train::run::{generate, grid_labels, load_model, repeat_labels, SampleSettings, Weights};
 
 /// Draw samples from a checkpoint: a grid with one row per class.
 #[derive(Args, Debug)]
@@ -89,9 +89,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut settings = config.sample.clone();
     args.sampling.apply(&mut settings, process.steps)?;
     let classes = &model.state.classes;
-    let per_class = args.per_class as usize;
+    let per_class = usize::try_from(args.per_class).unwrap_or(usize::MAX);
     let labels: Vec<i64> = if args.classes.is_empty() {
-        grid_labels(classes.len(), per_class)
+        grid_labels(classes.len(), per_class)?
     } else {
         if let Some(bad) = args
             .classes
@@ -103,10 +103,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
                 classes.len()
             )));
         }
-        args.classes
-            .iter()
-            .flat_map(|&c| std::iter::repeat_n(c, per_class))
-            .collect()
+        repeat_labels(&args.classes, per_class)?
     };
     eprintln!(
         "sampling {} images with {} (eta {}, guidance {})",
