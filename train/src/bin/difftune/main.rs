@@ -6,6 +6,7 @@ mod eval;
 mod info;
 mod parity;
 mod sample;
+mod study;
 mod train;
 
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ enum Command {
     Sample(sample::SampleArgs),
     Eval(eval::EvalArgs),
     Classifier(classifier::ClassifierArgs),
+    Study(study::StudyArgs),
     Info(info::InfoArgs),
     Parity(parity::ParityArgs),
     Demo(demo::DemoArgs),
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::Study(args) => study::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
