@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what difftune's tests and runs need beyond cargo: Fashion-MNIST from the Debian package
-# `dataset-fashion-mnist` (files under /usr/share/datasets/fashion-mnist/), and NVRTC with the CUDA
+# `dataset-fashion-mnist` (files under /usr/share/datasets/fashion-mnist/), DejaVu Sans for the text
+# of the plots (Debian's `fonts-dejavu-core`; the repository ships no font), and NVRTC with the CUDA
 # headers from NVIDIA's CUDA 13 pip wheels (nvidia-cuda-nvrtc, nvidia-cuda-runtime), with which
 # the kernel compile test builds every CUDA kernel on a machine without a GPU. Animal-MNIST ships in
 # the repository (data/animal-mnist/). Safe to run again: it does nothing when all is in place.
@@ -10,6 +11,19 @@ source scripts/cuda-env.sh
 
 FASHION=/usr/share/datasets/fashion-mnist
 files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
+
+# Installs a Debian package, refreshing the package lists only when they do not know it.
+apt_install() {
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        sudo=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-cache show "$1" >/dev/null 2>&1; then
+        "${sudo[@]}" apt-get update -q
+    fi
+    "${sudo[@]}" apt-get install -y -q "$1"
+}
 
 have_fashion() {
     local f
@@ -26,16 +40,7 @@ else
             "install the Debian package dataset-fashion-mnist (or put its four files in $FASHION)" >&2
         exit 1
     fi
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then
-        SUDO=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Refresh the package lists only when the package is unknown to them.
-    if ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then
-        "${SUDO[@]}" apt-get update -q
-    fi
-    "${SUDO[@]}" apt-get install -y -q dataset-fashion-mnist
+    apt_install dataset-fashion-mnist
     have_fashion || { echo "setup: dataset-fashion-mnist installed but $FASHION is incomplete" >&2; exit 1; }
     echo "setup: installed Fashion-MNIST in $FASHION"
 fi
@@ -44,6 +49,20 @@ for f in images-idx3-ubyte.gz labels-idx1-ubyte.gz; do
     [[ -f "data/animal-mnist/$f" ]] || { echo "setup: data/animal-mnist/$f is missing from the checkout" >&2; exit 1; }
 done
 echo "setup: Animal-MNIST present in data/animal-mnist"
+
+# The plots' font (train/src/plot.rs reads it at run time; DIFFTUNE_FONT names another). Without
+# one the plots are drawn without text, so a machine without apt-get only gets a note.
+FONT=${DIFFTUNE_FONT:-/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf}
+if [[ -f $FONT ]]; then
+    echo "setup: plot font present: $FONT"
+elif [[ -z ${DIFFTUNE_FONT:-} ]] && command -v apt-get >/dev/null 2>&1; then
+    apt_install fonts-dejavu-core
+    [[ -f $FONT ]] || { echo "setup: fonts-dejavu-core installed but $FONT is missing" >&2; exit 1; }
+    echo "setup: installed the plot font $FONT"
+else
+    echo "setup: no font at $FONT: plots will be drawn without text (install Debian's" \
+        "fonts-dejavu-core, or set DIFFTUNE_FONT to a TrueType font)" >&2
+fi
 
 # NVRTC and the CUDA headers (site-packages/nvidia/cu13/{lib,include}); scripts/cuda-env.sh puts
 # them on the loader path. The version range pins CUDA 13, the version cudarc is built for.

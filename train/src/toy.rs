@@ -15,7 +15,7 @@ use tensor::{DType, Device, Generator, Result, Tensor};
 use crate::diffusion::{BetaSchedule, Schedule};
 use crate::files::write_atomic;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
-use crate::plot::{Canvas, Panel};
+use crate::plot::{self, Axis, Figure, Mark, Panel};
 
 /// Settings of a toy run.
 #[derive(Clone, Debug)]
@@ -289,45 +289,35 @@ fn on_mode(points: &[f64]) -> (f64, [usize; MODES]) {
     )
 }
 
+/// Three panels: the data, the samples (on the same axes) and the training loss.
 fn draw(path: &Path, data: &[f64], samples: &[f64], losses: &[f64]) -> Result<()> {
     let pairs = |v: &[f64]| v.chunks(2).map(|p| (p[0], p[1])).collect::<Vec<_>>();
-    let mut canvas = Canvas::new(960, 320);
-    let square = |left| Panel {
-        left,
-        top: 10,
-        size: (300, 300),
-        x: (-1.6, 1.6),
-        y: (-1.6, 1.6),
+    let plane = |title: &str| {
+        Panel::new(
+            title,
+            Axis::new("x₁").with_range(-1.6, 1.6),
+            Axis::new("x₂").with_range(-1.6, 1.6),
+        )
     };
-    for (i, (points, colour)) in [(data, [90, 90, 90]), (samples, [200, 40, 40])]
-        .into_iter()
-        .enumerate()
-    {
-        let panel = square(10 + 320 * i);
-        canvas.frame(&panel, [0, 0, 0]);
-        canvas.scatter(&panel, &pairs(points), 1, colour);
-    }
-    // Loss on a log scale, smoothed over 50 steps.
-    let smooth: Vec<(f64, f64)> = losses
-        .windows(50.min(losses.len()).max(1))
-        .enumerate()
-        .map(|(i, w)| (i as f64, (w.iter().sum::<f64>() / w.len() as f64).log10()))
-        .collect();
-    let (lo, hi) = smooth
+    let data_panel =
+        plane("Data: a ring of 8 Gaussians")
+            .with([Mark::points((90, 90, 90), pairs(data), 2).labelled("data")]);
+    let sample_panel = plane("DDPM samples")
+        .with([Mark::points((200, 40, 40), pairs(samples), 2).labelled("samples")]);
+    let steps = losses
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
-            (l.min(p.1), h.max(p.1))
-        });
-    let panel = Panel {
-        left: 650,
-        top: 10,
-        size: (300, 300),
-        x: (0.0, smooth.len().max(2) as f64 - 1.0),
-        y: (lo - 0.05, hi + 0.05),
-    };
-    canvas.frame(&panel, [0, 0, 0]);
-    canvas.line(&panel, &smooth, [30, 60, 200]);
-    canvas.save_png(path)
+        .enumerate()
+        .map(|(i, &l)| (i as f64, l))
+        .collect();
+    let loss_panel = Panel::new(
+        "Training loss",
+        Axis::new("step"),
+        Axis::new("MSE of ε").log(),
+    )
+    .with(plot::smoothed_lines(&[("loss", steps)], |_| 50));
+    Figure::new(vec![data_panel, sample_panel, loss_panel])
+        .size(480, 480)
+        .save(path)
 }
 
 fn write_metrics(path: &Path, config: &ToyConfig, r: &ToyReport) -> Result<()> {

@@ -16,6 +16,7 @@
 pub mod classifier;
 pub mod data;
 pub mod inception_score;
+pub mod interval;
 pub mod kid;
 pub mod precision_recall;
 pub mod protocol;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tensor::{Error, Result};
 
 use crate::files::write_atomic;
-use crate::plot::{Canvas, Panel};
+use crate::plot::{self, Axis, Figure, Panel};
 
 /// One line of `metrics.jsonl`: averages over the steps since the previous line.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -96,51 +96,27 @@ pub fn read(path: &Path) -> Result<Vec<MetricLine>> {
     Ok(out)
 }
 
-/// Draws loss against step (log scale) for one or more labelled logs, as a PNG. Each series is
-/// smoothed by a running mean over a twentieth of its lines.
+/// Draws loss against step (log scale) for one or more labelled logs, as a PNG: each series
+/// faint as logged, and strong as a running mean over a twentieth of its lines.
 pub fn plot_loss_curves(path: &Path, series: &[(&str, &[MetricLine])]) -> Result<()> {
-    const COLOURS: [[u8; 3]; 4] = [[30, 60, 200], [200, 40, 40], [30, 150, 60], [150, 60, 160]];
-    let smoothed: Vec<Vec<(f64, f64)>> = series
-        .iter()
-        .map(|(_, lines)| {
-            let window = (lines.len() / 20).max(1);
-            lines
-                .windows(window.min(lines.len()).max(1))
-                .map(|w| {
-                    let mean = w.iter().map(|l| l.loss).sum::<f64>() / w.len() as f64;
-                    (w[w.len() - 1].step as f64, mean.max(1e-12).log10())
-                })
-                .collect()
-        })
-        .collect();
-    let points = smoothed.iter().flatten();
-    let (x_max, lo, hi) = points.fold((1.0f64, f64::INFINITY, f64::NEG_INFINITY), |a, p| {
-        (a.0.max(p.0), a.1.min(p.1), a.2.max(p.1))
-    });
-    if !lo.is_finite() {
+    if series.iter().all(|(_, lines)| lines.is_empty()) {
         return Err(Error::msg(format!(
             "{}: no metric lines to plot",
             path.display()
         )));
     }
-    let mut canvas = Canvas::new(640, 400);
-    let panel = Panel {
-        left: 20,
-        top: 20,
-        size: (600, 360),
-        x: (0.0, x_max),
-        y: (lo - 0.05, hi + 0.05),
-    };
-    canvas.frame(&panel, [0, 0, 0]);
-    // Decade lines of the log scale, so a reader can read the loss off the picture.
-    for decade in (lo.floor() as i32)..=(hi.ceil() as i32) {
-        let y = decade as f64;
-        canvas.line(&panel, &[(0.0, y), (x_max, y)], [215, 215, 215]);
-    }
-    for (s, colour) in smoothed.iter().zip(COLOURS.iter().cycle()) {
-        canvas.line(&panel, s, *colour);
-    }
-    canvas.save_png(path)
+    let points: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(label, lines)| {
+            (
+                *label,
+                lines.iter().map(|l| (l.step as f64, l.loss)).collect(),
+            )
+        })
+        .collect();
+    let panel = Panel::new("Training loss", Axis::new("step"), Axis::new("loss").log())
+        .with(plot::smoothed_lines(&points, |n| n / 20));
+    Figure::new(vec![panel]).save(path)
 }
 
 #[cfg(test)]
