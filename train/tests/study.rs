@@ -161,13 +161,86 @@ fn a_study_runs_every_variant_and_seed_resumes_and_skips() {
         let names: Vec<&str> = result.metrics.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"FD-animal-mnist") && names.contains(&"class_accuracy"));
     }
-    assert!(study.out.join("samples.png").is_file());
+    for file in ["samples.png", "metrics.png", "sweep.png"] {
+        assert!(study.out.join(file).is_file(), "{file}");
+    }
+    check_reports(&study);
 
     // A second invocation finds everything done.
-    let again = train::study::run(&study, false).unwrap();
+    let again = train::study::run(&study, "again", false).unwrap();
     assert_eq!((again.counts.ran, again.counts.skipped), (0, 4));
     assert_eq!(again.results, results);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// results.json and results.md hold each run's eval.json numbers, their mean and 95% interval.
+fn check_reports(study: &Study) {
+    let text = std::fs::read_to_string(study.out.join("results.json")).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let md = std::fs::read_to_string(study.out.join("results.md")).unwrap();
+    assert!(
+        md.contains("difftune study") && md.contains("seeds 0, 1"),
+        "{md}"
+    );
+    let variants = json["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2);
+    let mut fd_means = Vec::new();
+    for (variant, reported) in study.variants.iter().zip(variants) {
+        assert_eq!(reported["name"], variant.name.as_str());
+        assert!(reported["trainable"].as_u64().unwrap() > 0);
+        assert!(reported["steps_per_sec"].as_f64().unwrap() > 0.0);
+        let records: Vec<_> = study
+            .seeds
+            .iter()
+            .map(|&s| {
+                read_record(&study.run_dir(&variant.name, s))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        let metrics = reported["metrics"].as_object().unwrap();
+        assert_eq!(metrics.len(), records[0].metrics.len());
+        for (name, m) in metrics {
+            let (a, b) = (
+                records[0].metrics[name].as_f64().unwrap(),
+                records[1].metrics[name].as_f64().unwrap(),
+            );
+            assert_eq!(m["values"], json!([a, b]), "{name}");
+            let mean = m["mean"].as_f64().unwrap();
+            assert!(
+                (mean - (a + b) / 2.0).abs() <= 1e-12 * mean.abs().max(1.0),
+                "{name}"
+            );
+            // Two seeds: t(0.975, 1) = 12.706 times the standard error |a - b| / 2.
+            let half = m["half_width"].as_f64().unwrap();
+            let expected = 12.7062 * (a - b).abs() / 2.0;
+            assert!(
+                (half - expected).abs() <= 1e-4 * expected.max(1e-12),
+                "{name}: {half}"
+            );
+            let cell = format!("{}", train::eval::interval::Interval::of(&[a, b]).unwrap());
+            assert!(
+                md.contains(&format!("| {cell} |")),
+                "{name}: {cell} not in\n{md}"
+            );
+            if name.starts_with("FD-") {
+                fd_means.push(mean);
+            }
+        }
+    }
+    // Lower FD is better: the variant with the smaller mean is marked.
+    let best = if fd_means[0] <= fd_means[1] { 0 } else { 1 };
+    assert_eq!(
+        json["best"]["FD-animal-mnist"],
+        study.variants[best].name.as_str()
+    );
+    let fd_table = md
+        .split("## FD-animal-mnist (lower is better)")
+        .nth(1)
+        .unwrap();
+    let fd_table = fd_table.split("## ").next().unwrap();
+    let marked = format!("**{}** (best)", study.variants[best].name);
+    assert!(fd_table.contains(&marked), "{fd_table}");
 }
 
 #[test]

@@ -42,12 +42,17 @@
 //! `out/<variant>/seed-<s>/` is a run folder ([`crate::run`]) with `eval.json` (see
 //! [`runner::EvalRecord`]) and `eval-samples.png` beside it. An invocation trains what is not
 //! finished (resuming an interrupted run) and evaluates what is not evaluated; a run finished and
-//! evaluated under the same config and protocol is skipped. `samples.png` shows the first seed's
-//! evaluation samples of every variant side by side (a column block per variant).
+//! evaluated under the same config and protocol is skipped. Then [`summary`] writes
+//! `results.json` and `results.md` (per metric, each variant's per-seed values, mean and 95%
+//! Student-t interval, the best variant marked; its trainable parameters and steps/s),
+//! `metrics.png` (bars with error bars) and, with `x`, `sweep.png` (each metric against `x` with
+//! its band); `samples.png` shows the first seed's evaluation samples of every variant side by
+//! side (a column block per variant, in the study's order).
 
 pub mod results;
 pub mod runner;
 pub mod spec;
+pub mod summary;
 
 use std::path::PathBuf;
 
@@ -68,15 +73,18 @@ pub struct StudyOutcome {
     pub written: Vec<PathBuf>,
 }
 
-/// Runs what is left of `study` and writes its results. `progress`: a bar over the whole study.
-pub fn run(study: &Study, progress: bool) -> Result<StudyOutcome> {
+/// Runs what is left of `study` and writes its results; `command` (how it was run) heads the
+/// report. `progress`: a bar over the whole study.
+pub fn run(study: &Study, command: &str, progress: bool) -> Result<StudyOutcome> {
     let counts = run_all(study, progress)?;
     let results = gather(study)?;
+    let mut written = summary::write(study, &results, command)?;
     let samples = study.out.join("samples.png");
     results::save_samples(study, &samples)?;
+    written.push(samples);
     Ok(StudyOutcome {
         counts,
         results,
-        written: vec![samples],
+        written,
     })
 }

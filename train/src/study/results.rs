@@ -27,6 +27,22 @@ pub struct VariantResult {
     pub steps_per_sec: f64,
 }
 
+/// The place of a metric in tables and plots: FD, KID, IS, precision, recall, class accuracy.
+fn metric_rank(metric: &str) -> usize {
+    let order = [
+        "FD-",
+        "KID-",
+        "IS-",
+        "precision",
+        "recall",
+        "class_accuracy",
+    ];
+    order
+        .iter()
+        .position(|p| metric.starts_with(p))
+        .unwrap_or(order.len())
+}
+
 /// Whether a larger value of the metric is better (accuracy, precision, recall, the
 /// Inception-style score); FD and KID are distances, smaller is better.
 pub fn higher_is_better(metric: &str) -> bool {
@@ -73,6 +89,7 @@ pub fn gather(study: &Study) -> Result<Vec<VariantResult>> {
                     (rate_sum, rate_count) = (rate_sum + line.steps_per_sec, rate_count + 1);
                 }
             }
+            metrics.sort_by_key(|(name, _)| metric_rank(name));
             if let Some((name, values)) = metrics.iter().find(|(_, v)| v.len() != study.seeds.len())
             {
                 return Err(Error::msg(format!(

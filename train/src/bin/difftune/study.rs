@@ -18,7 +18,8 @@ pub struct StudyArgs {
 
 pub fn run(args: StudyArgs) -> Result<()> {
     let study = Study::from_file(&args.study)?;
-    let outcome = train::study::run(&study, !args.quiet)?;
+    let command = format!("difftune study {}", args.study.display());
+    let outcome = train::study::run(&study, &command, !args.quiet)?;
     println!(
         "{}: {} runs trained and evaluated now, {} already done",
         study.out.display(),
