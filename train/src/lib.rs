@@ -13,4 +13,5 @@ pub mod optim;
 pub mod plot;
 pub mod progress;
 pub mod run;
+pub mod study;
 pub mod toy;

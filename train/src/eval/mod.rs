@@ -9,6 +9,7 @@
 //! - [`classifier`]: training the classifier, its accuracy, features and probabilities.
 //! - [`reference`]: a real set's features, cached by content hash.
 //! - [`data`]: named data sets and image folders; [`report`]: the result as JSON and a table.
+//! - [`protocol`]: how a checkpoint is sampled and judged (`difftune eval`, `difftune study`).
 //!
 //! [`evaluate`] puts them together for one set of images.
 
@@ -18,6 +19,7 @@ pub mod inception_score;
 pub mod interval;
 pub mod kid;
 pub mod precision_recall;
+pub mod protocol;
 pub mod reference;
 pub mod report;
 pub mod stats;

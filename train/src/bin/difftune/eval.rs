@@ -1,18 +1,16 @@
 //! `difftune eval`: FD, KID, IS, precision/recall and class accuracy of generated images against
 //! a reference data set, in the features of a difftune classifier.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{ArgGroup, Args};
-use models::classifier::Classifier;
 use rand::seq::SliceRandom;
 use tensor::{DType, Device, Error, Generator, Tensor};
 use train::data::save_image_folder;
 use train::data::DataSource;
 use train::eval::data::read_image_folder;
-use train::eval::{evaluate_with, EvalOptions, KidConfig, ReferenceStats};
+use train::eval::protocol::{Judge, Protocol};
 use train::files::write_atomic;
-use train::run::{generate, load_model, Weights};
 
 use crate::sample::SamplerFlags;
 
@@ -101,11 +99,8 @@ impl Source {
     }
 
     /// The images (`f32 [N, C, H, W]` in `[-1, 1]`) and the classes they were asked for.
-    fn load(
-        &self,
-        model: &Classifier,
-        args: &EvalArgs,
-    ) -> tensor::Result<(Tensor, Option<Vec<i64>>)> {
+    fn load(&self, judge: &Judge, args: &EvalArgs) -> tensor::Result<(Tensor, Option<Vec<i64>>)> {
+        let model = &judge.classifier;
         let n = args.samples as usize;
         let mut gen = Generator::new(args.seed);
         match self {
@@ -113,7 +108,15 @@ impl Source {
                 let folder = read_image_folder(dir, model.config.input, &model.config.classes)?;
                 Ok((folder.images, folder.labels))
             }
-            Source::Checkpoint(dir) => sample_checkpoint(dir, model, args),
+            Source::Checkpoint(dir) => {
+                let (images, labels) = judge
+                    .sample(dir, args.seed, true)
+                    .map_err(|e| Error::msg(format!("--checkpoint {e}")))?;
+                if let Some(out) = &args.save_images {
+                    save_image_folder(out, &images, &labels, &model.config.classes)?;
+                }
+                Ok((images, Some(labels)))
+            }
             Source::Dataset(data) => {
                 let data = data.held_out(model.config.input)?;
                 let mut order: Vec<usize> = (0..data.len()).collect();
@@ -133,60 +136,24 @@ impl Source {
     }
 }
 
-/// Samples `--samples` images of a checkpoint, as evenly over its classes as the count allows.
-fn sample_checkpoint(
-    dir: &Path,
-    model: &Classifier,
-    args: &EvalArgs,
-) -> tensor::Result<(Tensor, Option<Vec<i64>>)> {
-    let loaded = load_model(dir, Weights::Ema)?;
-    let classes = &loaded.state.classes;
-    if classes != &model.config.classes {
-        return Err(Error::msg(format!(
-            "--checkpoint {}: its classes ({}) are not the classifier's ({})",
-            dir.display(),
-            classes.join(", "),
-            model.config.classes.join(", ")
-        )));
+impl EvalArgs {
+    /// The protocol the flags describe.
+    fn protocol(&self) -> Protocol {
+        Protocol {
+            samples: self.samples as usize,
+            sampler: self.sampling.sampler.as_ref().map(|r| r.to_string()),
+            eta: self.sampling.eta,
+            cfg_scale: self.sampling.cfg_scale,
+            reference: self.reference.clone(),
+            classifier: self.classifier.clone(),
+            cache: self.cache.clone(),
+            kid_subsets: self.kid_subsets as usize,
+            kid_subset_size: self.kid_subset_size as usize,
+            is_splits: self.is_splits as usize,
+            seed: self.seed,
+        }
     }
-    let process = loaded.state.config.diffusion_config()?;
-    let mut settings = loaded.state.config.sample.clone();
-    args.sampling.apply(&mut settings, process.steps)?;
-    let labels: Vec<i64> = (0..args.samples as usize)
-        .map(|i| (i % classes.len()) as i64)
-        .collect();
-    eprintln!(
-        "sampling {} images from {} ({}, guidance {})",
-        labels.len(),
-        dir.display(),
-        settings.sampler,
-        settings.cfg_scale
-    );
-    let bar = train::progress::bar(labels.len() as u64, "sample");
-    let mut chunks = Vec::new();
-    for (i, chunk) in labels.chunks(SAMPLE_CHUNK).enumerate() {
-        let seed = args.seed.wrapping_add(i as u64);
-        chunks.push(generate(
-            &loaded.dit,
-            &loaded.params,
-            &process,
-            &settings,
-            chunk,
-            seed,
-        )?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish();
-    let refs: Vec<&Tensor> = chunks.iter().collect();
-    let images = Tensor::cat(&refs, 0)?;
-    if let Some(out) = &args.save_images {
-        save_image_folder(out, &images, &labels, classes)?;
-    }
-    Ok((images, Some(labels)))
 }
-
-/// Images per call of the sampler: the progress bar's grain.
-const SAMPLE_CHUNK: usize = 100;
 
 pub fn run(args: EvalArgs) -> tensor::Result<()> {
     if !args.classifier.is_file() {
@@ -197,31 +164,19 @@ pub fn run(args: EvalArgs) -> tensor::Result<()> {
     }
     let source = Source::from_args(&args)?;
     tensor::limits::SAMPLES.check(args.samples.into(), "--samples")?;
-    let reference_source = DataSource::parse(&args.reference, "--reference")?;
-    let model = Classifier::load(&args.classifier)?;
-    let (images, labels) = source.load(&model, &args)?;
-    let data = reference_source.reference(model.config.input)?;
-    let name = reference_source.to_string();
-    let (reference, cached) = ReferenceStats::cached(&args.cache, &name, &data, &model)?;
+    let name = DataSource::parse(&args.reference, "--reference")?.to_string();
+    let judge = args.protocol().judge()?;
     eprintln!(
         "reference statistics of {name}: {} (in {})",
-        if cached {
+        if judge.cached {
             "from the cache"
         } else {
             "computed and cached"
         },
         args.cache.display()
     );
-    let options = EvalOptions {
-        kid: KidConfig {
-            subsets: args.kid_subsets as usize,
-            subset_size: args.kid_subset_size as usize,
-            seed: args.seed,
-        },
-        is_splits: args.is_splits as usize,
-        ..Default::default()
-    };
-    let report = evaluate_with(&images, labels.as_deref(), &reference, &model, &options)?;
+    let (images, labels) = source.load(&judge, &args)?;
+    let report = judge.evaluate(&images, labels.as_deref())?;
     let json = serde_json::to_string_pretty(&report.to_json())
         .map_err(|e| Error::msg(format!("eval report: {e}")))?;
     println!("{json}");

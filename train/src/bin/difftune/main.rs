@@ -7,6 +7,7 @@ mod export;
 mod info;
 mod parity;
 mod sample;
+mod study;
 mod train;
 
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
     Classifier(classifier::ClassifierArgs),
+    Study(study::StudyArgs),
     Info(info::InfoArgs),
     Parity(parity::ParityArgs),
     Demo(demo::DemoArgs),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::Study(args) => study::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

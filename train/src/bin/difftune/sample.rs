@@ -42,13 +42,13 @@ pub struct SamplerFlags {
     /// A respacing: `ddim50` (DDIM, 50 steps), `250` (ancestral DDPM, 250 steps), ... (default:
     /// the run's).
     #[arg(long)]
-    sampler: Option<Respacing>,
+    pub sampler: Option<Respacing>,
     /// DDIM's eta, in [0, 1] (default: the run's).
     #[arg(long, value_parser = number(check_eta))]
-    eta: Option<f64>,
+    pub eta: Option<f64>,
     /// Classifier-free guidance scale, 1 for none, within ±100 (default: the run's).
     #[arg(long, value_parser = number(SampleSettings::check_cfg_scale))]
-    cfg_scale: Option<f64>,
+    pub cfg_scale: Option<f64>,
 }
 
 /// A clap parser of a number that `check` accepts.

@@ -1,0 +1,90 @@
+//! Studies: a grid of config variants times seeds, every run evaluated under one protocol, the
+//! results reported with 95% confidence intervals over the seeds (`difftune study STUDY.json`).
+//!
+//! # The study file
+//!
+//! JSON, unknown keys refused; paths are relative to the working directory, as in run configs.
+//!
+//! ```json
+//! {
+//!   "base": "configs/finetune-animal.json",
+//!   "variants": [
+//!     { "name": "full", "overrides": { "trainable": { "kind": "full" } } },
+//!     { "name": "lora-4", "overrides": { "trainable": { "kind": "lora", "rank": 4 } }, "x": 4 },
+//!     { "name": "scratch", "overrides": { "init": null, "lr": 0.001 } }
+//!   ],
+//!   "seeds": [0, 1, 2],
+//!   "x_label": "LoRA rank",
+//!   "eval": { "samples": 1000, "sampler": "ddim50", "cfg_scale": 2, "reference": "animal-mnist",
+//!             "classifier": "data/classifiers/animal-mnist.safetensors" },
+//!   "out": "runs/studies/peft"
+//! }
+//! ```
+//!
+//! - `base`: a run config ([`crate::run::RunConfig`]): a file's path or an inline object.
+//! - `variants`: in the order tables and plots show them. `overrides` is a JSON merge onto the
+//!   base config's JSON: objects merge key by key, anything else replaces (`"init": null` trains
+//!   from scratch); an object naming another `kind` or `name` (another trainable kind or method)
+//!   replaces the base's object, so the old kind's options do not carry over. An unknown key, an
+//!   option the variant's kind does not have, a bad value, or `seed`/`out` (set by the study) is
+//!   an error naming the variant and the key, before anything runs.
+//! - `x` (every variant or none) and `x_label`: a swept number, plotted on the horizontal axis.
+//! - `seeds`: every variant trains once per seed.
+//! - `eval`: the protocol ([`crate::eval::protocol::Protocol`]: `samples`, `sampler`,
+//!   `cfg_scale`, `reference`, `classifier`, `kid_subsets`, `kid_subset_size`, `is_splits`,
+//!   `seed`, `cache`); an absent `sampler` or `cfg_scale` is each run's own. A run is sampled
+//!   from its moving average with noise seeded by `eval.seed` plus its seed, so the intervals
+//!   cover the sampling noise as well as the training's.
+//! - `out`: the study folder.
+//!
+//! # The study folder
+//!
+//! `out/<variant>/seed-<s>/` is a run folder ([`crate::run`]) with `eval.json` (see
+//! [`runner::EvalRecord`]) and `eval-samples.png` beside it. An invocation trains what is not
+//! finished (resuming an interrupted run) and evaluates what is not evaluated; a run finished and
+//! evaluated under the same config and protocol is skipped. Then [`summary`] writes
+//! `results.json` and `results.md` (per metric, each variant's per-seed values, mean and 95%
+//! Student-t interval, the best variant marked; its trainable parameters and steps/s),
+//! `metrics.png` (bars with error bars) and, with `x`, `sweep.png` (each metric against `x` with
+//! its band); `samples.png` shows the first seed's evaluation samples of every variant side by
+//! side (a column block per variant, in the study's order).
+
+pub mod results;
+pub mod runner;
+pub mod spec;
+pub mod summary;
+
+use std::path::PathBuf;
+
+use tensor::Result;
+
+pub use results::{gather, VariantResult};
+pub use runner::{run_all, RunCounts};
+pub use spec::{merge, Study, Variant};
+
+/// What [`run`] did and wrote.
+#[derive(Clone, Debug)]
+pub struct StudyOutcome {
+    /// Runs done now and runs skipped.
+    pub counts: RunCounts,
+    /// Every variant's numbers.
+    pub results: Vec<VariantResult>,
+    /// The files written into the study folder.
+    pub written: Vec<PathBuf>,
+}
+
+/// Runs what is left of `study` and writes its results; `command` (how it was run) heads the
+/// report. `progress`: a bar over the whole study.
+pub fn run(study: &Study, command: &str, progress: bool) -> Result<StudyOutcome> {
+    let counts = run_all(study, progress)?;
+    let results = gather(study)?;
+    let mut written = summary::write(study, &results, command)?;
+    let samples = study.out.join("samples.png");
+    results::save_samples(study, &samples)?;
+    written.push(samples);
+    Ok(StudyOutcome {
+        counts,
+        results,
+        written,
+    })
+}

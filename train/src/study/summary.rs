@@ -1,0 +1,289 @@
+//! A study's report: `results.json` and `results.md` (per metric, each variant's mean and 95%
+//! interval over the seeds, the best marked), `metrics.png` (bars with error bars, a panel per
+//! metric) and, when the variants set `x`, `sweep.png` (each metric against x, with its band).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+use tensor::{Error, Result};
+
+use super::results::{higher_is_better, VariantResult};
+use super::spec::Study;
+use crate::eval::interval::{markdown_table, Interval};
+use crate::files::write_atomic;
+use crate::plot::{colour, interval_line, Axis, Figure, Panel};
+
+/// One metric over the variants: its name and each variant's interval, in study order.
+struct MetricRow {
+    name: String,
+    intervals: Vec<Interval>,
+    /// The variant with the best mean; `None` when several share it.
+    best: Option<usize>,
+}
+
+/// The metrics every variant reports, with their intervals and the best variant of each.
+fn metric_rows(results: &[VariantResult]) -> Result<Vec<MetricRow>> {
+    let first = results.first().map_or(&[][..], |r| &r.metrics[..]);
+    first
+        .iter()
+        .map(|(name, _)| {
+            let intervals = results
+                .iter()
+                .map(|r| {
+                    let values = r.metrics.iter().find(|(m, _)| m == name).map(|(_, v)| v);
+                    let values = values.ok_or_else(|| {
+                        Error::msg(format!(
+                            "study variant `{}` has no `{name}`; the first has",
+                            r.name
+                        ))
+                    })?;
+                    Interval::of(values).map_err(|e| {
+                        Error::msg(format!("study variant `{}` `{name}`: {e}", r.name))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let sign = if higher_is_better(name) { -1.0 } else { 1.0 };
+            let score = |v: usize| sign * intervals[v].mean;
+            let top = (0..intervals.len()).min_by(|&a, &b| score(a).total_cmp(&score(b)));
+            let best = top.filter(|&t| (0..intervals.len()).all(|v| v == t || score(v) > score(t)));
+            Ok(MetricRow {
+                name: name.clone(),
+                intervals,
+                best,
+            })
+        })
+        .collect()
+}
+
+fn interval_json(values: &[f64], i: &Interval) -> Value {
+    json!({
+        "values": values,
+        "mean": i.mean,
+        "std": i.std,
+        "half_width": i.half_width,
+        "lo": i.lo(),
+        "hi": i.hi(),
+        "n": i.n,
+    })
+}
+
+/// Writes `results.json`, `results.md`, `metrics.png` and (with `x`) `sweep.png` into the study
+/// folder; `command` is how the study was run, for the report's header. Returns the paths.
+pub fn write(study: &Study, results: &[VariantResult], command: &str) -> Result<Vec<PathBuf>> {
+    let rows = metric_rows(results)?;
+    let out = &study.out;
+    let paths = [
+        out.join("results.json"),
+        out.join("results.md"),
+        out.join("metrics.png"),
+    ];
+    write_json(study, results, &rows, command, &paths[0])?;
+    write_markdown(study, results, &rows, command, &paths[1])?;
+    let mut written = paths.to_vec();
+    write_bars(results, &rows, &paths[2])?;
+    if results.iter().all(|r| r.x.is_some()) {
+        let path = out.join("sweep.png");
+        write_sweep(study, results, &rows, &path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn write_json(
+    study: &Study,
+    results: &[VariantResult],
+    rows: &[MetricRow],
+    command: &str,
+    path: &Path,
+) -> Result<()> {
+    let variants: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(v, r)| {
+            let metrics: Map<String, Value> = r
+                .metrics
+                .iter()
+                .map(|(name, values)| {
+                    let row = rows
+                        .iter()
+                        .find(|row| &row.name == name)
+                        .expect("every metric");
+                    (name.clone(), interval_json(values, &row.intervals[v]))
+                })
+                .collect();
+            json!({
+                "name": r.name,
+                "x": r.x,
+                "trainable": r.trainable.trainable,
+                "total": r.trainable.total,
+                "steps_per_sec": r.steps_per_sec,
+                "metrics": metrics,
+            })
+        })
+        .collect();
+    let best: Map<String, Value> = rows
+        .iter()
+        .map(|row| {
+            let best = row.best.map(|b| results[b].name.clone());
+            (row.name.clone(), best.into())
+        })
+        .collect();
+    let report = json!({
+        "command": command,
+        "seeds": study.seeds,
+        "x_label": study.x_label,
+        "eval": study.eval,
+        "confidence": crate::eval::interval::CONFIDENCE,
+        "best": best,
+        "variants": variants,
+    });
+    let text = serde_json::to_string_pretty(&report).expect("plain JSON");
+    write_atomic(path, text.as_bytes())
+}
+
+fn write_markdown(
+    study: &Study,
+    results: &[VariantResult],
+    rows: &[MetricRow],
+    command: &str,
+    path: &Path,
+) -> Result<()> {
+    let e = &study.eval;
+    let seeds: Vec<String> = study.seeds.iter().map(u64::to_string).collect();
+    let mut md = format!("# Study `{}`\n\n", study.out.display());
+    md += &format!("`{command}`\n\n");
+    md += &format!(
+        "{} variants x {} seeds (seeds {}); each run evaluated on {} samples (sampler {}, \
+         guidance {}) against `{}` in the features of `{}`. Cells: mean ± half-width of the 95% \
+         Student-t interval over the seeds; **best** marks the best mean (none on a tie).\n\n",
+        results.len(),
+        study.seeds.len(),
+        seeds.join(", "),
+        e.samples,
+        e.sampler.as_deref().unwrap_or("each run's"),
+        e.cfg_scale.map_or("each run's".into(), |c| c.to_string()),
+        e.reference,
+        e.classifier.display(),
+    );
+    md += "| variant | x | trainable parameters | steps/s |\n| --- | --- | --- | --- |\n";
+    for r in results {
+        md += &format!(
+            "| {} | {} | {} of {} ({:.2}%) | {:.2} |\n",
+            r.name,
+            r.x.map_or("-".into(), |x| x.to_string()),
+            r.trainable.trainable,
+            r.trainable.total,
+            100.0 * r.trainable.share(),
+            r.steps_per_sec
+        );
+    }
+    for row in rows {
+        let direction = if higher_is_better(&row.name) {
+            "higher is better"
+        } else {
+            "lower is better"
+        };
+        md += &format!("\n## {} ({direction})\n\n", row.name);
+        let labels: Vec<String> = results
+            .iter()
+            .enumerate()
+            .map(|(v, r)| match row.best == Some(v) {
+                true => format!("**{}** (best)", r.name),
+                false => r.name.clone(),
+            })
+            .collect();
+        let cells: Vec<(&str, &[Interval])> = labels
+            .iter()
+            .zip(&row.intervals)
+            .map(|(label, i)| (label.as_str(), std::slice::from_ref(i)))
+            .collect();
+        md += &markdown_table(&["variant", &row.name], &cells)?;
+    }
+    let order: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    md += &format!(
+        "\n`samples.png`: the first seed's evaluation samples, a column block per variant, left to \
+         right: {}.\n",
+        order.join(", ")
+    );
+    write_atomic(path, md.as_bytes())
+}
+
+/// Panels of this size keep a figure of every metric readable.
+const PANEL: (u32, u32) = (420, 360);
+
+fn write_bars(results: &[VariantResult], rows: &[MetricRow], path: &Path) -> Result<()> {
+    let panels = rows
+        .iter()
+        .map(|row| {
+            let variants: Vec<(&str, &[Interval])> = results
+                .iter()
+                .zip(&row.intervals)
+                .map(|(r, i)| (r.name.as_str(), std::slice::from_ref(i)))
+                .collect();
+            Panel::grouped_bars(&row.name, "", &row.name, &[row.name.as_str()], &variants)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Figure::new(panels).size(PANEL.0, PANEL.1).save(path)
+}
+
+fn write_sweep(
+    study: &Study,
+    results: &[VariantResult],
+    rows: &[MetricRow],
+    path: &Path,
+) -> Result<()> {
+    let x_label = study.x_label.as_deref().unwrap_or("x");
+    let panels = rows
+        .iter()
+        .map(|row| {
+            let mut points: Vec<(f64, Interval)> = results
+                .iter()
+                .zip(&row.intervals)
+                .map(|(r, i)| (r.x.expect("every variant has x"), *i))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Panel::new(&row.name, Axis::new(x_label), Axis::new(&row.name)).with(interval_line(
+                &row.name,
+                colour(0),
+                &points,
+            ))
+        })
+        .collect();
+    Figure::new(panels).size(PANEL.0, PANEL.1).save(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(name: &str, fd: [f64; 2], accuracy: [f64; 2]) -> VariantResult {
+        VariantResult {
+            name: name.into(),
+            x: None,
+            metrics: vec![
+                ("FD-c".into(), fd.to_vec()),
+                ("class_accuracy".into(), accuracy.to_vec()),
+            ],
+            trainable: Default::default(),
+            steps_per_sec: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_best_mean_is_lowest_for_distances_highest_otherwise_and_none_on_a_tie() {
+        let results = [
+            variant("a", [1.0, 3.0], [0.5, 0.5]),
+            variant("b", [2.0, 4.0], [0.5, 0.5]),
+            variant("c", [5.0, 1.0], [0.4, 0.6]),
+        ];
+        let rows = metric_rows(&results).unwrap();
+        assert_eq!((rows[0].name.as_str(), rows[0].best), ("FD-c", Some(0)));
+        assert_eq!(rows[0].intervals[1].mean, 3.0);
+        assert_eq!(rows[1].best, None);
+        let higher = [
+            variant("a", [1.0, 1.0], [0.2, 0.4]),
+            variant("b", [1.0, 1.0], [0.5, 0.7]),
+        ];
+        assert_eq!(metric_rows(&higher).unwrap()[1].best, Some(1));
+    }
+}

@@ -1,0 +1,280 @@
+//! `difftune study` end to end on a tiny grid: 2 variants x 2 seeds of a tiny DiT, a few steps,
+//! a handful of samples judged by the committed Animal-MNIST classifier against a small image
+//! folder. The results match the runs' eval.json; a second invocation skips everything; an
+//! interrupted run continues; a bad variant key is named with its variant.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+use train::data::{save_image_folder, Dataset};
+use train::run::{checkpoint, metrics, train, ModelConfig, RunConfig, TrainOptions};
+use train::study::runner::read_record;
+use train::study::Study;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difftune-study-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `per_class` images of every Animal-MNIST class as an image folder (the classes the classifier
+/// knows, so the runs' samples can be judged by it).
+fn image_folder(dir: &Path, per_class: usize) -> PathBuf {
+    let data = Dataset::animal_mnist().unwrap();
+    let mut picked = Vec::new();
+    for class in 0..data.classes().len() as i64 {
+        picked.extend(
+            (0..data.len())
+                .filter(|&i| data.labels()[i] == class)
+                .take(per_class),
+        );
+    }
+    let subset = data.subset(&picked).unwrap();
+    let images = train::data::transform::scale(&subset.images_tensor().unwrap()).unwrap();
+    let root = dir.join("images");
+    save_image_folder(&root, &images, subset.labels(), subset.classes()).unwrap();
+    root
+}
+
+const STEPS: u64 = 8;
+
+/// A DiT small enough to train in the dev profile in a second (as in tests/run.rs).
+fn tiny_config(data: &Path) -> RunConfig {
+    let mut c = RunConfig {
+        data: data.display().to_string(),
+        color: "gray".into(),
+        model: ModelConfig {
+            patch_size: 7,
+            hidden_size: 32,
+            depth: 2,
+            num_heads: 2,
+            ..ModelConfig::default()
+        },
+        steps: STEPS,
+        batch_size: 8,
+        warmup_steps: 2,
+        checkpoint_every: 4,
+        log_every: 2,
+        ..RunConfig::default()
+    };
+    c.sample.sampler = "ddim4".into();
+    c.sample.per_class = 1;
+    c.sample.cfg_scale = 1.0;
+    c
+}
+
+/// A study of `variants` on the tiny config, evaluated with 20 samples (2 per class) against
+/// the image folder; written to `dir/study.json`.
+fn study_file(dir: &Path, data: &Path, variants: Value) -> PathBuf {
+    let classifier =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/classifiers/animal-mnist.safetensors");
+    let study = json!({
+        "base": serde_json::to_value(tiny_config(data)).unwrap(),
+        "variants": variants,
+        "seeds": [0, 1],
+        "x_label": "learning rate",
+        "eval": {
+            "samples": 20,
+            "reference": data,
+            "classifier": classifier,
+            "cache": dir.join("cache"),
+            "kid_subsets": 4,
+            "kid_subset_size": 10,
+            "is_splits": 2
+        },
+        "out": dir.join("study")
+    });
+    let path = dir.join("study.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&study).unwrap()).unwrap();
+    path
+}
+
+fn difftune_study(file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_difftune"))
+        .args(["study", &file.display().to_string(), "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_study_runs_every_variant_and_seed_resumes_and_skips() {
+    let dir = scratch("grid");
+    let data = image_folder(&dir, 3);
+    let variants = json!([
+        {"name": "slow", "overrides": {"lr": 0.001}, "x": 0.001},
+        {"name": "fast", "overrides": {"lr": 0.003}, "x": 0.003}
+    ]);
+    let file = study_file(&dir, &data, variants);
+    let study = Study::from_file(&file).unwrap();
+
+    // An interrupted study: one run stopped at its first checkpoint (step 4 of 8).
+    let configs = study.configs().unwrap();
+    let partial = study.run_config(&configs[1], "fast", 1);
+    let stopped = RunConfig {
+        steps: 4,
+        ..partial.clone()
+    };
+    train(&stopped, &TrainOptions::default()).unwrap();
+
+    let out = difftune_study(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("4 runs trained and evaluated now, 0 already done"),
+        "{stdout}"
+    );
+
+    // The stopped run went on from step 4 (its log has each step once) to the end.
+    let last = checkpoint::latest(&partial.out).unwrap().unwrap();
+    assert_eq!(checkpoint::load_state(&last).unwrap().step, STEPS);
+    let logged: Vec<u64> = metrics::read(&partial.out.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|l| l.step)
+        .collect();
+    assert_eq!(logged, [2, 4, 6, 8]);
+
+    // Every run is evaluated, and the gathered numbers are its eval.json's.
+    let results = train::study::gather(&study).unwrap();
+    assert_eq!(results.len(), 2);
+    for (variant, result) in study.variants.iter().zip(&results) {
+        assert_eq!(result.name, variant.name);
+        assert!(result.steps_per_sec > 0.0 && result.trainable.trainable > 0);
+        for (i, &seed) in study.seeds.iter().enumerate() {
+            let record = read_record(&study.run_dir(&variant.name, seed))
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.step, STEPS);
+            assert_eq!(record.metrics.len(), result.metrics.len());
+            for (name, values) in &result.metrics {
+                assert_eq!(record.metrics[name].as_f64(), Some(values[i]), "{name}");
+            }
+        }
+        let names: Vec<&str> = result.metrics.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"FD-animal-mnist") && names.contains(&"class_accuracy"));
+    }
+    for file in ["samples.png", "metrics.png", "sweep.png"] {
+        assert!(study.out.join(file).is_file(), "{file}");
+    }
+    check_reports(&study);
+
+    // A second invocation finds everything done.
+    let again = train::study::run(&study, "again", false).unwrap();
+    assert_eq!((again.counts.ran, again.counts.skipped), (0, 4));
+    assert_eq!(again.results, results);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// results.json and results.md hold each run's eval.json numbers, their mean and 95% interval.
+fn check_reports(study: &Study) {
+    let text = std::fs::read_to_string(study.out.join("results.json")).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let md = std::fs::read_to_string(study.out.join("results.md")).unwrap();
+    assert!(
+        md.contains("difftune study") && md.contains("seeds 0, 1"),
+        "{md}"
+    );
+    let variants = json["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2);
+    let mut fd_means = Vec::new();
+    for (variant, reported) in study.variants.iter().zip(variants) {
+        assert_eq!(reported["name"], variant.name.as_str());
+        assert!(reported["trainable"].as_u64().unwrap() > 0);
+        assert!(reported["steps_per_sec"].as_f64().unwrap() > 0.0);
+        let records: Vec<_> = study
+            .seeds
+            .iter()
+            .map(|&s| {
+                read_record(&study.run_dir(&variant.name, s))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        let metrics = reported["metrics"].as_object().unwrap();
+        assert_eq!(metrics.len(), records[0].metrics.len());
+        for (name, m) in metrics {
+            let (a, b) = (
+                records[0].metrics[name].as_f64().unwrap(),
+                records[1].metrics[name].as_f64().unwrap(),
+            );
+            assert_eq!(m["values"], json!([a, b]), "{name}");
+            let mean = m["mean"].as_f64().unwrap();
+            assert!(
+                (mean - (a + b) / 2.0).abs() <= 1e-12 * mean.abs().max(1.0),
+                "{name}"
+            );
+            // Two seeds: t(0.975, 1) = 12.706 times the standard error |a - b| / 2.
+            let half = m["half_width"].as_f64().unwrap();
+            let expected = 12.7062 * (a - b).abs() / 2.0;
+            assert!(
+                (half - expected).abs() <= 1e-4 * expected.max(1e-12),
+                "{name}: {half}"
+            );
+            let cell = format!("{}", train::eval::interval::Interval::of(&[a, b]).unwrap());
+            assert!(
+                md.contains(&format!("| {cell} |")),
+                "{name}: {cell} not in\n{md}"
+            );
+            if name.starts_with("FD-") {
+                fd_means.push(mean);
+            }
+        }
+    }
+    // Lower FD is better: the variant with the smaller mean is marked.
+    let best = if fd_means[0] <= fd_means[1] { 0 } else { 1 };
+    assert_eq!(
+        json["best"]["FD-animal-mnist"],
+        study.variants[best].name.as_str()
+    );
+    let fd_table = md
+        .split("## FD-animal-mnist (lower is better)")
+        .nth(1)
+        .unwrap();
+    let fd_table = fd_table.split("## ").next().unwrap();
+    let marked = format!("**{}** (best)", study.variants[best].name);
+    assert!(fd_table.contains(&marked), "{fd_table}");
+}
+
+#[test]
+fn a_bad_variant_key_is_named_with_its_variant_before_anything_runs() {
+    let dir = scratch("bad");
+    // The check reads no image: an empty folder stands for the data.
+    let data = dir.join("images");
+    std::fs::create_dir_all(&data).unwrap();
+    let variants = json!([
+        {"name": "ok"},
+        {"name": "typo", "overrides": {"trainable": {"kind": "lora", "rnak": 2}}}
+    ]);
+    let file = study_file(&dir, &data, variants);
+    let out = difftune_study(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("variant `typo`") && err.contains("rnak"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("study").exists(),
+        "a run started before the check"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_committed_example_study_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("configs/studies/tiny.json")).unwrap();
+    // Parsed without `Study::validate`, whose paths are relative to the repository's root.
+    let study: Study = serde_json::from_str(&text).unwrap();
+    let configs = study.configs().unwrap();
+    assert_eq!(configs.len(), study.variants.len());
+    assert!(root.join(&study.eval.classifier).is_file());
+}
