@@ -325,7 +325,8 @@ fn tiny_checkpoint(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let run = temp_dir(name);
     let config = train::run::RunConfig::from_json_str(
         r#"{"model": {"patch_size": 2, "hidden_size": 16, "depth": 1, "num_heads": 2},
-            "diffusion": {"steps": 20}, "image_size": 4, "color": "gray"}"#,
+            "diffusion": {"steps": 20}, "sample": {"sampler": "ddim5"},
+            "image_size": 4, "color": "gray"}"#,
     )
     .unwrap();
     let mut ps = models::ParamStore::new(DType::F32, Device::Cpu, 0);
@@ -353,10 +354,13 @@ fn oversized_checkpoint_states_are_refused_before_allocating() {
     use train::run::{load_model, Weights};
     let (run, state_file) = tiny_checkpoint("oversized");
     let original = std::fs::read_to_string(&state_file).unwrap();
+    // Edited and sealed again, as a hostile file would be: its checksum holds, its sizes must not.
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
-        let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+        let sealed: serde_json::Value = serde_json::from_str(&original).unwrap();
+        let mut v = sealed["state"].clone();
         f(&mut v);
-        std::fs::write(&state_file, v.to_string()).unwrap();
+        let text = train::run::checkpoint::seal_text(&v.to_string());
+        std::fs::write(&state_file, text).unwrap();
     };
     assert!(load_model(&run, Weights::Ema).is_ok());
     // A model of 2^40 channels: its parameters would need terabytes.
@@ -375,11 +379,10 @@ fn oversized_checkpoint_states_are_refused_before_allocating() {
         load_model(&run, Weights::Ema).map(drop),
         &["1048576x1048576", "DIFFTUNE_MAX_IMAGE_PIXELS=N"],
     );
-    // A diffusion process of 2^40 steps: the model loads, the process `sample` builds does not.
+    // A diffusion process of 2^40 steps: the state's config is validated when it is loaded.
     edit(&|v| v["config"]["diffusion"]["steps"] = (1u64 << 40).into());
-    let model = load_model(&run, Weights::Ema).unwrap();
     expect_err(
-        model.state.config.diffusion_config().map(drop),
+        load_model(&run, Weights::Ema).map(drop),
         &[
             "diffusion.steps",
             "1099511627776",

@@ -521,18 +521,27 @@ fn fnv1a(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// `state.json` bytes holding the state JSON `text`, sealed by its checksum.
+fn seal(text: &[u8]) -> Vec<u8> {
+    checkpoint::seal_text(&String::from_utf8_lossy(text)).into_bytes()
+}
+
 fn fuzz_checkpoint(case: &mut Case) -> Result<()> {
     let mut files = checkpoint_seed().clone();
     let state_at = files
         .iter()
         .position(|(n, _)| n.ends_with("state.json"))
         .unwrap();
-    let mut state: Value = serde_json::from_slice(&files[state_at].1).unwrap();
+    let sealed: Value = serde_json::from_slice(&files[state_at].1).unwrap();
+    let mut state = sealed["state"].clone();
     let mut state_text = None;
     match case.below(10) {
         0..=5 => {
             mutate_json(case, &mut state);
-            state_text = Some(json_text(case, &state));
+            let text = json_text(case, &state);
+            // Mostly sealed again (what a hostile file would do), so the values reach the
+            // parser; otherwise the checksum refuses them first.
+            state_text = Some(if case.chance(0.9) { seal(&text) } else { text });
         }
         6..=7 => {
             // A weight file, with its checksum recomputed (else the checksum refuses it first).
@@ -546,7 +555,7 @@ fn fuzz_checkpoint(case: &mut Case) -> Result<()> {
                         entry[1] = Value::from(fnv1a(&bytes));
                     }
                 }
-                state_text = Some(serde_json::to_vec(&state).unwrap());
+                state_text = Some(seal(&serde_json::to_vec(&state).unwrap()));
             }
             files[i].1 = bytes;
         }

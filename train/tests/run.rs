@@ -1,41 +1,26 @@
 //! End-to-end runs of the training loop on tiny models: a killed run resumes to the same weights,
 //! damaged checkpoints are refused, a tiny model overfits a small batch, bad configs are named.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tensor::safetensors;
-use train::data::{save_image_folder, Dataset};
 use train::methods::{Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use train::run::{
     load_model, metrics, train, ModelConfig, RunConfig, TrainOptions, Weights, TRAINABLE_FILE,
 };
 
+use common::image_folder;
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("difftune-run-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// `per_class` Animal-MNIST images of each of the first `classes` classes, as an image folder.
-fn image_folder(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
-    let data = Dataset::animal_mnist().unwrap();
-    let mut picked = Vec::new();
-    for class in 0..classes as i64 {
-        picked.extend(
-            (0..data.len())
-                .filter(|&i| data.labels()[i] == class)
-                .take(per_class),
-        );
-    }
-    let subset = data.subset(&picked).unwrap();
-    let images = train::data::transform::scale(&subset.images_tensor().unwrap()).unwrap();
-    let root = dir.join("images");
-    save_image_folder(&root, &images, subset.labels(), subset.classes()).unwrap();
-    root
 }
 
 /// A DiT small enough to train in the dev profile in seconds.

@@ -3,39 +3,23 @@
 //! folder. The results match the runs' eval.json; a second invocation skips everything; an
 //! interrupted run continues; a bad variant key is named with its variant.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
-use train::data::{save_image_folder, Dataset};
 use train::run::{checkpoint, metrics, train, ModelConfig, RunConfig, TrainOptions};
 use train::study::runner::read_record;
 use train::study::Study;
+
+use common::image_folder;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("difftune-study-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// `per_class` images of every Animal-MNIST class as an image folder (the classes the classifier
-/// knows, so the runs' samples can be judged by it).
-fn image_folder(dir: &Path, per_class: usize) -> PathBuf {
-    let data = Dataset::animal_mnist().unwrap();
-    let mut picked = Vec::new();
-    for class in 0..data.classes().len() as i64 {
-        picked.extend(
-            (0..data.len())
-                .filter(|&i| data.labels()[i] == class)
-                .take(per_class),
-        );
-    }
-    let subset = data.subset(&picked).unwrap();
-    let images = train::data::transform::scale(&subset.images_tensor().unwrap()).unwrap();
-    let root = dir.join("images");
-    save_image_folder(&root, &images, subset.labels(), subset.classes()).unwrap();
-    root
 }
 
 const STEPS: u64 = 8;
@@ -103,7 +87,7 @@ fn difftune_study(file: &Path) -> Output {
 #[test]
 fn a_study_runs_every_variant_and_seed_resumes_and_skips() {
     let dir = scratch("grid");
-    let data = image_folder(&dir, 3);
+    let data = image_folder(&dir, usize::MAX, 3);
     let variants = json!([
         {"name": "slow", "overrides": {"lr": 0.001}, "x": 0.001},
         {"name": "fast", "overrides": {"lr": 0.003}, "x": 0.003}

@@ -169,9 +169,15 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// `state.json`'s text: `{"fnv1a": "<checksum of the state's text>", "state": <the state>}`.
+/// `state.json`'s text for `state`: see [`seal_text`].
 fn seal(state: &CheckpointState) -> String {
-    let body = serde_json::to_string_pretty(state).expect("checkpoint state is plain JSON");
+    seal_text(&serde_json::to_string_pretty(state).expect("checkpoint state is plain JSON"))
+}
+
+/// The text of a `state.json` holding the state JSON `body`, sealed by the checksum of its text
+/// as [`save`] writes it: `{"fnv1a": "<FNV-1a 64 of body>", "state": <body>}`. For tools and
+/// tests that craft a checkpoint's state by hand.
+pub fn seal_text(body: &str) -> String {
     format!(
         "{{\n\"fnv1a\": \"{:016x}\",\n\"state\": {body}\n}}\n",
         fnv1a(body.as_bytes())
