@@ -1,7 +1,7 @@
 //! Weights-only exports: a run's moving-average weights with LoRA merged and DiffFit's scales
 //! folded in, under the reference parameter names only, with the run's state (config, classes,
 //! image shape, step) in the file's metadata. A few megabytes instead of a checkpoint with its
-//! optimizer state; `--init`, `sample`, `eval` and `info` take one as they take a run folder.
+//! optimizer state; `--init`, `sample` and `eval` take one as they take a run folder.
 
 use std::collections::HashMap;
 use std::path::Path;
