@@ -10,42 +10,15 @@ use std::time::{Duration, Instant};
 use tensor::safetensors;
 use train::methods::{Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
-use train::run::{
-    load_model, metrics, train, ModelConfig, RunConfig, TrainOptions, Weights, TRAINABLE_FILE,
-};
+use train::run::{load_model, metrics, train, RunConfig, TrainOptions, Weights, TRAINABLE_FILE};
 
-use common::image_folder;
+use common::{image_folder, tiny_config};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("difftune-run-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A DiT small enough to train in the dev profile in seconds.
-fn tiny_config(data: &Path, out: &Path) -> RunConfig {
-    let mut c = RunConfig {
-        data: data.display().to_string(),
-        color: "gray".into(),
-        model: ModelConfig {
-            patch_size: 7,
-            hidden_size: 32,
-            depth: 2,
-            num_heads: 2,
-            ..ModelConfig::default()
-        },
-        batch_size: 8,
-        warmup_steps: 5,
-        checkpoint_every: 4,
-        log_every: 2,
-        out: out.to_path_buf(),
-        ..RunConfig::default()
-    };
-    c.sample.sampler = "ddim4".into();
-    c.sample.per_class = 1;
-    c.sample.cfg_scale = 1.0;
-    c
 }
 
 fn difftune(args: &[&str]) -> Command {

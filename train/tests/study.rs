@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
-use train::run::{checkpoint, metrics, train, ModelConfig, RunConfig, TrainOptions};
+use train::run::{checkpoint, metrics, train, RunConfig, TrainOptions};
 use train::study::runner::read_record;
 use train::study::Study;
 
@@ -24,29 +24,15 @@ fn scratch(name: &str) -> PathBuf {
 
 const STEPS: u64 = 8;
 
-/// A DiT small enough to train in the dev profile in a second (as in tests/run.rs).
+/// The end-to-end tests' tiny DiT (see `common::tiny_config`), `STEPS` long; the study sets
+/// each run's folder.
 fn tiny_config(data: &Path) -> RunConfig {
-    let mut c = RunConfig {
-        data: data.display().to_string(),
-        color: "gray".into(),
-        model: ModelConfig {
-            patch_size: 7,
-            hidden_size: 32,
-            depth: 2,
-            num_heads: 2,
-            ..ModelConfig::default()
-        },
+    RunConfig {
         steps: STEPS,
-        batch_size: 8,
         warmup_steps: 2,
-        checkpoint_every: 4,
-        log_every: 2,
-        ..RunConfig::default()
-    };
-    c.sample.sampler = "ddim4".into();
-    c.sample.per_class = 1;
-    c.sample.cfg_scale = 1.0;
-    c
+        out: RunConfig::default().out,
+        ..common::tiny_config(data, Path::new(""))
+    }
 }
 
 /// A study of `variants` on the tiny config, evaluated with 20 samples (2 per class) against

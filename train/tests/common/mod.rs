@@ -1,8 +1,9 @@
-//! What the end-to-end tests of `train` share: small image folders of real data.
+//! What the end-to-end tests of `train` share: small image folders of real data, a tiny DiT.
 
 use std::path::{Path, PathBuf};
 
 use train::data::{save_image_folder, Dataset};
+use train::run::{ModelConfig, RunConfig};
 
 /// `per_class` Animal-MNIST images of each of its first `classes` classes (all of them when
 /// `classes` is larger), as an image folder `dir/images`.
@@ -21,4 +22,29 @@ pub fn image_folder(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
     let root = dir.join("images");
     save_image_folder(&root, &images, subset.labels(), subset.classes()).unwrap();
     root
+}
+
+/// A DiT small enough to train in the dev profile in seconds.
+pub fn tiny_config(data: &Path, out: &Path) -> RunConfig {
+    let mut c = RunConfig {
+        data: data.display().to_string(),
+        color: "gray".into(),
+        model: ModelConfig {
+            patch_size: 7,
+            hidden_size: 32,
+            depth: 2,
+            num_heads: 2,
+            ..ModelConfig::default()
+        },
+        batch_size: 8,
+        warmup_steps: 5,
+        checkpoint_every: 4,
+        log_every: 2,
+        out: out.to_path_buf(),
+        ..RunConfig::default()
+    };
+    c.sample.sampler = "ddim4".into();
+    c.sample.per_class = 1;
+    c.sample.cfg_scale = 1.0;
+    c
 }
