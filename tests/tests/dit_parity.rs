@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use autograd::Var;
+use difftune_tests::fixture::rel_err;
 use models::dit::{drop_labels, sincos_pos_embed_2d, Dit, DitConfig, GuidanceChannels};
 use models::parity::{check_fixture, reference_model};
 use models::ParamStore;
@@ -37,11 +38,6 @@ fn load_model(cfg: DitConfig, dtype: DType) -> (Dit, ParamStore) {
 
 fn tensor(file: &SafeTensorsFile, name: &str) -> Tensor {
     file.tensor(name).unwrap()
-}
-
-/// ‖ours − ref‖ / ‖ref‖ (the fixture runner's measure).
-fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
-    models::parity::relative_error(ours, reference).unwrap()
 }
 
 /// Output, gradients of every trainable parameter by name, and the gradient of x, for the

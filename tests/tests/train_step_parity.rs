@@ -19,6 +19,7 @@
 //! what is computed, and far above 1e-9.
 
 use autograd::Var;
+use difftune_tests::fixture::rel_err;
 use models::dit::{force_drop_labels, Dit, DitConfig};
 use models::ParamStore;
 use serde_json::Value;
@@ -60,11 +61,6 @@ fn hyper(file: &SafeTensorsFile) -> Hyper {
         },
         ema_decay: num("ema_decay"),
     }
-}
-
-/// ‖ours − ref‖ / ‖ref‖ (the fixture runner's measure).
-fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
-    models::parity::relative_error(ours, reference).unwrap()
 }
 
 /// The worst relative error of each compared group, with the tensor it was measured on.
