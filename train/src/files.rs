@@ -48,7 +48,8 @@ pub fn read_user_chunks(path: &Path, mut f: impl FnMut(&[u8])) -> Result<u64> {
     }
 }
 
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+/// Maps an I/O error on `path` to the project's error, naming the path.
+pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,

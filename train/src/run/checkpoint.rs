@@ -13,7 +13,7 @@ use tensor::{Error, Result};
 
 use super::RunConfig;
 use crate::data::LoaderState;
-use crate::files::write_atomic;
+use crate::files::{io_error, write_atomic};
 
 /// The weights as trained.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -72,13 +72,6 @@ fn fnv1a_continue(h: u64, bytes: &[u8]) -> u64 {
         .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn corrupt(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Format {
         path: path.to_path_buf(),
@@ -99,32 +92,32 @@ pub fn save(
     let tmp = dir.join(format!(".{name}.tmp"));
     let done = dir.join(&name);
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
     }
-    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
     write_files(&tmp)?;
     state.checksums.clear();
     for file in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
         let path = tmp.join(file);
-        let bytes = fs::read(&path).map_err(io(&path))?;
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
         state
             .checksums
             .push((file.to_string(), format!("{:016x}", fnv1a(&bytes))));
     }
     write_atomic(&tmp.join(STATE_FILE), seal(&state).as_bytes())?;
     if done.exists() {
-        fs::remove_dir_all(&done).map_err(io(&done))?;
+        fs::remove_dir_all(&done).map_err(io_error(&done))?;
     }
-    fs::rename(&tmp, &done).map_err(io(&done))?;
+    fs::rename(&tmp, &done).map_err(io_error(&done))?;
     // The folder's entry must reach the disk before the pointer names it.
     if let Ok(d) = fs::File::open(&dir) {
         let _ = d.sync_all();
     }
     write_atomic(&dir.join(LATEST), name.as_bytes())?;
-    for entry in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+    for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
         let other = entry.file_name().to_string_lossy().into_owned();
         if other.starts_with("step-") && other != name {
-            fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+            fs::remove_dir_all(entry.path()).map_err(io_error(&entry.path()))?;
         }
     }
     Ok(done)
@@ -266,7 +259,7 @@ mod tests {
 
     fn write_dummy(dir: &Path) -> Result<()> {
         for f in [MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
-            fs::write(dir.join(f), f.as_bytes()).map_err(io(dir))?;
+            fs::write(dir.join(f), f.as_bytes()).map_err(io_error(dir))?;
         }
         Ok(())
     }

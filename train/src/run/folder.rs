@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use tensor::{Error, Result};
 
 use super::RunConfig;
+use crate::files::io_error;
 
 /// The lock file inside a run folder.
 pub const LOCK_FILE: &str = ".lock";
@@ -20,17 +21,10 @@ pub struct RunLock {
     _file: File,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Creates `out` if needed and locks it for this process; another live run on the same folder
 /// is an error naming it (and its process id).
 pub fn lock(out: &Path) -> Result<RunLock> {
-    fs::create_dir_all(out).map_err(io(out))?;
+    fs::create_dir_all(out).map_err(io_error(out))?;
     let path = out.join(LOCK_FILE);
     let mut file = File::options()
         .read(true)
@@ -38,7 +32,7 @@ pub fn lock(out: &Path) -> Result<RunLock> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(io(&path))?;
+        .map_err(io_error(&path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -50,12 +44,12 @@ pub fn lock(out: &Path) -> Result<RunLock> {
                 holder.trim()
             )));
         }
-        Err(TryLockError::Error(e)) => return Err(io(&path)(e)),
+        Err(TryLockError::Error(e)) => return Err(io_error(&path)(e)),
     }
     // Only the holder writes its id, so a reader sees whoever holds the lock now.
     file.set_len(0)
         .and_then(|_| write!(file, "{}", std::process::id()))
-        .map_err(io(&path))?;
+        .map_err(io_error(&path))?;
     Ok(RunLock { _file: file })
 }
 
@@ -68,7 +62,7 @@ pub fn check_fresh(out: &Path, config: &RunConfig, resume: bool) -> Result<()> {
         return Ok(());
     }
     let mut found: Vec<String> = fs::read_dir(out)
-        .map_err(io(out))?
+        .map_err(io_error(out))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name != LOCK_FILE && !is_empty_dir(&out.join(name)))
