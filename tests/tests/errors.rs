@@ -335,6 +335,7 @@ fn tiny_checkpoint(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         step: 1,
         loader_epoch: 0,
         loader_position: 0,
+        other_loaders: vec![],
         classes: vec!["a".into(), "b".into()],
         image_shape: [1, 4, 4],
         config,

@@ -482,6 +482,7 @@ fn checkpoint_seed() -> &'static Vec<(String, Vec<u8>)> {
             step: 1,
             loader_epoch: 0,
             loader_position: 2,
+            other_loaders: vec![],
             classes: vec!["a".into(), "b".into()],
             image_shape: [1, 4, 4],
             config,

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tensor::safetensors;
-use train::methods::{Trainable, TrainableReport};
+use train::methods::{Method, Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use train::run::{load_model, metrics, train, RunConfig, TrainOptions, Weights, TRAINABLE_FILE};
 
@@ -76,15 +76,15 @@ fn kills() -> u64 {
         .unwrap_or(2)
 }
 
-#[test]
-fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
-    let dir = scratch("resume");
-    let data = image_folder(&dir, 4, 6);
+/// Trains `config` whole into `dir/whole` and, killed and resumed [`kills`] times, into
+/// `dir/killed`, and checks that both end with the same weights, moving average, optimizer state
+/// and metric lines. Returns the two final checkpoints.
+fn killed_run_matches_whole(dir: &Path, mut config: RunConfig) -> (PathBuf, PathBuf) {
     let kills = kills();
     // Room for every kill, a checkpoint (4 steps) apart at least, and a resumption after them.
     let steps = 60.max(8 * (kills + 2));
-    let mut config = tiny_config(&data, &dir.join("whole"));
     config.steps = steps;
+    config.out = dir.join("whole");
     let whole = write_config(&dir.join("whole.json"), &config);
     config.out = dir.join("killed");
     let killed = write_config(&dir.join("killed.json"), &config);
@@ -140,17 +140,32 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         );
     }
     eprintln!("{survived} kills survived with identical weights");
-    // One metric line per logged step, none lost or repeated across the kill.
-    let steps_logged: Vec<u64> = metrics::read(&config.out.join("metrics.jsonl"))
-        .unwrap()
-        .iter()
-        .map(|l| l.step)
-        .collect();
+    // One metric line per logged step, none lost or repeated across the kill, and the same ones.
+    let lines = metrics::read(&config.out.join("metrics.jsonl")).unwrap();
+    let steps_logged: Vec<u64> = lines.iter().map(|l| l.step).collect();
     assert_eq!(
         steps_logged,
         (1..=steps / 2).map(|i| 2 * i).collect::<Vec<_>>()
     );
+    let whole_lines = metrics::read(&dir.join("whole/metrics.jsonl")).unwrap();
+    let losses = |lines: &[metrics::MetricLine]| -> Vec<_> {
+        lines.iter().map(|l| (l.loss, l.streams.clone())).collect()
+    };
+    assert_eq!(losses(&lines), losses(&whole_lines));
     assert!(config.out.join("samples.png").exists() && config.out.join("loss.png").exists());
+    (a, b)
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let dir = scratch("resume");
+    let data = image_folder(&dir, 4, 6);
+    let (a, b) = killed_run_matches_whole(&dir, tiny_config(&data, Path::new("")));
+    let lines = metrics::read(&dir.join("killed/metrics.jsonl")).unwrap();
+    assert!(
+        lines[0].streams.is_empty(),
+        "one stream logs no per-stream loss"
+    );
 
     // Damaged checkpoints are refused with the file named.
     let damage = |file: &str, f: &dyn Fn(&mut Vec<u8>)| -> String {
@@ -210,6 +225,35 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
             );
         }
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Two data sources, each loader at its own place in its own epoch (the bank's epoch is 15
+/// steps, the target's 4), and two timestep samplers: a killed run still resumes exactly.
+#[test]
+fn a_run_with_two_data_sources_resumes_exactly_after_a_kill() {
+    let dir = scratch("resume-two");
+    let data = image_folder(&dir, 4, 6);
+    let bank = image_folder(&dir.join("bank"), 10, 3);
+    let mut config = tiny_config(&data, Path::new(""));
+    config.method = Method::DiffTuning {
+        bank: bank.display().to_string(),
+        bank_share: 0.25,
+        lambda: 0.5,
+        tau: 1.0,
+        tau_retention: None,
+    };
+    let (_, b) = killed_run_matches_whole(&dir, config);
+    let state = checkpoint::load_state(&b).unwrap();
+    // 60 steps or more of 2 bank images out of 30: the bank's loader is 4 epochs on at least.
+    let bank_at = &state.other_loaders;
+    assert!(
+        bank_at.len() == 1 && bank_at[0].0 == "bank" && bank_at[0].1.epoch >= 3,
+        "{bank_at:?}"
+    );
+    let lines = metrics::read(&dir.join("killed/metrics.jsonl")).unwrap();
+    let keys: Vec<&String> = lines[0].streams.keys().collect();
+    assert_eq!(keys, ["bank", "target"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -254,6 +254,31 @@ impl Dataset {
         )
     }
 
+    /// A fixed small subset: `count` images of each class, a seeded random choice (the same
+    /// seed gives the same images), in their original order. A class with fewer images is an
+    /// error naming it.
+    pub fn per_class(&self, count: usize, seed: u64) -> Result<Dataset> {
+        let mut gen = Generator::new(seed);
+        let mut keep = vec![false; self.len()];
+        for (class, name) in self.classes.iter().enumerate() {
+            let mut members: Vec<usize> = (0..self.len())
+                .filter(|&i| self.labels[i] == class as i64)
+                .collect();
+            if members.len() < count {
+                return Err(Error::msg(format!(
+                    "{count} images per class were asked for, but class `{name}` has {}",
+                    members.len()
+                )));
+            }
+            members.shuffle(gen.rng());
+            for &i in &members[..count] {
+                keep[i] = true;
+            }
+        }
+        let indices: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
+        self.subset(&indices)
+    }
+
     /// A fixed train/held-out split, stratified by class: from each class, a seeded random
     /// `held_out` fraction (rounded) goes to the second set. The same seed gives the same split;
     /// both sets keep the original order of their images.

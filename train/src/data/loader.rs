@@ -70,7 +70,7 @@ impl LoaderConfig {
 }
 
 /// Where a stream stands: the epoch and the position of the next batch within that epoch's order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoaderState {
     /// The current epoch, from 0.
     pub epoch: u64,

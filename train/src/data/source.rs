@@ -14,6 +14,14 @@ pub const HELD_OUT: f64 = 0.2;
 pub const SPLIT_SEED: u64 = 0;
 
 /// A labelled data set named on the command line.
+///
+/// ```
+/// use train::data::DataSource;
+/// // 50 images of each class of Animal-MNIST's training split, the same 50 every time.
+/// let few = DataSource::parse("animal-mnist-train:50", "--data").unwrap();
+/// assert_eq!(few.to_string(), "animal-mnist-train:50");
+/// assert!(DataSource::parse("animal-mnist:0", "--data").is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataSource {
     /// Fashion-MNIST: train on its 60,000 training images, hold out its 10,000 test images.
@@ -22,23 +30,52 @@ pub enum DataSource {
     FashionMnistTest,
     /// Animal-MNIST: a stratified split, [`HELD_OUT`] of each class held out with [`SPLIT_SEED`].
     AnimalMnist,
+    /// The training part of that split (what its classifier was trained on).
+    AnimalMnistTrain,
+    /// The held-out part of that split.
+    AnimalMnistTest,
+    /// `source:K`: K images of each class of `source`'s images, drawn once with [`SPLIT_SEED`]
+    /// (a fixed low-data set).
+    PerClass {
+        /// The set drawn from.
+        of: Box<DataSource>,
+        /// Images per class.
+        count: usize,
+    },
     /// `root/<class>/<image>` folder, split like Animal-MNIST.
     Folder(PathBuf),
 }
 
 impl DataSource {
-    /// `fashion-mnist`, `fashion-mnist-test`, `animal-mnist`, or the path of an existing folder;
-    /// anything else is an error naming `flag` and the value.
+    /// `fashion-mnist`, `fashion-mnist-test`, `animal-mnist`, `animal-mnist-train`,
+    /// `animal-mnist-test`, or the path of an existing folder, each optionally followed by `:K`
+    /// (K images per class); anything else is an error naming `flag` and the value.
     pub fn parse(value: &str, flag: &str) -> Result<Self> {
+        let unknown = || {
+            Error::msg(format!(
+                "{flag} `{value}`: expected fashion-mnist, fashion-mnist-test, animal-mnist, \
+                 animal-mnist-train, animal-mnist-test or an existing folder of <class>/<image> \
+                 files, optionally followed by `:K` (K images per class, K at least 1)"
+            ))
+        };
         match value {
             "fashion-mnist" => Ok(DataSource::FashionMnist),
             "fashion-mnist-test" => Ok(DataSource::FashionMnistTest),
             "animal-mnist" => Ok(DataSource::AnimalMnist),
+            "animal-mnist-train" => Ok(DataSource::AnimalMnistTrain),
+            "animal-mnist-test" => Ok(DataSource::AnimalMnistTest),
             path if Path::new(path).is_dir() => Ok(DataSource::Folder(path.into())),
-            other => Err(Error::msg(format!(
-                "{flag} `{other}`: expected fashion-mnist, fashion-mnist-test, animal-mnist or an \
-                 existing folder of <class>/<image> files"
-            ))),
+            _ => {
+                let (of, count) = value.rsplit_once(':').ok_or_else(unknown)?;
+                let count = count.parse::<usize>().ok().filter(|&k| k > 0);
+                match (DataSource::parse(of, flag), count) {
+                    (Ok(of), Some(count)) => Ok(DataSource::PerClass {
+                        of: Box::new(of),
+                        count,
+                    }),
+                    _ => Err(unknown()),
+                }
+            }
         }
     }
 
@@ -72,6 +109,11 @@ impl DataSource {
             )),
             DataSource::AnimalMnist => Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED),
             DataSource::Folder(root) => Self::folder(root, input)?.split(HELD_OUT, SPLIT_SEED),
+            part => Err(Error::msg(format!(
+                "{part} is a part of a data set (to train a diffusion model on, or a reference); \
+                 classifiers train and are measured on a whole set: animal-mnist, fashion-mnist \
+                 or a folder"
+            ))),
         }
     }
 
@@ -92,7 +134,17 @@ impl DataSource {
             DataSource::FashionMnist => Dataset::fashion_mnist(Split::Train),
             DataSource::FashionMnistTest => Dataset::fashion_mnist(Split::Test),
             DataSource::AnimalMnist => Dataset::animal_mnist(),
+            DataSource::AnimalMnistTrain => {
+                Ok(Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.0)
+            }
+            DataSource::AnimalMnistTest => {
+                Ok(Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.1)
+            }
             DataSource::Folder(root) => Self::folder(root, input),
+            DataSource::PerClass { of, count } => of
+                .reference(input)?
+                .per_class(*count, SPLIT_SEED)
+                .map_err(|e| Error::msg(format!("{self}: {e}"))),
         }
     }
 }
@@ -103,7 +155,10 @@ impl fmt::Display for DataSource {
             DataSource::FashionMnist => write!(f, "fashion-mnist"),
             DataSource::FashionMnistTest => write!(f, "fashion-mnist-test"),
             DataSource::AnimalMnist => write!(f, "animal-mnist"),
-            DataSource::Folder(p) => write!(f, "folder:{}", p.display()),
+            DataSource::AnimalMnistTrain => write!(f, "animal-mnist-train"),
+            DataSource::AnimalMnistTest => write!(f, "animal-mnist-test"),
+            DataSource::Folder(p) => write!(f, "{}", p.display()),
+            DataSource::PerClass { of, count } => write!(f, "{of}:{count}"),
         }
     }
 }
@@ -122,6 +177,33 @@ pub(crate) fn color_mode(channels: usize) -> Result<ColorMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_low_data_split_is_fixed_and_inside_the_training_split() {
+        let input = [1, 28, 28];
+        let few = DataSource::parse("animal-mnist-train:50", "--data").unwrap();
+        let (a, b) = (few.reference(input).unwrap(), few.reference(input).unwrap());
+        assert_eq!(a.class_counts(), vec![50; 10]);
+        assert_eq!(a.pixels(), b.pixels());
+        // Every image of it is a training image, none a held-out one.
+        let train = DataSource::AnimalMnistTrain.reference(input).unwrap();
+        let test = DataSource::AnimalMnistTest.reference(input).unwrap();
+        assert_eq!((train.len(), test.len()), (8000, 2000));
+        let contains = |set: &Dataset, image: &[u8]| (0..set.len()).any(|i| set.image(i) == image);
+        for i in (0..a.len()).step_by(37) {
+            assert!(contains(&train, a.image(i)) && !contains(&test, a.image(i)));
+        }
+        let err = DataSource::parse("animal-mnist-test:300", "--data")
+            .unwrap()
+            .reference(input)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("300") && err.contains("bear"), "{err}");
+        for bad in ["animal-mnist:0", "animal-mnist:", "no-such-set:5"] {
+            let err = DataSource::parse(bad, "--data").unwrap_err().to_string();
+            assert!(err.contains("--data") && err.contains(bad), "{err}");
+        }
+    }
 
     #[test]
     fn sources_parse_and_bad_ones_name_the_flag() {

@@ -27,10 +27,13 @@
 //! }
 //! ```
 
+mod streams;
 mod trainable;
 
 use serde::{Deserialize, Serialize};
+use tensor::{Error, Result};
 
+pub use streams::{Stream, StreamData};
 pub use trainable::{Trainable, TrainableReport};
 
 /// The training objective of a run.
@@ -41,6 +44,44 @@ pub enum Method {
     /// (MSE on the noise, plus the variational bound when the model learns sigma) averaged over
     /// the batch, labels dropped to the null class at the model's `class_dropout_prob`.
     Standard {},
+    /// Diff-Tuning ("Diffusion Tuning: Transferring Diffusion Models via Chain of Forgetting",
+    /// arXiv 2406.00773), its sampled form as in the official code: each step takes
+    /// `floor(batch_size * bank_share)` images of a knowledge `bank` (with the null label,
+    /// timesteps drawn with p(t) ∝ (T - t)^tau_retention: retention near the data) and the rest
+    /// from the target data (p(t) ∝ (t + 1)^tau: adaptation far from it); the loss is
+    /// `mean(target) + lambda * mean(bank)`.
+    DiffTuning {
+        /// The knowledge bank: a data source (`fashion-mnist`, an image folder, ...): images
+        /// sampled from the pretrained model, or real source images.
+        bank: String,
+        /// The bank's share `r` of each batch.
+        #[serde(default = "DiffTuning::share")]
+        bank_share: f64,
+        /// The weight `lambda` of the retention loss.
+        #[serde(default = "DiffTuning::lambda")]
+        lambda: f64,
+        /// The exponent of the adaptation sampler.
+        #[serde(default = "DiffTuning::tau")]
+        tau: f64,
+        /// The exponent of the retention sampler (`tau` when absent).
+        #[serde(default)]
+        tau_retention: Option<f64>,
+    },
+}
+
+/// The official code's defaults for [`Method::DiffTuning`].
+struct DiffTuning;
+
+impl DiffTuning {
+    fn share() -> f64 {
+        0.2
+    }
+    fn lambda() -> f64 {
+        0.1
+    }
+    fn tau() -> f64 {
+        1.0
+    }
 }
 
 impl Default for Method {
@@ -54,19 +95,73 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::Standard {} => "standard",
+            Method::DiffTuning { .. } => "diff-tuning",
         }
     }
 
     /// Every method's name.
-    pub const NAMES: [&'static str; 1] = ["standard"];
+    pub const NAMES: [&'static str; 2] = ["standard", "diff-tuning"];
 
-    /// The method of `name` with its default options.
-    pub fn from_name(name: &str) -> tensor::Result<Method> {
-        serde_json::from_value(serde_json::json!({ "name": name })).map_err(|_| {
-            tensor::Error::msg(format!(
-                "unknown method `{name}`; the methods are: {}",
-                Method::NAMES.join(", ")
-            ))
+    /// The method of `name` with its default options (an error for a method with a required
+    /// option, naming it).
+    pub fn from_name(name: &str) -> Result<Method> {
+        serde_json::from_value(serde_json::json!({ "name": name })).map_err(|e| {
+            if Method::NAMES.contains(&name) {
+                Error::msg(format!(
+                    "method `{name}` needs options in the config's `method` object: {e}"
+                ))
+            } else {
+                Error::msg(format!(
+                    "unknown method `{name}`; the methods are: {}",
+                    Method::NAMES.join(", ")
+                ))
+            }
         })
     }
+
+    /// Checks the options, naming the offending key as `method.<key>`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::msg(format!("config `method.{key}`: {msg}")));
+        match self {
+            Method::Standard {} => Ok(()),
+            Method::DiffTuning {
+                bank,
+                bank_share,
+                lambda,
+                tau,
+                tau_retention,
+            } => {
+                if bank.is_empty() {
+                    return bad(
+                        "bank",
+                        "is empty; name a data source or image folder".into(),
+                    );
+                }
+                // Below 1, floor(B r) < B: at least one target image per step.
+                if !(0.0..1.0).contains(bank_share) {
+                    return bad(
+                        "bank_share",
+                        format!("must lie in [0, 1) to leave target images, got {bank_share}"),
+                    );
+                }
+                if !(*lambda >= 0.0 && lambda.is_finite()) {
+                    return bad("lambda", format!("must be finite and >= 0, got {lambda}"));
+                }
+                for (key, v) in [("tau", Some(*tau)), ("tau_retention", *tau_retention)] {
+                    match v {
+                        Some(v) if v.is_nan() || v.abs() > 10.0 => {
+                            return bad(key, format!("must lie in [-10, 10], got {v}"))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Bank images in a batch of `batch_size` at share `r`: `floor(batch_size * r)`.
+fn bank_images(batch_size: usize, r: f64) -> usize {
+    (batch_size as f64 * r).floor() as usize
 }

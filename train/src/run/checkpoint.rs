@@ -34,6 +34,10 @@ pub struct CheckpointState {
     pub loader_epoch: u64,
     /// The loader's position in that epoch.
     pub loader_position: usize,
+    /// Where the loaders of the method's other data streams (a knowledge bank) stand, by
+    /// stream name; the target's is `loader_epoch` and `loader_position`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_loaders: Vec<(String, LoaderState)>,
     /// The class names of the training data, in label order.
     pub classes: Vec<String>,
     /// `[channels, height, width]` of the model's images.
@@ -45,12 +49,35 @@ pub struct CheckpointState {
 }
 
 impl CheckpointState {
-    /// The loader state.
+    /// The target data's loader state.
     pub fn loader(&self) -> LoaderState {
         LoaderState {
             epoch: self.loader_epoch,
             position: self.loader_position,
         }
+    }
+
+    /// The loader state of each of `streams` (the target first), as saved; a stream the
+    /// checkpoint lacks is an error naming it.
+    pub fn loaders(&self, streams: &[&str]) -> Result<Vec<LoaderState>> {
+        streams
+            .iter()
+            .enumerate()
+            .map(|(i, name)| match i {
+                0 => Ok(self.loader()),
+                _ => self
+                    .other_loaders
+                    .iter()
+                    .find(|(saved, _)| saved == name)
+                    .map(|(_, state)| *state)
+                    .ok_or_else(|| {
+                        Error::msg(format!(
+                            "the checkpoint of step {} holds no loader state for the data stream `{name}`",
+                            self.step
+                        ))
+                    }),
+            })
+            .collect()
     }
 }
 
@@ -250,6 +277,7 @@ mod tests {
             step,
             loader_epoch: 0,
             loader_position: 0,
+            other_loaders: vec![],
             classes: vec!["a".into()],
             image_shape: [1, 4, 4],
             config: RunConfig::default(),

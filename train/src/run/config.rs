@@ -270,6 +270,7 @@ impl RunConfig {
 
     /// Checks every value that can be checked without the data.
     pub fn validate(&self) -> Result<()> {
+        self.method.validate()?;
         let positive = [
             ("steps", self.steps),
             ("batch_size", self.batch_size as u64),

@@ -1,5 +1,6 @@
 //! The run's metric log, one JSON object per line (`metrics.jsonl`), and its loss-curve picture.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ pub struct MetricLine {
     pub lr: f64,
     /// Optimisation steps per second.
     pub steps_per_sec: f64,
+    /// The unweighted loss of each of the method's data streams (`target`, `bank`), where it has
+    /// more than one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, f64>,
 }
 
 /// An append-only metric log.
@@ -132,6 +137,7 @@ mod tests {
             grad_norm: 1.0,
             lr: 1e-3,
             steps_per_sec: 10.0,
+            streams: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 mod config;
 pub mod export;
+mod feed;
 pub mod folder;
 pub mod guard;
 pub mod metrics;
@@ -32,9 +33,11 @@ pub use export::export;
 pub use sample::{generate, grid_labels, repeat_labels};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
+use self::feed::Feed;
 use self::metrics::{MetricLine, MetricLog};
-use crate::data::{save_grid, Batches, DataSource, Dataset, LoaderConfig, LoaderState};
-use crate::diffusion::{create_diffusion, TimestepSampler};
+use crate::data::{save_grid, DataSource, Dataset, LoaderConfig, LoaderState};
+use crate::diffusion::create_diffusion;
+use crate::methods::{Stream, StreamData};
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, Ema, EmaWarmup};
 
 /// The run folder's record of which parameters train (a [`crate::methods::TrainableReport`]).
@@ -101,6 +104,32 @@ pub fn load_data(config: &RunConfig) -> Result<Dataset> {
         config.image_size,
         config.image_size,
     ])
+}
+
+/// The data set of each of `streams` but the target's (which is `target`): read and checked
+/// against the target's image shape before training starts; errors name the method's option.
+fn stream_data(streams: &[Stream], target: &Dataset) -> Result<Vec<Dataset>> {
+    let shape = target.image_shape();
+    streams
+        .iter()
+        .filter_map(|stream| match &stream.data {
+            StreamData::Target => None,
+            StreamData::Source { key, value } => Some((key, value)),
+        })
+        .map(|(key, value)| {
+            let named = |e: Error| Error::msg(format!("config `method.{key}` ({value}): {e}"));
+            let data = DataSource::parse(value, &format!("method.{key}"))?
+                .reference(shape)
+                .map_err(named)?;
+            if data.image_shape() != shape {
+                return Err(named(Error::msg(format!(
+                    "its images are {:?} ([C, H, W]), the target data's {shape:?}",
+                    data.image_shape()
+                ))));
+            }
+            Ok(data)
+        })
+        .collect()
 }
 
 /// The generator of step `step`: a pure function of the seed and the step, so a resumed run
@@ -321,7 +350,17 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let image_shape = data.image_shape();
     let process = config.diffusion_config()?;
     let diffusion = create_diffusion("", &process)?;
-    let timesteps = TimestepSampler::uniform(diffusion.num_timesteps())?;
+    let streams = config
+        .method
+        .streams(config.batch_size, diffusion.num_timesteps())?;
+    let null_class = data.classes().len();
+    if streams.iter().any(|s| s.null_labels) && dit.config().label_rows() == null_class {
+        return Err(Error::msg(format!(
+            "method `{}` gives some images the null label, but the model has no null class: set `model.class_dropout_prob` above 0",
+            config.method.name()
+        )));
+    }
+    let other_data = stream_data(&streams, &data)?;
     let schedule = config.lr_schedule()?;
     let mut opt = AdamW::new(AdamWConfig {
         lr: config.lr,
@@ -332,7 +371,8 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     // Held until the run returns: a second run on the same folder is refused.
     let _lock = folder::lock(out)?;
     let mut step = 0;
-    let mut loader = LoaderState::default();
+    let mut loaders = vec![LoaderState::default(); streams.len()];
+    let names: Vec<&str> = streams.iter().map(|s| s.name).collect();
     let previous = checkpoint::latest(out)?;
     match (&previous, options.resume) {
         (Some(dir), false) => {
@@ -366,7 +406,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         ema.load(dir.join(EMA_FILE))?;
         opt.load(dir.join(OPTIMIZER_FILE), &ps)?;
         step = state.step;
-        loader = state.loader();
+        loaders = state.loaders(&names)?;
     }
     crate::files::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
     let report = serde_json::to_string_pretty(&trainable).expect("plain JSON");
@@ -377,7 +417,8 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let started_at = step;
 
     let loader_config = LoaderConfig::new(config.batch_size, config.seed).hflip(config.hflip);
-    let mut batches = Batches::resume(&data, loader_config, loader)?;
+    let stream_sets = std::iter::once(&data).chain(&other_data).collect();
+    let mut feed = Feed::new(streams, stream_sets, &loader_config, &loaders)?;
     let mut log = MetricLog::open(&out.join("metrics.jsonl"), step)?;
     let bar = options
         .progress
@@ -385,12 +426,15 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     if let Some(bar) = &bar {
         bar.set_position(step);
     }
-    let save = |step: u64, ps: &ParamStore, ema: &Ema, opt: &AdamW, at: LoaderState| {
+    let save = |step: u64, ps: &ParamStore, ema: &Ema, opt: &AdamW, feed: &Feed| {
         guard::check_state(step, ps, ema, opt)?;
+        let mut at = feed.states().into_iter();
+        let (_, target) = at.next().expect("a method has a target stream");
         let state = CheckpointState {
             step,
-            loader_epoch: at.epoch,
-            loader_position: at.position,
+            loader_epoch: target.epoch,
+            loader_position: target.position,
+            other_loaders: at.map(|(name, s)| (name.to_string(), s)).collect(),
             classes: data.classes().to_vec(),
             image_shape,
             config: config.clone(),
@@ -419,21 +463,20 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     };
 
     let (mut sum, mut grad_sum, mut count, mut since) = (0.0, 0.0, 0u64, Instant::now());
+    let mut stream_sums = vec![0.0; names.len()];
     let mut last_checkpoint = None;
     while step < config.steps {
         let mut gen = step_generator(config.seed, step);
-        let batch = batches.next_batch()?;
-        let n = batch.labels.elem_count();
-        let (t, _) = timesteps.sample(n, &mut gen)?;
+        let batch = feed.next(&mut gen, null_class)?;
         let noise = Tensor::randn(batch.images.shape(), 0.0, 1.0, DType::F32, device, &mut gen)?;
         let x0 = batch.images.to_device(device)?;
         let terms = diffusion.training_losses_with(
             |x_t: &Var, t: &Tensor| dit.forward(&ps, x_t, t, &batch.labels, Some(&mut gen)),
             &x0,
-            &t,
+            &batch.timesteps,
             &noise,
         )?;
-        let loss = terms.loss.mean_all()?;
+        let (loss, stream_means) = feed.loss(&batch, &terms.loss)?;
         let value = loss.value().to_scalar()?;
         if !value.is_finite() {
             return Err(Error::msg(format!(
@@ -453,6 +496,9 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         ema.update(&ps)?;
         step += 1;
         (sum, grad_sum, count) = (sum + value, grad_sum + norm, count + 1);
+        for (total, mean) in stream_sums.iter_mut().zip(stream_means) {
+            *total += mean;
+        }
 
         if step % config.log_every == 0 || step == config.steps {
             let line = MetricLine {
@@ -461,7 +507,17 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
                 grad_norm: grad_sum / count as f64,
                 lr: opt.config.lr,
                 steps_per_sec: count as f64 / since.elapsed().as_secs_f64().max(1e-9),
+                // Each stream's own loss, where the method has more than one.
+                streams: match names.len() {
+                    1 => Default::default(),
+                    _ => names
+                        .iter()
+                        .zip(&stream_sums)
+                        .map(|(name, total)| (name.to_string(), total / count as f64))
+                        .collect(),
+                },
             };
+            stream_sums.iter_mut().for_each(|v| *v = 0.0);
             log.write(&line)?;
             if let Some(bar) = &bar {
                 bar.set_message(format!("loss {:.4}", line.loss));
@@ -469,7 +525,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
             (sum, grad_sum, count, since) = (0.0, 0.0, 0, Instant::now());
         }
         if step % config.checkpoint_every == 0 || step == config.steps {
-            last_checkpoint = Some(save(step, &ps, &ema, &opt, batches.state())?);
+            last_checkpoint = Some(save(step, &ps, &ema, &opt, &feed)?);
         }
         if config.sample_every > 0 && step % config.sample_every == 0 && step < config.steps {
             draw(&ema, &ps, &out.join(format!("samples/step-{step:08}.png")))?;

@@ -13,7 +13,8 @@ pub struct TrainArgs {
     /// A JSON config (see configs/); flags override its values.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// `fashion-mnist`, `animal-mnist`, or a folder of class sub-folders of images.
+    /// `fashion-mnist`, `animal-mnist`, `animal-mnist-train`, `animal-mnist-test`, or a folder of
+    /// class sub-folders of images; `NAME:K` takes K images of each class (a fixed choice).
     #[arg(long)]
     data: Option<String>,
     /// Optimisation steps of the whole run.
@@ -55,7 +56,8 @@ pub struct TrainArgs {
 /// Fine-tuning: a training run that starts from a pretrained checkpoint.
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
-    /// The pretrained checkpoint: a run folder or a checkpoint folder.
+    /// The pretrained checkpoint: a run folder, a checkpoint folder or an exported weights file
+    /// (data/pretrained/fashion-dit.safetensors).
     #[arg(long)]
     init: Option<PathBuf>,
     /// The training objective, with its default options (a config file sets the options).

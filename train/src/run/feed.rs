@@ -1,0 +1,111 @@
+//! A step's data: every [`Stream`] of the run's method drawn from its own loader, concatenated
+//! into one batch (one forward and backward pass), and the step's loss weighted back per stream.
+
+use autograd::Var;
+use tensor::{Error, Generator, Result, Tensor};
+
+use crate::data::loader::mix;
+use crate::data::{Batches, Dataset, LoaderConfig, LoaderState};
+use crate::methods::Stream;
+
+/// The loaders of a run's streams, in the method's order (the target's first).
+pub(crate) struct Feed<'a> {
+    parts: Vec<(Stream, Batches<'a>)>,
+}
+
+/// One step's images, labels and timesteps, stream after stream.
+pub(crate) struct StepData {
+    /// `f32 [B, C, H, W]` in `[-1, 1]`.
+    pub images: Tensor,
+    /// `i64 [B]`: the data's labels, or `null_class` for a stream with null labels.
+    pub labels: Tensor,
+    /// `i64 [B]`: each stream's draws from its own sampler.
+    pub timesteps: Tensor,
+    /// Images of each stream, in order (an epoch's last batch may be short).
+    pub counts: Vec<usize>,
+}
+
+impl<'a> Feed<'a> {
+    /// Loaders over `data` (one per stream) resuming at `states`. The target stream's loader is
+    /// seeded with `base.seed` as a single-stream run's is; the others with seeds derived from it.
+    pub fn new(
+        streams: Vec<Stream>,
+        data: Vec<&'a Dataset>,
+        base: &LoaderConfig,
+        states: &[LoaderState],
+    ) -> Result<Feed<'a>> {
+        let parts = streams
+            .into_iter()
+            .zip(data)
+            .zip(states)
+            .enumerate()
+            .map(|(i, ((stream, data), &state))| {
+                let seed = match i {
+                    0 => base.seed,
+                    _ => mix(base.seed ^ mix(i as u64)),
+                };
+                let config = LoaderConfig {
+                    batch_size: stream.images,
+                    seed,
+                    ..base.clone()
+                };
+                let batches = Batches::resume(data, config, state)
+                    .map_err(|e| Error::msg(format!("stream `{}`: {e}", stream.name)))?;
+                Ok((stream, batches))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Feed { parts })
+    }
+
+    /// The next step's data; the timesteps are drawn from `gen`, stream after stream.
+    pub fn next(&mut self, gen: &mut Generator, null_class: usize) -> Result<StepData> {
+        let (mut images, mut labels, mut timesteps, mut counts) = (vec![], vec![], vec![], vec![]);
+        for (stream, batches) in &mut self.parts {
+            let batch = batches.next_batch()?;
+            let n = batch.labels.elem_count();
+            labels.push(if stream.null_labels {
+                Tensor::from_vec(vec![null_class as i64; n], &[n])?
+            } else {
+                batch.labels
+            });
+            images.push(batch.images);
+            timesteps.push(stream.timesteps.sample(n, gen)?.0);
+            counts.push(n);
+        }
+        let cat = |parts: Vec<Tensor>| match parts.len() {
+            1 => Ok(parts.into_iter().next().expect("one part")),
+            _ => Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0),
+        };
+        Ok(StepData {
+            images: cat(images)?,
+            labels: cat(labels)?,
+            timesteps: cat(timesteps)?,
+            counts,
+        })
+    }
+
+    /// The step's loss from the per-sample `losses` of `step` (`[B]`, in its order): the sum
+    /// over streams of weight × mean; and each stream's mean, unweighted.
+    pub fn loss(&self, step: &StepData, losses: &Var) -> Result<(Var, Vec<f64>)> {
+        let (mut total, mut means, mut start) = (None::<Var>, vec![], 0);
+        for ((stream, _), &n) in self.parts.iter().zip(&step.counts) {
+            let mean = losses.narrow(0, start, n)?.mean_all()?;
+            means.push(mean.value().to_scalar()?);
+            let term = mean.mul_scalar(stream.weight)?;
+            total = Some(match total {
+                None => term,
+                Some(sum) => sum.add(&term)?,
+            });
+            start += n;
+        }
+        Ok((total.expect("a method has a stream"), means))
+    }
+
+    /// Each stream's name and where its loader stands, in order.
+    pub fn states(&self) -> Vec<(&'static str, LoaderState)> {
+        self.parts
+            .iter()
+            .map(|(stream, batches)| (stream.name, batches.state()))
+            .collect()
+    }
+}
