@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tensor::safetensors;
@@ -12,35 +11,7 @@ use train::methods::{Method, Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use train::run::{load_model, metrics, train, RunConfig, TrainOptions, Weights, TRAINABLE_FILE};
 
-use common::{image_folder, tiny_config};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("difftune-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn difftune(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_difftune"));
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd
-}
-
-/// Runs difftune and fails with its standard error unless it succeeds.
-fn run_ok(args: &[&str]) {
-    let out = difftune(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn write_config(path: &Path, config: &RunConfig) -> String {
-    std::fs::write(path, config.to_json()).unwrap();
-    path.display().to_string()
-}
+use common::{difftune, dit, image_folder, run_ok, scratch, tiny_config, write_config};
 
 fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     let mut t: Vec<(String, Vec<f32>)> = safetensors::load(path)
@@ -262,9 +233,9 @@ fn a_tiny_model_overfits_a_batch_of_eight_images() {
     let dir = scratch("overfit");
     let data = image_folder(&dir, 2, 4);
     let mut config = tiny_config(&data, &dir.join("run"));
-    config.model.patch_size = 4;
-    config.model.hidden_size = 64;
-    config.model.class_dropout_prob = 0.0;
+    dit(&mut config).patch_size = 4;
+    dit(&mut config).hidden_size = 64;
+    dit(&mut config).class_dropout_prob = 0.0;
     config.steps = 800;
     config.lr = 2e-3;
     config.lr_decay = "constant".into();
@@ -437,7 +408,7 @@ fn forward_once(m: &train::run::LoadedModel) -> tensor::Tensor {
     let t = Tensor::from_vec(vec![3i64, 700], &[2]).unwrap();
     let y = Tensor::from_vec(vec![0i64, 1], &[2]).unwrap();
     let x = autograd::Var::constant(x);
-    m.dit
+    m.network
         .forward(&m.params, &x, &t, &y, None)
         .unwrap()
         .value()
@@ -549,7 +520,7 @@ fn peft_runs_change_only_their_trainable_parameters() {
     // (missing), and another width (mis-shaped).
     let mut deeper = tiny_config(&data, &dir.join("deeper"));
     deeper.init = Some(source.out.clone());
-    deeper.model.depth = 3;
+    dit(&mut deeper).depth = 3;
     let err = train(&deeper, &TrainOptions::default())
         .unwrap_err()
         .to_string();
@@ -559,7 +530,7 @@ fn peft_runs_change_only_their_trainable_parameters() {
     );
     let mut wider = tiny_config(&data, &dir.join("wider"));
     wider.init = Some(source.out.clone());
-    wider.model.hidden_size = 16;
+    dit(&mut wider).hidden_size = 16;
     let err = train(&wider, &TrainOptions::default())
         .unwrap_err()
         .to_string();

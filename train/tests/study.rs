@@ -6,21 +6,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::{json, Value};
 use train::run::{checkpoint, metrics, train, RunConfig, TrainOptions};
 use train::study::runner::read_record;
 use train::study::Study;
 
-use common::image_folder;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("difftune-study-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{difftune, image_folder, scratch};
 
 const STEPS: u64 = 8;
 
@@ -62,10 +55,7 @@ fn study_file(dir: &Path, data: &Path, variants: Value) -> PathBuf {
 }
 
 fn difftune_study(file: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_difftune"))
-        .args(["study", &file.display().to_string(), "--quiet"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    difftune(&["study", &file.display().to_string(), "--quiet"])
         .output()
         .unwrap()
 }
@@ -239,12 +229,26 @@ fn a_bad_variant_key_is_named_with_its_variant_before_anything_runs() {
 }
 
 #[test]
-fn the_committed_example_study_is_valid() {
+fn the_committed_studies_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(root.join("configs/studies/tiny.json")).unwrap();
-    // Parsed without `Study::validate`, whose paths are relative to the repository's root.
-    let study: Study = serde_json::from_str(&text).unwrap();
-    let configs = study.configs().unwrap();
-    assert_eq!(configs.len(), study.variants.len());
-    assert!(root.join(&study.eval.classifier).is_file());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("configs/studies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("\"variants\""))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Parsed without `Study::validate`, whose paths are relative to the repository's root:
+        // a base config file is read from there and put inline.
+        let mut study: Study = serde_json::from_str(&text).unwrap();
+        if let Value::String(base) = &study.base {
+            study.base =
+                serde_json::from_str(&std::fs::read_to_string(root.join(base)).unwrap()).unwrap();
+        }
+        let configs = study.configs().unwrap();
+        assert_eq!(configs.len(), study.variants.len(), "{}", file.display());
+        assert!(root.join(&study.eval.classifier).is_file());
+    }
 }

@@ -144,9 +144,15 @@ impl Judge {
 
     /// Samples [`Protocol::samples`] images of a run or checkpoint folder from its moving
     /// average, class `i % classes` for image `i`, with the protocol's sampler and guidance (else
-    /// the run's) and noise seeded by `seed`; the images and their requested labels. The run's
-    /// classes must be the classifier's. `progress`: a bar on standard error.
-    pub fn sample(&self, dir: &Path, seed: u64, progress: bool) -> Result<(Tensor, Vec<i64>)> {
+    /// the run's) and noise seeded by `seed`; the images and their requested labels (`None` for
+    /// an unconditional model, whose samples were asked for no class). The run's classes must be
+    /// the classifier's. `progress`: a bar on standard error.
+    pub fn sample(
+        &self,
+        dir: &Path,
+        seed: u64,
+        progress: bool,
+    ) -> Result<(Tensor, Option<Vec<i64>>)> {
         let loaded = load_model(dir, Weights::Ema)?;
         let classes = &loaded.state.classes;
         let expected = &self.classifier.config.classes;
@@ -183,9 +189,9 @@ impl Judge {
         let mut chunks = Vec::new();
         for (i, chunk) in labels.chunks(SAMPLE_CHUNK).enumerate() {
             let chunk_seed = seed.wrapping_add(i as u64);
-            let (dit, params) = (&loaded.dit, &loaded.params);
+            let (network, params) = (&loaded.network, &loaded.params);
             chunks.push(generate(
-                dit, params, &process, &settings, chunk, chunk_seed,
+                network, params, &process, &settings, chunk, chunk_seed,
             )?);
             if let Some(bar) = &bar {
                 bar.inc(chunk.len() as u64);
@@ -195,6 +201,7 @@ impl Judge {
             bar.finish();
         }
         let refs: Vec<&Tensor> = chunks.iter().collect();
-        Ok((Tensor::cat(&refs, 0)?, labels))
+        let asked = loaded.network.conditional().then_some(labels);
+        Ok((Tensor::cat(&refs, 0)?, asked))
     }
 }

@@ -1,10 +1,11 @@
 //! Which parameters train: the PEFT axis of a run, orthogonal to its [`super::Method`].
 
-use models::dit::Dit;
 use models::peft::{add_lora, bitfit, difffit};
 use models::ParamStore;
 use serde::{Deserialize, Serialize};
 use tensor::{Error, Result};
+
+use crate::run::Network;
 
 /// Which parameters of the model train, and what that adds to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,8 +22,10 @@ pub enum Trainable {
         /// Scale numerator: the update is `(alpha / rank) B A`.
         #[serde(default = "default_rank_f64")]
         alpha: f64,
-        /// Weight-name patterns (`*` wildcards) that get factors.
-        #[serde(default = "default_targets")]
+        /// Weight-name patterns (`*` wildcards) that get factors; absent or empty: the model's
+        /// own choice (DiT: its blocks' attention and MLP weights; U-Net: its attention
+        /// projections).
+        #[serde(default)]
         targets: Vec<String>,
     },
     /// BitFit: only biases train.
@@ -44,14 +47,6 @@ fn default_rank() -> usize {
 
 fn default_rank_f64() -> f64 {
     4.0
-}
-
-/// Every Linear weight of DiT's blocks: attention and MLP.
-fn default_targets() -> Vec<String> {
-    vec![
-        "blocks.*.attn.*.weight".into(),
-        "blocks.*.mlp.*.weight".into(),
-    ]
 }
 
 /// What [`Trainable::apply`] did to a model.
@@ -112,15 +107,15 @@ impl Trainable {
             if !(alpha.is_finite() && *alpha > 0.0) {
                 return Err(bad("alpha", format!("must be positive, got {alpha}")));
             }
-            if targets.is_empty() {
-                return Err(bad("targets", "names no weight pattern".into()));
+            if let Some(empty) = targets.iter().find(|t| t.trim().is_empty()) {
+                return Err(bad("targets", format!("`{empty}` is not a weight pattern")));
             }
         }
         Ok(())
     }
 
-    /// Adds what the kind needs to `dit`'s parameters in `ps` and sets which train.
-    pub fn apply(&self, dit: &Dit, ps: &mut ParamStore) -> Result<TrainableReport> {
+    /// Adds what the kind needs to `network`'s parameters in `ps` and sets which train.
+    pub fn apply(&self, network: &Network, ps: &mut ParamStore) -> Result<TrainableReport> {
         self.validate()?;
         let before: Vec<String> = ps.names().map(str::to_string).collect();
         match self {
@@ -131,12 +126,17 @@ impl Trainable {
                 targets,
             } => {
                 ps.set_trainable("*", false);
-                for pattern in targets {
+                let targets = match targets.is_empty() {
+                    true => network.lora_targets(),
+                    false => targets.clone(),
+                };
+                for pattern in &targets {
                     // A pattern that matches nothing is a typo, not a choice.
                     if add_lora(ps, pattern, *rank, *alpha)? == 0 {
                         return Err(Error::msg(format!(
                             "config `trainable.targets`: `{pattern}` matches no Linear or Conv2d \
-                             weight of the model (DiT's are e.g. blocks.0.attn.qkv.weight)"
+                             weight of the model (DiT's are e.g. blocks.0.attn.qkv.weight, the \
+                             U-Net's down_blocks.1.attentions.0.to_q.weight)"
                         )));
                     }
                 }
@@ -145,7 +145,7 @@ impl Trainable {
                 bitfit(ps);
             }
             Trainable::Difffit {} => {
-                difffit(ps, &dit.difffit_scales())?;
+                difffit(ps, &network.difffit_scales()?)?;
             }
         }
         Ok(TrainableReport {

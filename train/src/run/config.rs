@@ -29,7 +29,8 @@ pub struct RunConfig {
     pub image_size: usize,
     /// `gray` or `rgb`: the channels of a folder data set.
     pub color: String,
-    /// The DiT; input size, channels and classes come from the data.
+    /// The network, an object tagged by `kind`: `dit` (the default when `kind` is absent) or
+    /// `unet`; input size, channels and classes come from the data.
     pub model: ModelConfig,
     /// The diffusion process.
     pub diffusion: DiffusionSettings,
@@ -80,10 +81,143 @@ pub struct RunConfig {
     pub out: PathBuf,
 }
 
-/// The DiT's shape (the rest is set by the data).
+/// The network of a run: `{"kind": "dit", ...}` ([`DitSettings`]; `kind` may be left out) or
+/// `{"kind": "unet", ...}` ([`UnetSettings`]). A key of the other kind is refused, naming it.
+///
+/// ```
+/// use train::run::{ModelConfig, RunConfig};
+/// let c = RunConfig::from_json_str(r#"{ "model": { "kind": "unet", "channels": [16, 32] } }"#);
+/// assert!(matches!(c.unwrap().model, ModelConfig::Unet(u) if u.channels == [16, 32]));
+/// let err = RunConfig::from_json_str(r#"{ "model": { "kind": "unet", "patch_size": 2 } }"#);
+/// assert!(err.unwrap_err().to_string().contains("patch_size"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelConfig {
+    /// A DiT.
+    Dit(DitSettings),
+    /// A U-Net.
+    Unet(UnetSettings),
+}
+
+/// A U-Net (diffusers' `UNet2DModel`): levels of residual blocks, each halving the image but the
+/// last, with self-attention where asked, a mid block with attention, and a class table added to
+/// the time embedding of a conditional model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct UnetSettings {
+    /// Channels of each level (diffusers' `block_out_channels`).
+    pub channels: Vec<usize>,
+    /// Residual blocks per level on the way down (one more on the way up).
+    pub layers_per_block: usize,
+    /// Whether each level has self-attention.
+    pub attention: Vec<bool>,
+    /// Channels per attention head.
+    pub head_dim: usize,
+    /// Groups of every group norm.
+    pub norm_groups: usize,
+    /// Class-conditional (a class table) or unconditional.
+    pub conditional: bool,
+    /// Probability of dropping a label in training (for classifier-free guidance; a
+    /// conditional model's table then has a null row).
+    pub class_dropout_prob: f64,
+    /// Whether the model also predicts the variance.
+    pub learn_sigma: bool,
+}
+
+impl Default for UnetSettings {
+    /// A small U-Net for 28x28 images: 28, 14 and 7 pixels wide levels of 32, 64 and 64
+    /// channels, attention at the two coarser ones.
+    fn default() -> Self {
+        UnetSettings {
+            channels: vec![32, 64, 64],
+            layers_per_block: 1,
+            attention: vec![false, true, true],
+            head_dim: 32,
+            norm_groups: 8,
+            conditional: true,
+            class_dropout_prob: 0.1,
+            learn_sigma: false,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Dit(DitSettings::default())
+    }
+}
+
+impl ModelConfig {
+    /// `dit` or `unet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::Dit(_) => "dit",
+            ModelConfig::Unet(_) => "unet",
+        }
+    }
+
+    /// Whether the model also predicts the variance.
+    pub fn learn_sigma(&self) -> bool {
+        match self {
+            ModelConfig::Dit(d) => d.learn_sigma,
+            ModelConfig::Unet(u) => u.learn_sigma,
+        }
+    }
+}
+
+impl Serialize for ModelConfig {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let fields = match self {
+            ModelConfig::Dit(d) => serde_json::to_value(d),
+            ModelConfig::Unet(u) => serde_json::to_value(u),
+        }
+        .map_err(S::Error::custom)?;
+        let mut map = serde_json::Map::new();
+        map.insert("kind".into(), self.kind().into());
+        if let serde_json::Value::Object(fields) = fields {
+            map.extend(fields);
+        }
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut map = serde_json::Map::deserialize(deserializer)?;
+        let kind = match map.remove("kind") {
+            None => "dit".to_string(),
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`kind` must be a string, got {other}"
+                )))
+            }
+        };
+        let fields = serde_json::Value::Object(map);
+        match kind.as_str() {
+            "dit" => serde_json::from_value(fields).map(ModelConfig::Dit),
+            "unet" => serde_json::from_value(fields).map(ModelConfig::Unet),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown model kind `{other}`; expected dit or unet"
+                )))
+            }
+        }
+        .map_err(|e| D::Error::custom(format!("model ({kind}): {e}")))
+    }
+}
+
+/// A DiT's shape (the rest is set by the data).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DitSettings {
     /// Side of a patch.
     pub patch_size: usize,
     /// Width of the transformer.
@@ -161,9 +295,9 @@ impl Default for RunConfig {
     }
 }
 
-impl Default for ModelConfig {
+impl Default for DitSettings {
     fn default() -> Self {
-        ModelConfig {
+        DitSettings {
             patch_size: 4,
             hidden_size: 96,
             depth: 4,
@@ -418,7 +552,7 @@ impl RunConfig {
             schedule,
             steps: d.steps,
             mean_type,
-            var_type: if self.model.learn_sigma {
+            var_type: if self.model.learn_sigma() {
                 VarType::LearnedRange
             } else {
                 VarType::FixedSmall
@@ -426,10 +560,16 @@ impl RunConfig {
         })
     }
 
-    /// The DiT for images `[channels, size, size]` of `classes` classes.
+    /// The DiT for images `[channels, size, size]` of `classes` classes (an error for another
+    /// kind of model).
     pub fn dit_config(&self, channels: usize, size: usize, classes: usize) -> Result<DitConfig> {
         check_image_size("the image size", size)?;
-        let m = &self.model;
+        let ModelConfig::Dit(m) = &self.model else {
+            return Err(invalid(
+                "model",
+                format!("is a {}, not a DiT", self.model.kind()),
+            ));
+        };
         let cfg = DitConfig {
             input_size: size,
             patch_size: m.patch_size,

@@ -6,14 +6,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use models::dit::Dit;
 use models::peft::merge_lora;
 use models::ParamStore;
 use tensor::safetensors::{self, SafeTensorsFile};
 use tensor::{Error, Result, Tensor};
 
 use super::checkpoint::CheckpointState;
-use super::{load_model, Weights};
+use super::{load_model, Network, Weights};
 use crate::methods::Trainable;
 
 /// The metadata key of the run's state (JSON).
@@ -41,10 +40,16 @@ pub fn export(run: &Path, out: &Path) -> Result<ExportReport> {
     }
     let mut model = load_model(run, Weights::Ema)?;
     merge_lora(&mut model.params)?;
-    model.dit.fold_difffit(&mut model.params)?;
-    // The reference model's own parameters: what a plain DiT of this config holds.
+    model.network.fold_difffit(&mut model.params)?;
+    // The reference model's own parameters: what a plain network of this config holds.
     let mut reference = ParamStore::new(model.params.dtype(), model.params.device(), 0);
-    Dit::new(&mut reference, model.dit.config().clone())?;
+    let state = &model.state;
+    Network::new(
+        &mut reference,
+        &state.config,
+        state.image_shape,
+        state.classes.len(),
+    )?;
     let values: Vec<(String, Tensor)> = reference
         .names()
         .map(|name| Ok((name.to_string(), model.params.tensor(name)?)))

@@ -17,19 +17,22 @@ mod feed;
 pub mod folder;
 pub mod guard;
 pub mod metrics;
+mod network;
 mod sample;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use autograd::Var;
-use models::dit::Dit;
 use models::ParamStore;
 use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Error, Generator, Result, Tensor};
 
-pub use config::{DiffusionSettings, ModelConfig, RunConfig, SampleSettings};
+pub use config::{
+    DiffusionSettings, DitSettings, ModelConfig, RunConfig, SampleSettings, UnetSettings,
+};
 pub use export::export;
+pub use network::{Network, Unet};
 pub use sample::{generate, grid_labels, repeat_labels};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
@@ -77,7 +80,7 @@ pub struct RunReport {
 /// A model with its weights, as a checkpoint holds it.
 pub struct LoadedModel {
     /// The network.
-    pub dit: Dit,
+    pub network: Network,
     /// Its weights.
     pub params: ParamStore,
     /// The checkpoint's state: config, step, classes.
@@ -139,20 +142,17 @@ fn step_generator(seed: u64, step: u64) -> Generator {
     Generator::new(mix(mix(seed ^ 0x7472_6169_6e00).wrapping_add(step)))
 }
 
-/// Builds the DiT of `config` for `data` with freshly initialised weights.
-fn build_model(config: &RunConfig, data: &Dataset, device: Device) -> Result<(Dit, ParamStore)> {
-    let [c, h, w] = data.image_shape();
-    if h != w {
-        return Err(Error::msg(format!(
-            "data `{}`: images are {h}x{w}; the DiT needs square images",
-            config.data
-        )));
-    }
-    let cfg = config.dit_config(c, h, data.classes().len())?;
+/// Builds the network of `config` for `data` with freshly initialised weights.
+fn build_model(
+    config: &RunConfig,
+    data: &Dataset,
+    device: Device,
+) -> Result<(Network, ParamStore)> {
     let mut ps = ParamStore::new(DType::F32, device, config.seed);
-    let dit = Dit::new(&mut ps, cfg)?;
+    let network = Network::new(&mut ps, config, data.image_shape(), data.classes().len())
+        .map_err(|e| Error::msg(format!("data `{}`: {e}", config.data)))?;
     ps.set_compute_dtype(config.compute_dtype()?);
-    Ok((dit, ps))
+    Ok((network, ps))
 }
 
 /// Loads a model from a checkpoint folder, a run folder (its latest checkpoint) or a weights file
@@ -166,18 +166,21 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
         let state = checkpoint::load_state(&dir)?;
         (dir.clone(), state, checkpoint_files(&dir, weights))
     };
-    let [c, h, _] = state.image_shape;
-    let cfg = state.config.dit_config(c, h, state.classes.len())?;
     let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
-    let dit = Dit::new(&mut params, cfg)?;
-    let added = state.config.trainable.apply(&dit, &mut params)?.added;
+    let network = Network::new(
+        &mut params,
+        &state.config,
+        state.image_shape,
+        state.classes.len(),
+    )?;
+    let added = state.config.trainable.apply(&network, &mut params)?.added;
     load_weights(&mut params, &files, None, &added)?;
     if device.is_cuda() {
         params.set_compute_dtype(state.config.compute_dtype()?);
     }
     Ok(LoadedModel {
-        dit,
+        network,
         params,
         state,
         dir,
@@ -196,13 +199,14 @@ fn checkpoint_files(dir: &Path, weights: Weights) -> Vec<PathBuf> {
 
 /// Loads weight `files` into `ps` in order: the first holds the whole model but for exactly the
 /// parameters the run's method `added` (they keep their initialisation); later ones (moving
-/// averages) hold any part of it. With `labels` = (source classes, target classes), the class
-/// table may differ in size (a domain with other classes): see [`reuse_label_rows`]. Anything
-/// else that does not fit is an error naming the file and the tensors.
+/// averages) hold any part of it. With `labels` = (class table, source classes, target
+/// classes), that table may differ in size (a domain with other classes): see
+/// [`reuse_label_rows`]. Anything else that does not fit is an error naming the file and the
+/// tensors.
 fn load_weights(
     ps: &mut ParamStore,
     files: &[PathBuf],
-    labels: Option<(usize, usize)>,
+    labels: Option<(&str, usize, usize)>,
     added: &[String],
 ) -> Result<()> {
     for (i, path) in files.iter().enumerate() {
@@ -212,25 +216,22 @@ fn load_weights(
             && report
                 .mismatched
                 .iter()
-                .all(|(name, ..)| labels.is_some() && name == LABEL_TABLE);
+                .all(|(name, ..)| matches!(labels, Some((table, ..)) if name == table));
         if !fits {
             return Err(Error::msg(format!(
                 "{}: the checkpoint does not fit this model: {report}",
                 path.display()
             )));
         }
-        if let (Some((source, target)), false) = (labels, report.mismatched.is_empty()) {
-            let pretrained = SafeTensorsFile::open(path)?.tensor(LABEL_TABLE)?;
-            let table = reuse_label_rows(&ps.tensor(LABEL_TABLE)?, &pretrained, source, target)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-            ps.set(LABEL_TABLE, table)?;
+        if let (Some((name, source, target)), false) = (labels, report.mismatched.is_empty()) {
+            let pretrained = SafeTensorsFile::open(path)?.tensor(name)?;
+            let table = reuse_label_rows(&ps.tensor(name)?, &pretrained, source, target)
+                .map_err(|e| Error::msg(format!("{}: `{name}`: {e}", path.display())))?;
+            ps.set(name, table)?;
         }
     }
     Ok(())
 }
-
-/// DiT's class table: a row per class, then the null class's row when the model has one.
-const LABEL_TABLE: &str = "y_embedder.embedding_table.weight";
 
 /// A pretrained class table of `source` classes carried over to a `fresh` table of `target`
 /// classes, as the official Diff-Tuning code does: target class `i` takes source row `i` for
@@ -250,7 +251,9 @@ pub fn reuse_label_rows(
         && (pre_rows == source || pre_rows == source + 1);
     if !fits {
         return Err(Error::msg(format!(
-            "`{LABEL_TABLE}` is {:?} in the checkpoint ({source} classes) and {:?} here              ({target} classes): expected a row per class (and one for the null class) of one width",
+            "the class table is {:?} in the checkpoint ({source} classes) and {:?} here \
+             ({target} classes): expected a row per class (and one for the null class) of one \
+             width",
             pretrained.shape(),
             fresh.shape()
         )));
@@ -274,13 +277,8 @@ pub fn reuse_label_rows(
 /// Starts the weights from `init`: a pretrained run or checkpoint (its moving average), or a
 /// weights file written by [`export`]. It may lack exactly the parameters the run's method
 /// `added`, and its classes may differ from the `classes` of the data.
-fn load_init(
-    init: &Path,
-    ps: &mut ParamStore,
-    image_shape: [usize; 3],
-    classes: usize,
-    added: &[String],
-) -> Result<()> {
+fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[String]) -> Result<()> {
+    let (image_shape, classes) = (network.image_shape(), network.classes());
     let (state, files) = if init.is_file() {
         (export::read_state(init)?, vec![init.to_path_buf()])
     } else {
@@ -298,7 +296,9 @@ fn load_init(
             image_shape
         )));
     }
-    let labels = Some((state.classes.len(), classes));
+    let labels = network
+        .label_table()
+        .map(|table| (table, state.classes.len(), classes));
     load_weights(ps, &files, labels, added)
 }
 
@@ -345,21 +345,25 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let device: Device = config.device.parse()?;
     let out = &config.out;
     let data = load_data(config)?;
-    let (dit, mut ps) = build_model(config, &data, device)?;
-    let trainable = config.trainable.apply(&dit, &mut ps)?;
+    let (network, mut ps) = build_model(config, &data, device)?;
+    let trainable = config.trainable.apply(&network, &mut ps)?;
     let image_shape = data.image_shape();
     let process = config.diffusion_config()?;
     let diffusion = create_diffusion("", &process)?;
     let streams = config
         .method
         .streams(config.batch_size, diffusion.num_timesteps())?;
-    let null_class = data.classes().len();
-    if streams.iter().any(|s| s.null_labels) && dit.config().label_rows() == null_class {
-        return Err(Error::msg(format!(
-            "method `{}` gives some images the null label, but the model has no null class: set `model.class_dropout_prob` above 0",
-            config.method.name()
-        )));
-    }
+    let null_class = match (network.null_class(), streams.iter().any(|s| s.null_labels)) {
+        (Some(null), _) => null,
+        (None, false) => data.classes().len(),
+        (None, true) => {
+            return Err(Error::msg(format!(
+                "method `{}` gives some images the null label, but the model has no null class: \
+                 make it class-conditional with `model.class_dropout_prob` above 0",
+                config.method.name()
+            )))
+        }
+    };
     let other_data = stream_data(&streams, &data)?;
     let schedule = config.lr_schedule()?;
     let mut opt = AdamW::new(AdamWConfig {
@@ -385,8 +389,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         (None, _) => {
             folder::check_fresh(out, config, options.resume)?;
             if let Some(init) = &config.init {
-                let classes = data.classes().len();
-                load_init(init, &mut ps, image_shape, classes, &trainable.added)?;
+                load_init(init, &mut ps, &network, &trainable.added)?;
             }
         }
         (Some(_), true) => {}
@@ -450,7 +453,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         let weights = ema.store(ps)?;
         let labels = grid_labels(data.classes().len(), config.sample.per_class)?;
         let images = generate(
-            &dit,
+            &network,
             &weights,
             &process,
             &config.sample,
@@ -471,7 +474,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         let noise = Tensor::randn(batch.images.shape(), 0.0, 1.0, DType::F32, device, &mut gen)?;
         let x0 = batch.images.to_device(device)?;
         let terms = diffusion.training_losses_with(
-            |x_t: &Var, t: &Tensor| dit.forward(&ps, x_t, t, &batch.labels, Some(&mut gen)),
+            |x_t: &Var, t: &Tensor| network.forward(&ps, x_t, t, &batch.labels, Some(&mut gen)),
             &x0,
             &batch.timesteps,
             &noise,

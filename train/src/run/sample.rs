@@ -1,12 +1,12 @@
-//! Drawing images from a trained DiT: ancestral DDPM or DDIM over a respaced process, with
+//! Drawing images from a trained network: ancestral DDPM or DDIM over a respaced process, with
 //! classifier-free guidance.
 
 use autograd::{no_grad, Var};
-use models::dit::Dit;
 use models::ParamStore;
 use tensor::{DType, Error, Generator, Result, Tensor};
 
 use super::config::SampleSettings;
+use super::Network;
 use crate::diffusion::{classifier_free_guidance, Diffusion, DiffusionConfig, Respacing};
 
 /// Images per model call: bounds the memory of a large request.
@@ -17,24 +17,31 @@ const CHUNK: usize = 128;
 /// (see [`SampleSettings::validate`]), weights that are not finite, and samples that turn
 /// non-finite on the way are errors, never a blank grid.
 pub fn generate(
-    dit: &Dit,
+    network: &Network,
     ps: &ParamStore,
     process: &DiffusionConfig,
     settings: &SampleSettings,
     labels: &[i64],
     seed: u64,
 ) -> Result<Tensor> {
-    let cfg = dit.config();
-    if let Some(&bad) = labels
-        .iter()
-        .find(|&&l| l < 0 || l as usize >= cfg.num_classes)
-    {
+    let classes = network.classes();
+    if let Some(&bad) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
         return Err(Error::msg(format!(
-            "sample: class {bad} is not one of the model's {} classes",
-            cfg.num_classes
+            "sample: class {bad} is not one of the model's {classes} classes"
         )));
     }
     settings.validate(process.steps)?;
+    let guided = settings.cfg_scale != 1.0;
+    let null_class = match (network.null_class(), guided) {
+        (None, true) => {
+            return Err(Error::msg(format!(
+                "sample: guidance {} needs a model trained with label dropout (a null class); \
+                 this one has none: sample with cfg_scale 1",
+                settings.cfg_scale
+            )))
+        }
+        (null, _) => null.unwrap_or(classes),
+    };
     if let Some(name) = ps.first_non_finite()? {
         return Err(Error::msg(format!(
             "sample: the weights are not finite: parameter `{name}` holds NaN or infinite values"
@@ -46,21 +53,20 @@ pub fn generate(
     let mut chunks = Vec::new();
     for chunk in labels.chunks(CHUNK) {
         let n = chunk.len();
-        let shape = [n, cfg.in_channels, cfg.input_size, cfg.input_size];
-        let noise = Tensor::randn(&shape, 0.0, 1.0, DType::F32, ps.device(), &mut gen)?;
-        let guided = settings.cfg_scale != 1.0;
+        let [c, h, w] = network.image_shape();
+        let noise = Tensor::randn(&[n, c, h, w], 0.0, 1.0, DType::F32, ps.device(), &mut gen)?;
         let mut y = chunk.to_vec();
         if guided {
-            y.extend(std::iter::repeat_n(cfg.num_classes as i64, n));
+            y.extend(std::iter::repeat_n(null_class as i64, n));
         }
         let len = y.len();
         let y = Tensor::from_vec(y, &[len])?;
         let net = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
-            no_grad(|| dit.forward(ps, &Var::constant(x.clone()), t, &y, None))
+            no_grad(|| network.forward(ps, &Var::constant(x.clone()), t, &y, None))
                 .map(|v| v.value().clone())
         };
         let x = if guided {
-            let model = classifier_free_guidance(net, settings.cfg_scale, Some(cfg.in_channels));
+            let model = classifier_free_guidance(net, settings.cfg_scale, Some(c));
             run_chain(
                 &diffusion,
                 &model,
@@ -118,7 +124,7 @@ pub fn repeat_labels(classes: &[i64], per_class: usize) -> Result<Vec<i64>> {
 
 #[cfg(test)]
 mod tests {
-    use models::dit::DitConfig;
+    use models::dit::{Dit, DitConfig};
     use tensor::Device;
 
     use super::*;
@@ -179,21 +185,23 @@ mod tests {
     #[test]
     fn generate_refuses_non_finite_weights_and_bad_settings() {
         let mut ps = ParamStore::new(DType::F32, Device::Cpu, 0);
-        let dit = Dit::new(
-            &mut ps,
-            DitConfig {
-                input_size: 4,
-                patch_size: 2,
-                in_channels: 1,
-                hidden_size: 8,
-                depth: 1,
-                num_heads: 2,
-                num_classes: 2,
-                learn_sigma: false,
-                ..DitConfig::default()
-            },
-        )
-        .unwrap();
+        let dit = Network::Dit(
+            Dit::new(
+                &mut ps,
+                DitConfig {
+                    input_size: 4,
+                    patch_size: 2,
+                    in_channels: 1,
+                    hidden_size: 8,
+                    depth: 1,
+                    num_heads: 2,
+                    num_classes: 2,
+                    learn_sigma: false,
+                    ..DitConfig::default()
+                },
+            )
+            .unwrap(),
+        );
         let process = DiffusionConfig {
             var_type: crate::diffusion::VarType::FixedSmall,
             ..DiffusionConfig::default()

@@ -146,14 +146,14 @@ fn evaluate_run(config: &RunConfig, judge: &Judge) -> Result<()> {
     let seed = judge.protocol.seed.wrapping_add(config.seed);
     let run = &config.out;
     let (images, labels) = judge.sample(run, seed, false)?;
-    let report = judge.evaluate(&images, Some(&labels))?;
+    let report = judge.evaluate(&images, labels.as_deref())?;
     // Image i is of class i % classes: the first images hold as many of each class.
-    let n = labels
-        .len()
-        .min(GRID_PER_CLASS * judge.classifier.config.classes.len());
+    let n = images.shape()[0].min(GRID_PER_CLASS * judge.classifier.config.classes.len());
     let picked = images.narrow(0, 0, n)?;
-    let grid_labels = tensor::Tensor::from_vec(labels[..n].to_vec(), &[n])?;
-    save_grid(run.join(EVAL_GRID), &picked, Some(&grid_labels), 2)?;
+    let grid_labels = labels
+        .map(|l| tensor::Tensor::from_vec(l[..n].to_vec(), &[n]))
+        .transpose()?;
+    save_grid(run.join(EVAL_GRID), &picked, grid_labels.as_ref(), 2)?;
     let record = EvalRecord {
         step: config.steps,
         protocol: judge.protocol.clone(),

@@ -1,9 +1,44 @@
+#![allow(dead_code)] // Each test binary uses a part of it.
 //! What the end-to-end tests of `train` share: small image folders of real data, a tiny DiT.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use train::data::{save_image_folder, Dataset};
-use train::run::{ModelConfig, RunConfig};
+use train::run::{DitSettings, ModelConfig, RunConfig};
+
+/// A fresh scratch folder for the test `name` (of this process).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("difftune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `difftune` binary with `args`, its output captured.
+pub fn difftune(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_difftune"));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs difftune and fails with its standard error unless it succeeds; its standard output.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = difftune(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "difftune {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `config` to `path`; the path as text.
+pub fn write_config(path: &Path, config: &RunConfig) -> String {
+    std::fs::write(path, config.to_json()).unwrap();
+    path.display().to_string()
+}
 
 /// `per_class` Animal-MNIST images of each of its first `classes` classes (all of them when
 /// `classes` is larger), as an image folder `dir/images`.
@@ -29,13 +64,13 @@ pub fn tiny_config(data: &Path, out: &Path) -> RunConfig {
     let mut c = RunConfig {
         data: data.display().to_string(),
         color: "gray".into(),
-        model: ModelConfig {
+        model: ModelConfig::Dit(DitSettings {
             patch_size: 7,
             hidden_size: 32,
             depth: 2,
             num_heads: 2,
-            ..ModelConfig::default()
-        },
+            ..DitSettings::default()
+        }),
         batch_size: 8,
         warmup_steps: 5,
         checkpoint_every: 4,
@@ -47,4 +82,12 @@ pub fn tiny_config(data: &Path, out: &Path) -> RunConfig {
     c.sample.per_class = 1;
     c.sample.cfg_scale = 1.0;
     c
+}
+
+/// The DiT settings of a config that has a DiT.
+pub fn dit(c: &mut RunConfig) -> &mut DitSettings {
+    match &mut c.model {
+        ModelConfig::Dit(d) => d,
+        other => panic!("not a DiT: {other:?}"),
+    }
 }

@@ -113,9 +113,15 @@ impl Source {
                     .sample(dir, args.seed, true)
                     .map_err(|e| Error::msg(format!("--checkpoint {e}")))?;
                 if let Some(out) = &args.save_images {
-                    save_image_folder(out, &images, &labels, &model.config.classes)?;
+                    // An unconditional model's samples go to one sub-folder.
+                    let unconditional = (vec![0; images.shape()[0]], vec!["samples".to_string()]);
+                    let (labels, classes) = match &labels {
+                        Some(labels) => (labels, &model.config.classes),
+                        None => (&unconditional.0, &unconditional.1),
+                    };
+                    save_image_folder(out, &images, labels, classes)?;
                 }
-                Ok((images, Some(labels)))
+                Ok((images, labels))
             }
             Source::Dataset(data) => {
                 let data = data.held_out(model.config.input)?;

@@ -23,7 +23,6 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let dir = &model.dir;
     let s = &model.state;
     let c = &s.config;
-    let dit = model.dit.config();
     println!("checkpoint   {}", dir.display());
     println!("step         {} of {}", s.step, c.steps);
     println!(
@@ -33,17 +32,13 @@ pub fn run(args: InfoArgs) -> Result<()> {
         s.classes.join(", ")
     );
     println!("images       {:?}", s.image_shape);
-    println!(
-        "model        DiT: patch {}, hidden {}, depth {}, heads {}, {} parameters",
-        dit.patch_size,
-        dit.hidden_size,
-        dit.depth,
-        dit.num_heads,
-        model.params.param_count()
-    );
+    println!("model        {}", model.network.describe(&model.params));
     println!(
         "diffusion    {} schedule, {} steps, predicts {}, learned sigma {}",
-        c.diffusion.schedule, c.diffusion.steps, c.diffusion.prediction, c.model.learn_sigma
+        c.diffusion.schedule,
+        c.diffusion.steps,
+        c.diffusion.prediction,
+        c.model.learn_sigma()
     );
     println!(
         "training     method {}, trainable {}, batch {}, lr {} ({}), ema {}, seed {}",

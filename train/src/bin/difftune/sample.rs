@@ -113,7 +113,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         settings.cfg_scale
     );
     let images = generate(
-        &model.dit,
+        &model.network,
         &model.params,
         &process,
         &settings,

@@ -1,0 +1,283 @@
+//! [`Network`]: the denoiser a run trains, a DiT or a U-Net (diffusers' `UNet2DModel`), behind
+//! one interface for the trainer, the samplers, the transfer methods and export.
+
+use autograd::Var;
+use models::dit::{drop_labels, Dit};
+use models::unet::{UNet2DConfig, UNet2DModel};
+use models::ParamStore;
+use tensor::{Error, Generator, Result, Tensor};
+
+use super::config::{ModelConfig, UnetSettings};
+use super::RunConfig;
+
+/// A run's denoiser: `x_t`, timesteps and labels in, the prediction out.
+// One per run: the variants' sizes (a few hundred bytes of module tables) do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Network {
+    /// DiT (Peebles and Xie), class-conditional.
+    Dit(Dit),
+    /// diffusers' `UNet2DModel`, class-conditional (a class table added to the time embedding)
+    /// or unconditional.
+    Unet(Unet),
+}
+
+/// A U-Net with what the run adds around it: label dropout and the image shape.
+pub struct Unet {
+    /// The network, under diffusers' parameter names.
+    pub model: UNet2DModel,
+    classes: usize,
+    class_dropout_prob: f64,
+    conditional: bool,
+    image_shape: [usize; 3],
+}
+
+impl Network {
+    /// Adds the network of `config` for images `[C, H, W]` of `classes` classes to `ps`, freshly
+    /// initialised.
+    pub fn new(
+        ps: &mut ParamStore,
+        config: &RunConfig,
+        image_shape: [usize; 3],
+        classes: usize,
+    ) -> Result<Network> {
+        let [c, h, w] = image_shape;
+        if h != w {
+            return Err(Error::msg(format!(
+                "images are {h}x{w}; the {} needs square images",
+                config.model.kind()
+            )));
+        }
+        match &config.model {
+            ModelConfig::Dit(_) => Ok(Network::Dit(Dit::new(
+                ps,
+                config.dit_config(c, h, classes)?,
+            )?)),
+            ModelConfig::Unet(u) => Ok(Network::Unet(Unet {
+                model: UNet2DModel::new(ps, &unet_config(u, image_shape, classes)?)?,
+                classes,
+                class_dropout_prob: u.class_dropout_prob,
+                conditional: u.conditional,
+                image_shape,
+            })),
+        }
+    }
+
+    /// The prediction for `x_t` `[N, C, H, W]` at timesteps `t` `[N]` with labels `y` `[N]`
+    /// (ignored by an unconditional U-Net). With a generator (training), labels are dropped to
+    /// the null class at the model's `class_dropout_prob`.
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        x_t: &Var,
+        t: &Tensor,
+        y: &Tensor,
+        train: Option<&mut Generator>,
+    ) -> Result<Var> {
+        match self {
+            Network::Dit(dit) => dit.forward(ps, x_t, t, y, train),
+            Network::Unet(u) if !u.conditional => u.model.forward(ps, x_t, t, None),
+            Network::Unet(u) => {
+                let rows = u.classes + usize::from(u.class_dropout_prob > 0.0);
+                if let Some(bad) = y
+                    .to_vec::<i64>()?
+                    .iter()
+                    .find(|&&l| l < 0 || l as usize >= rows)
+                {
+                    return Err(Error::msg(format!(
+                        "U-Net forward: label {bad} is out of range; labels are 0..{}{}",
+                        u.classes,
+                        if rows > u.classes {
+                            " and the null class"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                let y = match train {
+                    Some(gen) if u.class_dropout_prob > 0.0 => {
+                        drop_labels(y, u.class_dropout_prob, u.classes, gen)?
+                    }
+                    _ => y.clone(),
+                };
+                u.model.forward(ps, x_t, t, Some(&y))
+            }
+        }
+    }
+
+    /// `[C, H, W]` of the images.
+    pub fn image_shape(&self) -> [usize; 3] {
+        match self {
+            Network::Dit(dit) => {
+                let c = dit.config();
+                [c.in_channels, c.input_size, c.input_size]
+            }
+            Network::Unet(u) => u.image_shape,
+        }
+    }
+
+    /// The classes of the labels.
+    pub fn classes(&self) -> usize {
+        match self {
+            Network::Dit(dit) => dit.config().num_classes,
+            Network::Unet(u) => u.classes,
+        }
+    }
+
+    /// Whether the samples depend on the label.
+    pub fn conditional(&self) -> bool {
+        match self {
+            Network::Dit(_) => true,
+            Network::Unet(u) => u.conditional,
+        }
+    }
+
+    /// The label of "no class" (classifier-free guidance, a knowledge bank), where the model's
+    /// class table has that row: it is trained only where labels are dropped.
+    pub fn null_class(&self) -> Option<usize> {
+        let (conditional, dropout) = match self {
+            Network::Dit(dit) => (true, dit.config().class_dropout_prob),
+            Network::Unet(u) => (u.conditional, u.class_dropout_prob),
+        };
+        (conditional && dropout > 0.0).then_some(self.classes())
+    }
+
+    /// The name of the class table (a row per class, then the null class's row where the model
+    /// has one); `None` for an unconditional model.
+    pub fn label_table(&self) -> Option<&'static str> {
+        match self {
+            Network::Dit(_) => Some("y_embedder.embedding_table.weight"),
+            Network::Unet(u) => u.conditional.then_some("class_embedding.weight"),
+        }
+    }
+
+    /// What the model is, in a line: kind, shape and size.
+    pub fn describe(&self, ps: &ParamStore) -> String {
+        match self {
+            Network::Dit(dit) => {
+                let c = dit.config();
+                format!(
+                    "DiT: patch {}, hidden {}, depth {}, heads {}, {} parameters",
+                    c.patch_size,
+                    c.hidden_size,
+                    c.depth,
+                    c.num_heads,
+                    ps.param_count()
+                )
+            }
+            Network::Unet(u) => {
+                let c = u.model.config();
+                format!(
+                    "U-Net: channels {:?}, {} blocks per level, {}, {} parameters",
+                    c.block_out_channels,
+                    c.layers_per_block,
+                    if u.conditional {
+                        "class-conditional"
+                    } else {
+                        "unconditional"
+                    },
+                    ps.param_count()
+                )
+            }
+        }
+    }
+
+    /// The names of DiffFit's per-block scales (an error for a model without them).
+    pub fn difffit_scales(&self) -> Result<Vec<String>> {
+        match self {
+            Network::Dit(dit) => Ok(dit.difffit_scales()),
+            Network::Unet(_) => Err(Error::msg(
+                "config `trainable`: difffit scales DiT's blocks; the U-Net has no such scales \
+                 (use full, lora or bitfit)",
+            )),
+        }
+    }
+
+    /// Folds DiffFit's scales into the weights they scale (nothing to do without them).
+    pub fn fold_difffit(&self, ps: &mut ParamStore) -> Result<()> {
+        match self {
+            Network::Dit(dit) => dit.fold_difffit(ps),
+            Network::Unet(_) => Ok(()),
+        }
+    }
+
+    /// The weights LoRA adapts when the config names none: the attention and MLP Linear
+    /// weights of DiT's blocks; the U-Net's attention projections.
+    pub fn lora_targets(&self) -> Vec<String> {
+        let patterns: &[&str] = match self {
+            Network::Dit(_) => &["blocks.*.attn.*.weight", "blocks.*.mlp.*.weight"],
+            Network::Unet(_) => &["*attentions.*.to_*.weight"],
+        };
+        patterns.iter().map(|p| p.to_string()).collect()
+    }
+}
+
+/// The `UNet2DModel` of `u` for images `[C, H, W]` of `classes` classes: a level per entry of
+/// `channels`, attention where `attention` says, the mid block with attention, a class table
+/// (with a null row when labels drop) for a conditional model.
+fn unet_config(u: &UnetSettings, image_shape: [usize; 3], classes: usize) -> Result<UNet2DConfig> {
+    let bad = |key: &str, msg: String| Error::msg(format!("config `model.{key}`: {msg}"));
+    let levels = u.channels.len();
+    if levels == 0 || u.attention.len() != levels {
+        return Err(bad(
+            "attention",
+            format!(
+                "needs one flag per level of `channels` ({levels}), got {}",
+                u.attention.len()
+            ),
+        ));
+    }
+    let [c, h, _] = image_shape;
+    let shrink = 1usize << (levels - 1).min(usize::BITS as usize - 1);
+    if h % shrink != 0 {
+        return Err(bad(
+            "channels",
+            format!(
+                "{levels} levels halve the image {} times, but {h} is not divisible by {shrink}",
+                levels - 1
+            ),
+        ));
+    }
+    if let Some(&odd) = u
+        .channels
+        .iter()
+        .find(|&&ch| ch == 0 || ch % u.norm_groups.max(1) != 0)
+    {
+        return Err(bad(
+            "norm_groups",
+            format!(
+                "{} does not divide the {odd} channels of a level",
+                u.norm_groups
+            ),
+        ));
+    }
+    if !(0.0..1.0).contains(&u.class_dropout_prob) {
+        return Err(bad(
+            "class_dropout_prob",
+            format!("must lie in [0, 1), got {}", u.class_dropout_prob),
+        ));
+    }
+    let kind = |attn: bool, with: &str, without: &str| match attn {
+        true => with.to_string(),
+        false => without.to_string(),
+    };
+    let rows = classes + usize::from(u.class_dropout_prob > 0.0);
+    let config = UNet2DConfig::from_json(
+        &serde_json::json!({
+            "sample_size": h,
+            "in_channels": c,
+            "out_channels": if u.learn_sigma { 2 * c } else { c },
+            "down_block_types": u.attention.iter()
+                .map(|&a| kind(a, "AttnDownBlock2D", "DownBlock2D")).collect::<Vec<_>>(),
+            "up_block_types": u.attention.iter().rev()
+                .map(|&a| kind(a, "AttnUpBlock2D", "UpBlock2D")).collect::<Vec<_>>(),
+            "block_out_channels": u.channels,
+            "layers_per_block": u.layers_per_block,
+            "attention_head_dim": u.head_dim,
+            "norm_num_groups": u.norm_groups,
+            "num_class_embeds": u.conditional.then_some(rows),
+        })
+        .to_string(),
+    )
+    .map_err(|e| Error::msg(format!("config `model`: {e}")))?;
+    Ok(config)
+}
