@@ -586,12 +586,13 @@ mod tests {
             more.unwrap().to_vec::<f32>().unwrap(),
             [10.0, 11.0, 12.0, 13.0, 4.0, 5.0, 19.0]
         );
-        // A source without a null row leaves ours fresh; another width is an error naming it.
+        // A source without a null row leaves ours fresh; another width is an error (the caller
+        // names the table and the file).
         let bare = table(&[10.0, 11.0, 12.0, 13.0]);
         let out = reuse_label_rows(&table(&[0.0, 1.0, 2.0]), &bare, 4, 2).unwrap();
         assert_eq!(out.to_vec::<f32>().unwrap(), [10.0, 11.0, 2.0]);
         let wide = Tensor::from_vec(vec![0f32; 6], &[3, 2]).unwrap();
         let err = reuse_label_rows(&wide, &pre, 4, 2).unwrap_err().to_string();
-        assert!(err.contains("y_embedder.embedding_table.weight"), "{err}");
+        assert!(err.contains("class table") && err.contains("[3, 2]"), "{err}");
     }
 }
