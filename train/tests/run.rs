@@ -274,6 +274,34 @@ fn bad_configs_and_flags_are_named() {
             "weight_decay",
         ),
         (
+            file(
+                "group.json",
+                r#"{ "param_groups": [{ "params": "no.such.*" }] }"#,
+            ),
+            "param_groups[0].params",
+        ),
+        (
+            file(
+                "bank.json",
+                r#"{ "method": { "name": "diff-tuning", "bank": "/no/such/bank" } }"#,
+            ),
+            "method.bank",
+        ),
+        (
+            file(
+                "share.json",
+                r#"{ "method": { "name": "diff-tuning", "bank": "fashion-mnist", "bank_share": 1 } }"#,
+            ),
+            "method.bank_share",
+        ),
+        (
+            file(
+                "kind.json",
+                r#"{ "model": { "kind": "unet", "patch_size": 2 } }"#,
+            ),
+            "patch_size",
+        ),
+        (
             vec![
                 "--config".into(),
                 dir.join("missing.json").display().to_string(),
@@ -451,6 +479,12 @@ fn peft_runs_change_only_their_trainable_parameters() {
         tune.steps = 3;
         tune.warmup_steps = 0;
         tune.checkpoint_every = 3;
+        if name == "difffit" {
+            // A parameter group with no learning rate holds block 0's scale where it started.
+            tune.param_groups =
+                serde_json::from_str(r#"[{ "params": "blocks.0.difffit_scale", "lr_scale": 0 }]"#)
+                    .unwrap();
+        }
         let report = train(&tune, &TrainOptions::default()).unwrap();
         let saved: TrainableReport =
             serde_json::from_str(&std::fs::read_to_string(tune.out.join(TRAINABLE_FILE)).unwrap())
@@ -462,6 +496,13 @@ fn peft_runs_change_only_their_trainable_parameters() {
                 .unwrap()
                 .join(MODEL_FILE),
         );
+        if name == "difffit" {
+            let scale = |i: usize| {
+                let name = format!("blocks.{i}.difffit_scale");
+                tuned.iter().find(|(n, _)| *n == name).unwrap().1.clone()
+            };
+            assert_eq!((scale(0), scale(1) != [1.0]), (vec![1.0], true));
+        }
         let (mut counted, mut moved) = (0, 0);
         for (param, values) in &tuned {
             if trains(param) {

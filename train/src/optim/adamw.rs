@@ -68,6 +68,48 @@ impl AdamWConfig {
     }
 }
 
+/// Parameters that train with their own learning rate and weight decay (PyTorch's parameter
+/// groups): those whose names match `params` (`*` wildcards).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    /// A name pattern, e.g. `blocks.*.difffit_scale`.
+    pub params: String,
+    /// Multiplies the learning rate of the schedule.
+    #[serde(default = "ParamGroup::one")]
+    pub lr_scale: f64,
+    /// The group's weight decay (the optimizer's when absent).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+}
+
+impl ParamGroup {
+    fn one() -> f64 {
+        1.0
+    }
+
+    /// Checks the values; errors name `key`, the config key of the group.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad =
+            |field: &str, msg: String| Err(Error::msg(format!("config `{key}.{field}`: {msg}")));
+        if self.params.trim().is_empty() {
+            return bad("params", "is empty; name a parameter pattern".into());
+        }
+        if !(self.lr_scale >= 0.0 && self.lr_scale.is_finite()) {
+            return bad(
+                "lr_scale",
+                format!("must be finite and >= 0, got {}", self.lr_scale),
+            );
+        }
+        match self.weight_decay {
+            Some(wd) if !(wd >= 0.0 && wd.is_finite()) => {
+                bad("weight_decay", format!("must be finite and >= 0, got {wd}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Adam with decoupled weight decay, as PyTorch's `torch.optim.AdamW`:
 ///
 /// ```text
@@ -80,10 +122,13 @@ impl AdamWConfig {
 /// parameters without a gradient are left alone, and only parameters that were updated have
 /// state (`m`, `v`, created at zero on their first gradient). The step count `t` is one for the
 /// whole optimizer (PyTorch counts per parameter; the two agree whenever every trainable
-/// parameter gets a gradient every step).
+/// parameter gets a gradient every step). A parameter in one of the [`ParamGroup`]s (the first
+/// whose pattern matches) takes its learning-rate scale and weight decay.
 pub struct AdamW {
     /// The hyperparameters; `config.lr` may change between steps.
     pub config: AdamWConfig,
+    /// Parameters with their own learning rate and weight decay.
+    pub groups: Vec<ParamGroup>,
     step: u64,
     /// (m, v) by parameter name.
     state: BTreeMap<String, (Tensor, Tensor)>,
@@ -96,6 +141,7 @@ impl AdamW {
     pub fn new(config: AdamWConfig) -> Self {
         AdamW {
             config,
+            groups: Vec::new(),
             step: 0,
             state: BTreeMap::new(),
             params: Vec::new(),
@@ -144,7 +190,24 @@ impl AdamW {
         }
         self.step += 1;
         let coefficients = Coefficients::new(&self.config, self.step);
+        let grouped: Vec<Coefficients> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let config = AdamWConfig {
+                    lr: self.config.lr * g.lr_scale,
+                    weight_decay: g.weight_decay.unwrap_or(self.config.weight_decay),
+                    ..self.config
+                };
+                Coefficients::new(&config, self.step)
+            })
+            .collect();
         for name in work {
+            let coefficients = self
+                .groups
+                .iter()
+                .position(|g| models::params::matches(&g.params, name))
+                .map_or(&coefficients, |i| &grouped[i]);
             let var = store.var(name)?;
             let g = grads.get(&var).expect("checked above");
             let (m, v) = match self.state.remove(name) {
@@ -424,6 +487,57 @@ mod tests {
             .map(|(p_plain, p0)| p_plain - lr * wd * p0)
             .collect();
         assert_close(&after[1], &want, 1e-14);
+    }
+
+    #[test]
+    fn a_parameter_group_steps_as_an_optimizer_of_its_own_settings() {
+        // `b` in a group with 4x the learning rate and its own decay moves exactly as a plain
+        // optimizer with those settings moves it; `a` as the base settings move it.
+        let base = AdamWConfig {
+            lr: 0.1,
+            weight_decay: 0.5,
+            ..Default::default()
+        };
+        let run = |config: AdamWConfig, groups: Vec<ParamGroup>| {
+            let mut ps = store();
+            let mut opt = AdamW::new(config);
+            opt.groups = groups;
+            for _ in 0..3 {
+                let g = grads(&ps);
+                opt.step(&mut ps, &g).unwrap();
+            }
+            (values(&ps, "a"), values(&ps, "b"))
+        };
+        let group = ParamGroup {
+            params: "b".into(),
+            lr_scale: 4.0,
+            weight_decay: Some(0.0),
+        };
+        let (a, b) = run(base, vec![group.clone()]);
+        assert_eq!(a, run(base, vec![]).0);
+        // 4 · 0.1 is 0.4 exactly in binary, so the two runs may agree to the bit.
+        let own = AdamWConfig {
+            lr: 0.4,
+            weight_decay: 0.0,
+            ..base
+        };
+        assert_eq!(b, run(own, vec![]).1);
+        assert_ne!(b, run(base, vec![]).1);
+        let frozen = ParamGroup {
+            lr_scale: 0.0,
+            ..group
+        };
+        assert_eq!(run(base, vec![frozen]).1, values(&store(), "b"));
+        for (bad, key) in [
+            (r#"{"params": "b", "lr_scale": -1}"#, "g.lr_scale"),
+            (r#"{"params": " "}"#, "g.params"),
+            (r#"{"params": "b", "weight_decay": NaN}"#, ""),
+        ] {
+            match serde_json::from_str::<ParamGroup>(bad) {
+                Ok(g) => assert!(g.validate("g").unwrap_err().to_string().contains(key)),
+                Err(_) => assert!(key.is_empty(), "{bad}"),
+            }
+        }
     }
 
     #[test]

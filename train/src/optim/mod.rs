@@ -36,7 +36,7 @@ mod clip;
 mod ema;
 mod schedule;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamW, AdamWConfig, ParamGroup};
 pub use clip::{clip_grad_norm, grad_norm};
 pub use ema::{Ema, EmaWarmup};
 pub use schedule::{Decay, LrSchedule};

@@ -10,6 +10,7 @@ use tensor::{limits, DType, Device, Error, Result};
 
 use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, Respacing, VarType};
 use crate::methods::{Method, Trainable};
+use crate::optim::ParamGroup;
 
 /// A training run: data, model, diffusion, optimisation, outputs.
 ///
@@ -56,6 +57,11 @@ pub struct RunConfig {
     pub min_lr: f64,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// Parameters with their own learning rate (a scale of the schedule's) and weight decay:
+    /// `[{"params": "blocks.*.difffit_scale", "lr_scale": 10, "weight_decay": 0}]`; a parameter
+    /// takes the first group that matches it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub param_groups: Vec<ParamGroup>,
     /// Gradient-norm clipping (0 for none).
     pub grad_clip: f64,
     /// Decay of the exponential moving average of the weights.
@@ -280,6 +286,7 @@ impl Default for RunConfig {
             lr_decay: "cosine".into(),
             min_lr: 1e-5,
             weight_decay: 0.0,
+            param_groups: Vec::new(),
             grad_clip: 1.0,
             ema_decay: 0.999,
             hflip: false,
@@ -440,6 +447,9 @@ impl RunConfig {
                 "weight_decay",
                 format!("must be finite and >= 0, got {}", self.weight_decay),
             ));
+        }
+        for (i, group) in self.param_groups.iter().enumerate() {
+            group.validate(&format!("param_groups[{i}]"))?;
         }
         if self.out.as_os_str().is_empty() {
             return Err(invalid(

@@ -371,6 +371,17 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         weight_decay: config.weight_decay,
         ..AdamWConfig::default()
     });
+    opt.groups = config.param_groups.clone();
+    for (i, group) in opt.groups.iter().enumerate() {
+        // A group that names no trainable parameter is a typo, not a choice.
+        let mut trained = ps.iter().filter(|(_, v)| v.requires_grad());
+        if !trained.any(|(name, _)| models::params::matches(&group.params, name)) {
+            return Err(Error::msg(format!(
+                "config `param_groups[{i}].params`: `{}` matches no parameter that trains",
+                group.params
+            )));
+        }
+    }
 
     // Held until the run returns: a second run on the same folder is refused.
     let _lock = folder::lock(out)?;
@@ -593,6 +604,9 @@ mod tests {
         assert_eq!(out.to_vec::<f32>().unwrap(), [10.0, 11.0, 2.0]);
         let wide = Tensor::from_vec(vec![0f32; 6], &[3, 2]).unwrap();
         let err = reuse_label_rows(&wide, &pre, 4, 2).unwrap_err().to_string();
-        assert!(err.contains("class table") && err.contains("[3, 2]"), "{err}");
+        assert!(
+            err.contains("class table") && err.contains("[3, 2]"),
+            "{err}"
+        );
     }
 }
