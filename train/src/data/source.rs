@@ -117,13 +117,17 @@ impl DataSource {
         }
     }
 
-    /// The held-out images a trained classifier is measured on.
+    /// The held-out images a trained classifier is measured on (and `eval --dataset` draws): a
+    /// whole set's held-out part, or a part named itself (`animal-mnist-test`, `NAME:K`).
     pub fn held_out(&self, input: [usize; 3]) -> Result<Dataset> {
         match self {
             DataSource::FashionMnist | DataSource::FashionMnistTest => {
                 Dataset::fashion_mnist(Split::Test)
             }
-            _ => Ok(self.train_and_held_out(input)?.1),
+            DataSource::AnimalMnist | DataSource::Folder(_) => {
+                Ok(self.train_and_held_out(input)?.1)
+            }
+            part => part.reference(input),
         }
     }
 
