@@ -8,7 +8,7 @@ use std::path::Path;
 
 use train::run::{load_model, ModelConfig, RunConfig, UnetSettings, Weights};
 
-use common::{difftune, image_folder, run_ok, scratch, tiny_config, write_config};
+use common::{image_folder, run_err, run_ok, scratch, tiny_config, write_config};
 
 /// A U-Net small enough to train in the dev profile in seconds: 28 and 14 pixel levels of 8 and
 /// 16 channels, attention at the coarser one.
@@ -95,22 +95,16 @@ fn a_unet_trains_checkpoints_samples_exports_and_transfers_through_the_binary() 
     difffit.init = Some(exported.clone());
     difffit.trainable = serde_json::from_str(r#"{ "kind": "difffit" }"#).unwrap();
     let file = write_config(&dir.join("difffit.json"), &difffit);
-    let out = difftune(&["finetune", "--config", &file, "--quiet"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("difffit"), "{err}");
+    let err = run_err(&["finetune", "--config", &file, "--quiet"]);
+    assert!(err.contains("difffit"), "{err}");
 
     // A U-Net export does not fit a DiT: the error names a tensor.
     let mut wrong = tiny_config(&target, &dir.join("wrong"));
     wrong.init = Some(exported.clone());
     let file = write_config(&dir.join("wrong.json"), &wrong);
-    let out = difftune(&["finetune", "--config", &file, "--quiet"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_err(&["finetune", "--config", &file, "--quiet"]);
     assert!(
-        !out.status.success() && err.contains("does not fit") && err.contains("blocks"),
+        err.contains("does not fit") && err.contains("blocks"),
         "{err}"
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -128,11 +122,8 @@ fn an_unconditional_unet_samples_without_labels_and_refuses_guidance() {
     assert!(!model.params.contains("class_embedding.weight"));
     let run = dir.join("run").display().to_string();
     let grid = dir.join("grid.png").display().to_string();
-    let out = difftune(&["sample", &run, "--out", &grid, "--cfg-scale", "2"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("guidance"), "{err}");
+    let err = run_err(&["sample", &run, "--out", &grid, "--cfg-scale", "2"]);
+    assert!(err.contains("guidance"), "{err}");
     run_ok(&["sample", &run, "--out", &grid, "--per-class", "1"]);
     // A method that needs the null class is refused before training.
     let mut bank = tiny_unet(&data, &dir.join("bank-run"), false);
@@ -142,11 +133,8 @@ fn an_unconditional_unet_samples_without_labels_and_refuses_guidance() {
     ))
     .unwrap();
     let file = write_config(&dir.join("bank.json"), &bank);
-    let out = difftune(&["pretrain", "--config", &file, "--quiet"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("null class"), "{err}");
+    let err = run_err(&["pretrain", "--config", &file, "--quiet"]);
+    assert!(err.contains("null class"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -179,14 +167,8 @@ fn a_key_of_the_other_model_kind_is_refused_naming_it() {
         let mut config = tiny_unet(&data, &dir.join("run"), true);
         config.model = ModelConfig::Unet(serde_json::from_value(settings).unwrap());
         let file = write_config(&dir.join("bad.json"), &config);
-        let out = difftune(&["pretrain", "--config", &file, "--quiet"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(&format!("model.{key}")),
-            "{key}: {err}"
-        );
+        let err = run_err(&["pretrain", "--config", &file, "--quiet"]);
+        assert!(err.contains(&format!("model.{key}")), "{key}: {err}");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

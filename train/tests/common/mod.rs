@@ -34,6 +34,17 @@ pub fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs difftune and fails unless it fails; its standard error.
+pub fn run_err(args: &[&str]) -> String {
+    let out = difftune(args).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "difftune {} succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Writes `config` to `path`; the path as text.
 pub fn write_config(path: &Path, config: &RunConfig) -> String {
     std::fs::write(path, config.to_json()).unwrap();
