@@ -120,7 +120,7 @@ fn killed_run_matches_whole(dir: &Path, mut config: RunConfig) -> (PathBuf, Path
     );
     let whole_lines = metrics::read(&dir.join("whole/metrics.jsonl")).unwrap();
     let losses = |lines: &[metrics::MetricLine]| -> Vec<_> {
-        lines.iter().map(|l| (l.loss, l.streams.clone())).collect()
+        lines.iter().map(|l| (l.loss, l.terms.clone())).collect()
     };
     assert_eq!(losses(&lines), losses(&whole_lines));
     assert!(config.out.join("samples.png").exists() && config.out.join("loss.png").exists());
@@ -134,7 +134,7 @@ fn a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let (a, b) = killed_run_matches_whole(&dir, tiny_config(&data, Path::new("")));
     let lines = metrics::read(&dir.join("killed/metrics.jsonl")).unwrap();
     assert!(
-        lines[0].streams.is_empty(),
+        lines[0].terms.is_empty(),
         "one stream logs no per-stream loss"
     );
 
@@ -223,8 +223,47 @@ fn a_run_with_two_data_sources_resumes_exactly_after_a_kill() {
         "{bank_at:?}"
     );
     let lines = metrics::read(&dir.join("killed/metrics.jsonl")).unwrap();
-    let keys: Vec<&String> = lines[0].streams.keys().collect();
+    let keys: Vec<&String> = lines[0].terms.keys().collect();
     assert_eq!(keys, ["bank", "target"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The consistency term compares the model with a frozen copy of where it started: zero (and
+/// so no change to the first step) until the model moves, then logged beside the loss.
+#[test]
+fn a_consistency_loss_starts_at_zero_and_is_logged_as_the_model_moves() {
+    let dir = scratch("consistency");
+    let data = image_folder(&dir, 2, 4);
+    let mut source = tiny_config(&data, &dir.join("pretrained"));
+    source.steps = 4;
+    train(&source, &TrainOptions::default()).unwrap();
+    let run = |name: &str, consistency: f64, steps: u64| {
+        let mut tune = tiny_config(&data, &dir.join(name));
+        tune.init = Some(source.out.clone());
+        tune.method = Method::Standard { consistency };
+        tune.steps = steps;
+        tune.log_every = 1;
+        tune.checkpoint_every = steps;
+        train(&tune, &TrainOptions::default()).unwrap();
+        let latest = checkpoint::latest(&tune.out).unwrap().unwrap();
+        let lines = metrics::read(&tune.out.join("metrics.jsonl")).unwrap();
+        (tensors(&latest.join(MODEL_FILE)), lines)
+    };
+    let (plain, _) = run("plain-1", 0.0, 1);
+    let (held, lines) = run("held-1", 10.0, 1);
+    assert_eq!(
+        plain, held,
+        "a zero consistency term changed the first step"
+    );
+    assert_eq!(lines[0].terms["consistency"], 0.0);
+    // Once the model has moved, the term pulls it: five steps end elsewhere than plain ones.
+    let (held, lines) = run("held-5", 10.0, 5);
+    assert_ne!(run("plain-5", 0.0, 5).0, held);
+    let gaps: Vec<f64> = lines.iter().map(|l| l.terms["consistency"]).collect();
+    assert!(
+        gaps[0] == 0.0 && gaps[1..].iter().all(|g| *g > 0.0 && g.is_finite()),
+        "{gaps:?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -300,6 +339,13 @@ fn bad_configs_and_flags_are_named() {
                 r#"{ "model": { "kind": "unet", "patch_size": 2 } }"#,
             ),
             "patch_size",
+        ),
+        (
+            file(
+                "teacher.json",
+                r#"{ "method": { "name": "standard", "consistency": 1 } }"#,
+            ),
+            "set `init`",
         ),
         (
             vec![
@@ -437,7 +483,7 @@ fn forward_once(m: &train::run::LoadedModel) -> tensor::Tensor {
     let y = Tensor::from_vec(vec![0i64, 1], &[2]).unwrap();
     let x = autograd::Var::constant(x);
     m.network
-        .forward(&m.params, &x, &t, &y, None)
+        .forward(&m.params, &x, &t, &y)
         .unwrap()
         .value()
         .clone()

@@ -2,8 +2,11 @@
 //!
 //! A run's transfer is two independent choices, so that any method combines with any set of
 //! trained parameters:
-//! - [`Method`]: the objective (today `standard`: DiT's own training loss, uniform timesteps, one
-//!   data source; the papers' methods join it as variants with their options);
+//! - [`Method`]: the objective: which data [`Stream`]s a step draws (each with its share of the
+//!   batch, timestep sampler, labels and loss weight), and its extra loss [`Term`]s against a
+//!   frozen copy of the starting model. Today `standard` (the model's own loss, optionally with
+//!   a consistency term) and `diff-tuning` (a target and a knowledge-bank stream); the papers'
+//!   other methods join them as variants with their options;
 //! - [`Trainable`]: which parameters train (`full`, `lora`, `bitfit`, `difffit`) and what that
 //!   adds to the model.
 //!
@@ -43,7 +46,13 @@ pub enum Method {
     /// DiT's own objective: timesteps uniform over the process, the per-sample diffusion loss
     /// (MSE on the noise, plus the variational bound when the model learns sigma) averaged over
     /// the batch, labels dropped to the null class at the model's `class_dropout_prob`.
-    Standard {},
+    Standard {
+        /// The weight of a consistency loss against the frozen starting model (`init`): the
+        /// mean squared distance of the two predictions on the same input (DeMe's, which keeps
+        /// the model near where it started); 0, the default, for none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        consistency: f64,
+    },
     /// Diff-Tuning ("Diffusion Tuning: Transferring Diffusion Models via Chain of Forgetting",
     /// arXiv 2406.00773), its sampled form as in the official code: each step takes
     /// `floor(batch_size * bank_share)` images of a knowledge `bank` (with the null label,
@@ -86,7 +95,7 @@ impl DiffTuning {
 
 impl Default for Method {
     fn default() -> Self {
-        Method::Standard {}
+        Method::Standard { consistency: 0.0 }
     }
 }
 
@@ -94,7 +103,7 @@ impl Method {
     /// The method's name, as the config spells it.
     pub fn name(&self) -> &'static str {
         match self {
-            Method::Standard {} => "standard",
+            Method::Standard { .. } => "standard",
             Method::DiffTuning { .. } => "diff-tuning",
         }
     }
@@ -123,7 +132,15 @@ impl Method {
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::msg(format!("config `method.{key}`: {msg}")));
         match self {
-            Method::Standard {} => Ok(()),
+            Method::Standard { consistency } => {
+                if !(*consistency >= 0.0 && consistency.is_finite()) {
+                    return bad(
+                        "consistency",
+                        format!("must be finite and >= 0, got {consistency}"),
+                    );
+                }
+                Ok(())
+            }
             Method::DiffTuning {
                 bank,
                 bank_share,
@@ -157,6 +174,34 @@ impl Method {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// A loss term beside the streams' diffusion losses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Term {
+    /// `weight` × the mean squared distance between the model's prediction and that of a
+    /// frozen copy of the model the run started from (`init`), on the same noisy images,
+    /// timesteps and (dropped) labels.
+    Consistency {
+        /// The term's weight.
+        weight: f64,
+    },
+}
+
+impl Method {
+    /// The extra loss terms of the method.
+    pub fn terms(&self) -> Vec<Term> {
+        match self {
+            Method::Standard { consistency } if *consistency > 0.0 => vec![Term::Consistency {
+                weight: *consistency,
+            }],
+            _ => vec![],
         }
     }
 }

@@ -52,7 +52,7 @@ impl Method {
             weight: 1.0,
         };
         Ok(match self {
-            Method::Standard {} => vec![target(batch_size, TimestepSampler::uniform(steps)?)],
+            Method::Standard { .. } => vec![target(batch_size, TimestepSampler::uniform(steps)?)],
             Method::DiffTuning {
                 bank,
                 bank_share,
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn standard_is_one_uniform_target_stream() {
-        let s = Method::Standard {}.streams(64, 1000).unwrap();
+        let s = Method::default().streams(64, 1000).unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(
             (s[0].images, s[0].weight, s[0].data.clone()),

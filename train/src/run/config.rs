@@ -276,7 +276,7 @@ impl Default for RunConfig {
             color: "rgb".into(),
             model: ModelConfig::default(),
             diffusion: DiffusionSettings::default(),
-            method: Method::Standard {},
+            method: Method::default(),
             trainable: Trainable::Full {},
             init: None,
             steps: 2000,

@@ -24,10 +24,10 @@ pub struct MetricLine {
     pub lr: f64,
     /// Optimisation steps per second.
     pub steps_per_sec: f64,
-    /// The unweighted loss of each of the method's data streams (`target`, `bank`), where it has
-    /// more than one.
+    /// The loss's parts, unweighted, where it has more than one: each data stream's mean
+    /// (`target`, `bank`) and each extra term (`consistency`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub streams: BTreeMap<String, f64>,
+    pub terms: BTreeMap<String, f64>,
 }
 
 /// An append-only metric log.
@@ -137,7 +137,7 @@ mod tests {
             grad_norm: 1.0,
             lr: 1e-3,
             steps_per_sec: 10.0,
-            streams: Default::default(),
+            terms: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod metrics;
 mod network;
 mod sample;
+mod teacher;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,7 +41,7 @@ use self::feed::Feed;
 use self::metrics::{MetricLine, MetricLog};
 use crate::data::{save_grid, DataSource, Dataset, LoaderConfig, LoaderState};
 use crate::diffusion::create_diffusion;
-use crate::methods::{Stream, StreamData};
+use crate::methods::{Stream, StreamData, Term};
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, Ema, EmaWarmup};
 
 /// The run folder's record of which parameters train (a [`crate::methods::TrainableReport`]).
@@ -365,6 +366,16 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         }
     };
     let other_data = stream_data(&streams, &data)?;
+    // The frozen starting model, where a loss term compares with it.
+    let consistency = config.method.terms().iter().find_map(|term| match term {
+        Term::Consistency { weight } => Some(*weight),
+    });
+    let teacher = consistency
+        .map(|weight| {
+            let teacher = teacher::Teacher::load(config, data.image_shape(), data.classes().len())?;
+            Ok::<_, Error>((teacher, weight))
+        })
+        .transpose()?;
     let schedule = config.lr_schedule()?;
     let mut opt = AdamW::new(AdamWConfig {
         lr: config.lr,
@@ -388,6 +399,10 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let mut step = 0;
     let mut loaders = vec![LoaderState::default(); streams.len()];
     let names: Vec<&str> = streams.iter().map(|s| s.name).collect();
+    let mut term_names = names.clone();
+    if teacher.is_some() {
+        term_names.push("consistency");
+    }
     let previous = checkpoint::latest(out)?;
     match (&previous, options.resume) {
         (Some(dir), false) => {
@@ -477,20 +492,33 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     };
 
     let (mut sum, mut grad_sum, mut count, mut since) = (0.0, 0.0, 0u64, Instant::now());
-    let mut stream_sums = vec![0.0; names.len()];
+    let mut term_sums = vec![0.0; term_names.len()];
     let mut last_checkpoint = None;
     while step < config.steps {
         let mut gen = step_generator(config.seed, step);
         let batch = feed.next(&mut gen, null_class)?;
         let noise = Tensor::randn(batch.images.shape(), 0.0, 1.0, DType::F32, device, &mut gen)?;
         let x0 = batch.images.to_device(device)?;
+        let labels = network.drop_labels(&batch.labels, &mut gen)?;
+        let mut gap = None;
         let terms = diffusion.training_losses_with(
-            |x_t: &Var, t: &Tensor| network.forward(&ps, x_t, t, &batch.labels, Some(&mut gen)),
+            |x_t: &Var, t: &Tensor| {
+                let prediction = network.forward(&ps, x_t, t, &labels)?;
+                if let Some((teacher, _)) = &teacher {
+                    let frozen = teacher.predict(x_t, t, &labels)?;
+                    gap = Some(teacher::consistency(&prediction, &frozen, image_shape[0])?);
+                }
+                Ok(prediction)
+            },
             &x0,
             &batch.timesteps,
             &noise,
         )?;
-        let (loss, stream_means) = feed.loss(&batch, &terms.loss)?;
+        let (mut loss, mut term_values) = feed.loss(&batch, &terms.loss)?;
+        if let (Some(gap), Some((_, weight))) = (gap, &teacher) {
+            term_values.push(gap.value().to_scalar()?);
+            loss = loss.add(&gap.mul_scalar(*weight)?)?;
+        }
         let value = loss.value().to_scalar()?;
         if !value.is_finite() {
             return Err(Error::msg(format!(
@@ -510,8 +538,8 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         ema.update(&ps)?;
         step += 1;
         (sum, grad_sum, count) = (sum + value, grad_sum + norm, count + 1);
-        for (total, mean) in stream_sums.iter_mut().zip(stream_means) {
-            *total += mean;
+        for (total, value) in term_sums.iter_mut().zip(term_values) {
+            *total += value;
         }
 
         if step % config.log_every == 0 || step == config.steps {
@@ -521,17 +549,17 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
                 grad_norm: grad_sum / count as f64,
                 lr: opt.config.lr,
                 steps_per_sec: count as f64 / since.elapsed().as_secs_f64().max(1e-9),
-                // Each stream's own loss, where the method has more than one.
-                streams: match names.len() {
+                // The loss's parts, where it has more than one.
+                terms: match term_names.len() {
                     1 => Default::default(),
-                    _ => names
+                    _ => term_names
                         .iter()
-                        .zip(&stream_sums)
+                        .zip(&term_sums)
                         .map(|(name, total)| (name.to_string(), total / count as f64))
                         .collect(),
                 },
             };
-            stream_sums.iter_mut().for_each(|v| *v = 0.0);
+            term_sums.iter_mut().for_each(|v| *v = 0.0);
             log.write(&line)?;
             if let Some(bar) = &bar {
                 bar.set_message(format!("loss {:.4}", line.loss));

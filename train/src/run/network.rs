@@ -63,26 +63,15 @@ impl Network {
     }
 
     /// The prediction for `x_t` `[N, C, H, W]` at timesteps `t` `[N]` with labels `y` `[N]`
-    /// (ignored by an unconditional U-Net). With a generator (training), labels are dropped to
-    /// the null class at the model's `class_dropout_prob`.
-    pub fn forward(
-        &self,
-        ps: &ParamStore,
-        x_t: &Var,
-        t: &Tensor,
-        y: &Tensor,
-        train: Option<&mut Generator>,
-    ) -> Result<Var> {
+    /// (the null class among them where the model has one; ignored by an unconditional U-Net).
+    pub fn forward(&self, ps: &ParamStore, x_t: &Var, t: &Tensor, y: &Tensor) -> Result<Var> {
         match self {
-            Network::Dit(dit) => dit.forward(ps, x_t, t, y, train),
+            Network::Dit(dit) => dit.forward(ps, x_t, t, y, None),
             Network::Unet(u) if !u.conditional => u.model.forward(ps, x_t, t, None),
             Network::Unet(u) => {
                 let rows = u.classes + usize::from(u.class_dropout_prob > 0.0);
-                if let Some(bad) = y
-                    .to_vec::<i64>()?
-                    .iter()
-                    .find(|&&l| l < 0 || l as usize >= rows)
-                {
+                let labels = y.to_vec::<i64>()?;
+                if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= rows) {
                     return Err(Error::msg(format!(
                         "U-Net forward: label {bad} is out of range; labels are 0..{}{}",
                         u.classes,
@@ -93,14 +82,24 @@ impl Network {
                         }
                     )));
                 }
-                let y = match train {
-                    Some(gen) if u.class_dropout_prob > 0.0 => {
-                        drop_labels(y, u.class_dropout_prob, u.classes, gen)?
-                    }
-                    _ => y.clone(),
-                };
-                u.model.forward(ps, x_t, t, Some(&y))
+                u.model.forward(ps, x_t, t, Some(y))
             }
+        }
+    }
+
+    /// Training's label dropout: each label replaced by the null class with the model's
+    /// `class_dropout_prob`, drawn from `gen` as DiT's `token_drop` draws it (nothing is drawn
+    /// for a model without dropout).
+    pub fn drop_labels(&self, y: &Tensor, gen: &mut Generator) -> Result<Tensor> {
+        match self.null_class() {
+            Some(null) => {
+                let p = match self {
+                    Network::Dit(dit) => dit.config().class_dropout_prob,
+                    Network::Unet(u) => u.class_dropout_prob,
+                };
+                drop_labels(y, p, null, gen)
+            }
+            None => Ok(y.clone()),
         }
     }
 

@@ -62,7 +62,7 @@ pub fn generate(
         let len = y.len();
         let y = Tensor::from_vec(y, &[len])?;
         let net = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
-            no_grad(|| network.forward(ps, &Var::constant(x.clone()), t, &y, None))
+            no_grad(|| network.forward(ps, &Var::constant(x.clone()), t, &y))
                 .map(|v| v.value().clone())
         };
         let x = if guided {
