@@ -367,9 +367,9 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     };
     let other_data = stream_data(&streams, &data)?;
     // The frozen starting model, where a loss term compares with it.
-    let consistency = config.method.terms().iter().find_map(|term| match term {
-        Term::Consistency { weight } => Some(*weight),
-    });
+    let consistency = (config.method.terms().into_iter())
+        .map(|Term::Consistency { weight }| weight)
+        .next();
     let teacher = consistency
         .map(|weight| {
             let teacher = teacher::Teacher::load(config, data.image_shape(), data.classes().len())?;
