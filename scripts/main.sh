@@ -49,9 +49,9 @@ else
     difftune finetune --config configs/finetune-animal.json --resume
 fi
 echo "fine-tuning: $run/{samples.png,loss.png}"
-# Scores 200 samples in the Animal-MNIST classifier's features against the held-out images; its
-# last line is the class accuracy: how often a sample shows the animal it was asked for (the
-# classifier is right on 0.956 of real held-out images; chance is 0.1). JSON: $run/eval.json.
+# Scores 200 samples in the Animal-MNIST classifier's features against the held-out images; the
+# table's last line is the class accuracy: how often a sample shows the animal it was asked for
+# (the classifier is right on 0.956 of real held-out images; chance is 0.1). JSON: $run/eval.json.
 difftune eval --checkpoint "$run" --samples 200 --sampler ddim25 --reference animal-mnist-test \
     --classifier data/classifiers/animal-mnist.safetensors --kid-subsets 20 --kid-subset-size 200 \
-    --json "$run/eval.json" >/dev/null
+    --json "$run/eval.json"

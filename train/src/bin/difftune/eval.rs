@@ -47,7 +47,7 @@ pub struct EvalArgs {
     /// The classifier file (see `difftune classifier train`).
     #[arg(long)]
     classifier: PathBuf,
-    /// Also write the report as JSON to this file.
+    /// Write the report as JSON to this file (else it is printed before the table).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Folder of cached reference statistics.
@@ -185,10 +185,10 @@ pub fn run(args: EvalArgs) -> tensor::Result<()> {
     let report = judge.evaluate(&images, labels.as_deref())?;
     let json = serde_json::to_string_pretty(&report.to_json())
         .map_err(|e| Error::msg(format!("eval report: {e}")))?;
-    println!("{json}");
-    print!("{report}");
-    if let Some(path) = &args.json {
-        write_atomic(path, json.as_bytes())?;
+    match &args.json {
+        Some(path) => write_atomic(path, json.as_bytes())?,
+        None => println!("{json}"),
     }
+    print!("{report}");
     Ok(())
 }
