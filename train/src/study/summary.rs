@@ -165,12 +165,19 @@ fn write_markdown(
         e.reference,
         e.classifier.display(),
     );
-    md += "| variant | x | trainable parameters | steps/s |\n| --- | --- | --- | --- |\n";
+    // The swept number (set on every variant or none) gets a column only in a sweep.
+    md += &match results.iter().any(|r| r.x.is_some()) {
+        true => format!(
+            "| variant | {} | trainable parameters | steps/s |\n| --- | --- | --- | --- |\n",
+            study.x_label.as_deref().unwrap_or("x")
+        ),
+        false => "| variant | trainable parameters | steps/s |\n| --- | --- | --- |\n".into(),
+    };
     for r in results {
+        let x = r.x.map_or(String::new(), |x| format!(" {x} |"));
         md += &format!(
-            "| {} | {} | {} of {} ({:.2}%) | {:.2} |\n",
+            "| {} |{x} {} of {} ({:.2}%) | {:.2} |\n",
             r.name,
-            r.x.map_or("-".into(), |x| x.to_string()),
             r.trainable.trainable,
             r.trainable.total,
             100.0 * r.trainable.share(),
