@@ -3,7 +3,7 @@
 # on Animal-MNIST, write its sample grids and loss curve, and score its samples with the
 # Animal-MNIST classifier (class accuracy).
 #
-#   scripts/main.sh                  # on the CPU: about 8 minutes of fine-tuning on two cores
+#   scripts/main.sh                  # on the CPU: about 7 minutes in all on two cores
 #   scripts/main.sh --pretrain       # pretrain the DiT on Fashion-MNIST first as the committed one
 #                                    # was made (14,000 steps, about an hour), then fine-tune that
 #   scripts/main.sh --device cuda:0  # the larger CUDA configs (pretraining included)
