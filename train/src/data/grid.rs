@@ -126,9 +126,20 @@ pub fn save_image_folder(
         let hwc: Vec<u8> = (0..h * w)
             .flat_map(|p| (0..c).map(move |ch| image[ch * h * w + p]))
             .collect();
-        save_png(&dir.join(class).join(format!("{i:06}.png")), w, h, c, &hwc)?;
+        let folder = folder_name(class);
+        save_png(&dir.join(folder).join(format!("{i:06}.png")), w, h, c, &hwc)?;
     }
     Ok(())
+}
+
+/// A class name as one folder name: path separators (Fashion-MNIST's `T-shirt/top`) become `-`,
+/// and a name that would mean another folder (empty, `.`, `..`) is quoted in underscores.
+fn folder_name(class: &str) -> String {
+    let name = class.replace(['/', '\\'], "-");
+    match name.as_str() {
+        "" | "." | ".." => format!("_{name}_"),
+        _ => name,
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +155,29 @@ mod tests {
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
         (info.width, info.height, info.color_type, buf)
+    }
+
+    #[test]
+    fn class_names_become_one_folder_each_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("difftune-folders-{}", std::process::id()));
+        let classes: Vec<String> = ["T-shirt/top", "a\\b", "..", "Bag"]
+            .map(String::from)
+            .into();
+        let images = Tensor::from_vec(vec![0.5f32; 4 * 4], &[4, 1, 2, 2]).unwrap();
+        save_image_folder(&dir, &images, &[0, 1, 2, 3], &classes).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["Bag", "T-shirt-top", "_.._", "a-b"]);
+        let options = crate::data::FolderOptions {
+            size: 2,
+            color: crate::data::ColorMode::Gray,
+        };
+        let back = crate::data::Dataset::from_folder(&dir, options).unwrap();
+        assert_eq!(back.len(), 4);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
