@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tensor::safetensors;
-use train::methods::{Method, Trainable, TrainableReport};
+use train::methods::{DiffTuningForm, Method, Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use train::run::{load_model, metrics, train, RunConfig, TrainOptions, Weights, TRAINABLE_FILE};
 
@@ -213,6 +213,7 @@ fn a_run_with_two_data_sources_resumes_exactly_after_a_kill() {
         lambda: 0.5,
         tau: 1.0,
         tau_retention: None,
+        form: DiffTuningForm::Sampled,
     };
     let (_, b) = killed_run_matches_whole(&dir, config);
     let state = checkpoint::load_state(&b).unwrap();

@@ -30,6 +30,7 @@
 //! }
 //! ```
 
+pub mod bank;
 mod streams;
 mod trainable;
 
@@ -58,7 +59,8 @@ pub enum Method {
     /// `floor(batch_size * bank_share)` images of a knowledge `bank` (with the null label,
     /// timesteps drawn with p(t) ∝ (T - t)^tau_retention: retention near the data) and the rest
     /// from the target data (p(t) ∝ (t + 1)^tau: adaptation far from it); the loss is
-    /// `mean(target) + lambda * mean(bank)`.
+    /// `mean(target) + lambda * mean(bank)`. The `weighted` form (see [`DiffTuningForm`]) draws
+    /// both streams' timesteps uniformly and weights their losses instead.
     DiffTuning {
         /// The knowledge bank: a data source (`fashion-mnist`, an image folder, ...): images
         /// sampled from the pretrained model, or real source images.
@@ -72,10 +74,44 @@ pub enum Method {
         /// The exponent of the adaptation sampler.
         #[serde(default = "DiffTuning::tau")]
         tau: f64,
-        /// The exponent of the retention sampler (`tau` when absent).
+        /// The exponent of the retention sampler (`tau` when absent; the sampled form only).
         #[serde(default)]
         tau_retention: Option<f64>,
+        /// How the chain of forgetting enters the loss: `sampled` (the default) or `weighted`.
+        #[serde(default, skip_serializing_if = "DiffTuningForm::is_sampled")]
+        form: DiffTuningForm,
     },
+}
+
+/// The two forms of Diff-Tuning's objective.
+///
+/// With T steps and psi(t) = ((t + 1) / (T + 1))^tau in (0, 1):
+/// - `sampled` (the official code's): target timesteps drawn with p(t) ∝ (t + 1)^tau, bank
+///   timesteps with p(t) ∝ (T - t)^tau_retention, each stream's losses averaged;
+/// - `weighted` (the paper's equation): both streams' timesteps uniform, each target loss
+///   weighted by psi(t) / c and each bank loss by (1 - psi(t)) / c, c the mean of psi over t (so
+///   the target's weights average 1).
+///
+/// In expectation the target terms are equal for every tau (psi is the sampled density up to
+/// c). The bank terms are equal only at tau = 1, where 1 - psi(t) ∝ T - t and the bank's weights
+/// average 1 too; elsewhere each form normalises its own distribution and the two differ in shape
+/// and in the bank's total weight (at tau = 0 the weighted form has no retention at all, the
+/// sampled form a uniform one). The weighted form's variance is higher: every step spends its
+/// images on all timesteps, some with little weight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiffTuningForm {
+    /// Timesteps drawn from each stream's own distribution; losses averaged.
+    #[default]
+    Sampled,
+    /// Timesteps uniform; losses weighted by psi(t) on the target, 1 - psi(t) on the bank.
+    Weighted,
+}
+
+impl DiffTuningForm {
+    fn is_sampled(&self) -> bool {
+        *self == DiffTuningForm::Sampled
+    }
 }
 
 /// The official code's defaults for [`Method::DiffTuning`].
@@ -147,7 +183,16 @@ impl Method {
                 lambda,
                 tau,
                 tau_retention,
+                form,
             } => {
+                if *form == DiffTuningForm::Weighted && tau_retention.is_some() {
+                    return bad(
+                        "tau_retention",
+                        "applies to the sampled form only; the weighted form weights the bank \
+                         by 1 - psi(t)"
+                            .into(),
+                    );
+                }
                 if bank.is_empty() {
                     return bad(
                         "bank",

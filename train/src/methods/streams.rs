@@ -3,7 +3,7 @@
 
 use tensor::Result;
 
-use super::{bank_images, Method};
+use super::{bank_images, DiffTuningForm, Method};
 use crate::diffusion::TimestepSampler;
 
 /// Where a stream's images come from.
@@ -36,6 +36,9 @@ pub struct Stream {
     pub null_labels: bool,
     /// The weight of its mean per-sample loss in the step's loss.
     pub weight: f64,
+    /// A weight per timestep for each per-sample loss before the mean (Diff-Tuning's weighted
+    /// form); `None`: all 1.
+    pub timestep_weights: Option<Vec<f64>>,
 }
 
 impl Method {
@@ -50,6 +53,7 @@ impl Method {
             timesteps,
             null_labels: false,
             weight: 1.0,
+            timestep_weights: None,
         };
         Ok(match self {
             Method::Standard { .. } => vec![target(batch_size, TimestepSampler::uniform(steps)?)],
@@ -59,18 +63,39 @@ impl Method {
                 lambda,
                 tau,
                 tau_retention,
+                form,
             } => {
-                let tau_retention = tau_retention.unwrap_or(*tau);
-                let power = |f: &dyn Fn(f64) -> f64, exp: f64| {
-                    let weights: Vec<f64> = (0..steps).map(|t| f(t as f64).powf(exp)).collect();
-                    TimestepSampler::weighted(&weights)
+                let power = |f: &dyn Fn(f64) -> f64, exp: f64| -> Vec<f64> {
+                    (0..steps).map(|t| f(t as f64).powf(exp)).collect()
                 };
-                // Adaptation far from the data: p(t) ∝ (t + 1)^tau; retention near it:
-                // p(t) ∝ (T - t)^tau_retention.
-                let adapt = power(&|t| t + 1.0, *tau)?;
-                let retain = power(&|t| steps as f64 - t, tau_retention)?;
+                // (target sampler, bank sampler, target loss weights, bank loss weights)
+                let (adapt, retain, adapt_weights, retain_weights) = match form {
+                    // Adaptation far from the data: p(t) ∝ (t + 1)^tau; retention near it:
+                    // p(t) ∝ (T - t)^tau_retention.
+                    DiffTuningForm::Sampled => (
+                        TimestepSampler::weighted(&power(&|t| t + 1.0, *tau))?,
+                        TimestepSampler::weighted(&power(
+                            &|t| steps as f64 - t,
+                            tau_retention.unwrap_or(*tau),
+                        ))?,
+                        None,
+                        None,
+                    ),
+                    // psi(t) = ((t + 1) / (T + 1))^tau and 1 - psi(t), over psi's mean.
+                    DiffTuningForm::Weighted => {
+                        let psi = power(&|t| (t + 1.0) / (steps as f64 + 1.0), *tau);
+                        let mean = psi.iter().sum::<f64>() / steps as f64;
+                        let retain: Vec<f64> = psi.iter().map(|p| (1.0 - p) / mean).collect();
+                        let adapt: Vec<f64> = psi.iter().map(|p| p / mean).collect();
+                        let uniform = TimestepSampler::uniform(steps)?;
+                        (uniform.clone(), uniform, Some(adapt), Some(retain))
+                    }
+                };
                 let bank_count = bank_images(batch_size, *bank_share);
-                let mut streams = vec![target(batch_size - bank_count, adapt)];
+                let mut streams = vec![Stream {
+                    timestep_weights: adapt_weights,
+                    ..target(batch_size - bank_count, adapt)
+                }];
                 if bank_count > 0 {
                     streams.push(Stream {
                         name: "bank",
@@ -82,6 +107,7 @@ impl Method {
                         timesteps: retain,
                         null_labels: true,
                         weight: *lambda,
+                        timestep_weights: retain_weights,
                     });
                 }
                 streams
@@ -101,7 +127,54 @@ mod tests {
             lambda: 0.1,
             tau,
             tau_retention: None,
+            form: DiffTuningForm::Sampled,
         }
+    }
+
+    fn weighted(tau: f64) -> Vec<Stream> {
+        let mut m = diff_tuning(0.2, tau);
+        if let Method::DiffTuning { form, .. } = &mut m {
+            *form = DiffTuningForm::Weighted;
+        }
+        m.streams(32, 1000).unwrap()
+    }
+
+    #[test]
+    fn the_weighted_form_equals_the_sampled_one_in_expectation_only_at_tau_1() {
+        // E_uniform[w(t) l(t)] = sum_t w(t) / T l(t): the sampled form's sum_t p(t) l(t) when
+        // w(t) / T = p(t) for every t.
+        let gap = |w: &[f64], p: &TimestepSampler| {
+            (0..1000)
+                .map(|t| (w[t] / 1000.0 - p.prob(t)).abs() / p.prob(t))
+                .fold(0.0, f64::max)
+        };
+        for tau in [0.3, 1.0, 1.5] {
+            let (w, s) = (
+                weighted(tau),
+                diff_tuning(0.2, tau).streams(32, 1000).unwrap(),
+            );
+            assert!((w[0].timesteps.prob(3) - 1e-3).abs() < 1e-15, "uniform");
+            assert_eq!((w[0].images, w[1].images, w[1].weight), (26, 6, 0.1));
+            let target = w[0].timestep_weights.as_ref().unwrap();
+            let bank = w[1].timestep_weights.as_ref().unwrap();
+            assert!(gap(target, &s[0].timesteps) < 1e-12, "tau {tau}: target");
+            let bank_gap = gap(bank, &s[1].timesteps);
+            match tau == 1.0 {
+                true => assert!(bank_gap < 1e-12, "tau 1: bank {bank_gap}"),
+                false => assert!(bank_gap > 0.1, "tau {tau}: bank {bank_gap}"),
+            }
+        }
+        // tau = 0: psi = 1, no retention left.
+        let flat = weighted(0.0);
+        assert!(flat[1]
+            .timestep_weights
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|&w| w == 0.0));
+        // The sampled form weights nothing.
+        let s = diff_tuning(0.2, 1.0).streams(32, 1000).unwrap();
+        assert!(s.iter().all(|s| s.timestep_weights.is_none()));
     }
 
     #[test]
@@ -134,6 +207,25 @@ mod tests {
             let err = method.streams(32, 1000).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+        let mut both = diff_tuning(0.2, 1.0);
+        if let Method::DiffTuning {
+            form,
+            tau_retention,
+            ..
+        } = &mut both
+        {
+            (*form, *tau_retention) = (DiffTuningForm::Weighted, Some(1.0));
+        }
+        let err = both.streams(32, 1000).unwrap_err().to_string();
+        assert!(err.contains("method.tau_retention"), "{err}");
+        let config = |form: &str| {
+            crate::run::RunConfig::from_json_str(&format!(
+                r#"{{ "method": {{ "name": "diff-tuning", "bank": "b", "form": "{form}" }} }}"#
+            ))
+        };
+        assert!(config("weighted").is_ok());
+        let err = config("mixed").unwrap_err().to_string();
+        assert!(err.contains("mixed") && err.contains("weighted"), "{err}");
         let err = Method::from_name("diff-tuning").unwrap_err().to_string();
         assert!(err.contains("bank"), "{err}");
     }

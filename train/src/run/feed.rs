@@ -85,11 +85,16 @@ impl<'a> Feed<'a> {
     }
 
     /// The step's loss from the per-sample `losses` of `step` (`[B]`, in its order): the sum
-    /// over streams of weight × mean; and each stream's mean, unweighted.
+    /// over streams of weight × mean (each sample's loss first times its timestep's weight, where
+    /// the stream has them); and each stream's mean, before the stream's weight.
     pub fn loss(&self, step: &StepData, losses: &Var) -> Result<(Var, Vec<f64>)> {
         let (mut total, mut means, mut start) = (None::<Var>, vec![], 0);
         for ((stream, _), &n) in self.parts.iter().zip(&step.counts) {
-            let mean = losses.narrow(0, start, n)?.mean_all()?;
+            let mean = weighted_mean(
+                &losses.narrow(0, start, n)?,
+                &step.timesteps.narrow(0, start, n)?,
+                stream.timestep_weights.as_deref(),
+            )?;
             means.push(mean.value().to_scalar()?);
             let term = mean.mul_scalar(stream.weight)?;
             total = Some(match total {
@@ -107,5 +112,44 @@ impl<'a> Feed<'a> {
             .iter()
             .map(|(stream, batches)| (stream.name, batches.state()))
             .collect()
+    }
+}
+
+/// The mean of per-sample `losses` (`[n]`), each first times `weights[t]` of its timestep `t`
+/// (`i64 [n]`) where there are weights.
+fn weighted_mean(losses: &Var, timesteps: &Tensor, weights: Option<&[f64]>) -> Result<Var> {
+    let Some(weights) = weights else {
+        return losses.mean_all();
+    };
+    let w: Vec<f64> = timesteps
+        .to_vec::<i64>()?
+        .iter()
+        .map(|&t| weights[t as usize])
+        .collect();
+    let value = losses.value();
+    let w = Tensor::from_vec(w, &[timesteps.elem_count()])?
+        .to_dtype(value.dtype())?
+        .to_device(value.device())?;
+    losses.mul(&Var::constant(w))?.mean_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_loss_is_weighted_by_its_timestep_before_the_mean() {
+        let losses = Var::constant(Tensor::from_vec(vec![1.0f64, 2.0, 4.0], &[3]).unwrap());
+        let t = Tensor::from_vec(vec![2i64, 0, 2], &[3]).unwrap();
+        let mean = |w| {
+            weighted_mean(&losses, &t, w)
+                .unwrap()
+                .value()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!((mean(None) - 7.0 / 3.0).abs() < 1e-15);
+        // Weights 0.5 at t = 0, 3 at t = 2: (3 * 1 + 0.5 * 2 + 3 * 4) / 3.
+        assert!((mean(Some(&[0.5, 9.0, 3.0][..])) - 16.0 / 3.0).abs() < 1e-15);
     }
 }

@@ -1,5 +1,6 @@
 //! The `difftune` command line: one module per subcommand.
 
+mod bank;
 mod classifier;
 mod demo;
 mod eval;
@@ -31,6 +32,7 @@ enum Command {
     Pretrain(train::TrainArgs),
     /// Fine-tune a pretrained DiT on a new domain (default: Animal-MNIST).
     Finetune(train::FinetuneArgs),
+    Bank(bank::BankArgs),
     Sample(sample::SampleArgs),
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
     let result = tensor::on_cpu_workers(|| match command {
         Command::Pretrain(args) => train::pretrain(args),
         Command::Finetune(args) => train::finetune(args),
+        Command::Bank(args) => bank::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Info(args) => info::run(args),
         Command::Classifier(args) => classifier::run(args),
