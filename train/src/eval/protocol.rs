@@ -10,7 +10,8 @@ use tensor::{Error, Result, Tensor};
 
 use super::{evaluate_with, EvalOptions, EvalReport, KidConfig, ReferenceStats};
 use crate::data::DataSource;
-use crate::run::{generate, load_model, Weights};
+use crate::run::checkpoint::CheckpointState;
+use crate::run::{generate_in_stages, load_model, Stage, Weights};
 
 /// How checkpoints are evaluated; absent keys of its JSON form keep their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,23 +155,43 @@ impl Judge {
         progress: bool,
     ) -> Result<(Tensor, Option<Vec<i64>>)> {
         let loaded = load_model(dir, Weights::Ema)?;
-        let classes = &loaded.state.classes;
+        let stage = Stage {
+            network: &loaded.network,
+            params: &loaded.params,
+            from: 0,
+            null_labels: false,
+        };
+        let what = dir.display().to_string();
+        self.sample_in_stages(&[stage], &loaded.state, &what, seed, progress)
+    }
+
+    /// [`Judge::sample`] with the chain split between networks (see [`generate_in_stages`]);
+    /// `state` is the first stage's checkpoint (its classes, process and sampling settings),
+    /// `what` names it in messages.
+    pub fn sample_in_stages(
+        &self,
+        stages: &[Stage],
+        state: &CheckpointState,
+        what: &str,
+        seed: u64,
+        progress: bool,
+    ) -> Result<(Tensor, Option<Vec<i64>>)> {
+        let classes = &state.classes;
         let expected = &self.classifier.config.classes;
         if classes != expected {
             return Err(Error::msg(format!(
-                "{}: its classes ({}) are not the classifier's ({})",
-                dir.display(),
+                "{what}: its classes ({}) are not the classifier's ({})",
                 classes.join(", "),
                 expected.join(", ")
             )));
         }
-        let mut settings = loaded.state.config.sample.clone();
+        let mut settings = state.config.sample.clone();
         if let Some(s) = &self.protocol.sampler {
             settings.sampler = s.clone();
         }
         settings.eta = self.protocol.eta.unwrap_or(settings.eta);
         settings.cfg_scale = self.protocol.cfg_scale.unwrap_or(settings.cfg_scale);
-        let process = loaded.state.config.diffusion_config()?;
+        let process = state.config.diffusion_config()?;
         settings.validate(process.steps)?;
         tensor::limits::SAMPLES.check(self.protocol.samples as u128, "samples per evaluation")?;
         let labels: Vec<i64> = (0..self.protocol.samples)
@@ -178,9 +199,8 @@ impl Judge {
             .collect();
         let bar = progress.then(|| {
             eprintln!(
-                "sampling {} images from {} ({}, guidance {})",
+                "sampling {} images from {what} ({}, guidance {})",
                 labels.len(),
-                dir.display(),
                 settings.sampler,
                 settings.cfg_scale
             );
@@ -189,9 +209,8 @@ impl Judge {
         let mut chunks = Vec::new();
         for (i, chunk) in labels.chunks(SAMPLE_CHUNK).enumerate() {
             let chunk_seed = seed.wrapping_add(i as u64);
-            let (network, params) = (&loaded.network, &loaded.params);
-            chunks.push(generate(
-                network, params, &process, &settings, chunk, chunk_seed,
+            chunks.push(generate_in_stages(
+                stages, &process, &settings, chunk, chunk_seed,
             )?);
             if let Some(bar) = &bar {
                 bar.inc(chunk.len() as u64);
@@ -201,7 +220,7 @@ impl Judge {
             bar.finish();
         }
         let refs: Vec<&Tensor> = chunks.iter().collect();
-        let asked = loaded.network.conditional().then_some(labels);
-        Ok((Tensor::cat(&refs, 0)?, asked))
+        let conditional = stages.first().is_some_and(|s| s.network.conditional());
+        Ok((Tensor::cat(&refs, 0)?, conditional.then_some(labels)))
     }
 }

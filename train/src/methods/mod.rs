@@ -31,6 +31,7 @@
 //! ```
 
 pub mod bank;
+pub mod forgetting;
 mod streams;
 mod trainable;
 

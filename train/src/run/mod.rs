@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use export::export;
 pub use network::{Network, Unet};
-pub use sample::{generate, grid_labels, repeat_labels};
+pub use sample::{generate, generate_in_stages, grid_labels, repeat_labels, Stage};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
 use self::feed::Feed;

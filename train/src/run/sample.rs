@@ -24,6 +24,50 @@ pub fn generate(
     labels: &[i64],
     seed: u64,
 ) -> Result<Tensor> {
+    let stage = Stage {
+        network,
+        params: ps,
+        from: 0,
+        null_labels: false,
+    };
+    generate_in_stages(&[stage], process, settings, labels, seed)
+}
+
+/// A network with its weights that denoises the steps `t >= from` of a chain (until a later
+/// stage takes over), given the asked labels or, with `null_labels`, its null class.
+#[derive(Clone, Copy)]
+pub struct Stage<'a> {
+    /// The network.
+    pub network: &'a Network,
+    /// Its weights.
+    pub params: &'a ParamStore,
+    /// The first (smallest) timestep of the process it denoises.
+    pub from: usize,
+    /// Whether it is given its null class instead of the labels (unconditional denoising).
+    pub null_labels: bool,
+}
+
+/// [`generate`] with the chain split between networks: at timestep `t` the stage with the
+/// largest `from <= t` denoises (e.g. Diff-Tuning's chain of forgetting: a fine-tuned model far
+/// from the data, the pretrained one near it). `stages` are in order of decreasing `from`, the
+/// last from 0, every network of the first's image shape; labels are the first's classes.
+pub fn generate_in_stages(
+    stages: &[Stage],
+    process: &DiffusionConfig,
+    settings: &SampleSettings,
+    labels: &[i64],
+    seed: u64,
+) -> Result<Tensor> {
+    let Some(first) = stages.first() else {
+        return Err(Error::msg("sample: no network to sample with"));
+    };
+    if stages.last().map(|s| s.from) != Some(0) || stages.windows(2).any(|w| w[0].from <= w[1].from)
+    {
+        return Err(Error::msg(
+            "sample: stages must start at decreasing timesteps, the last at 0",
+        ));
+    }
+    let network = first.network;
     let classes = network.classes();
     if let Some(&bad) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
         return Err(Error::msg(format!(
@@ -32,20 +76,35 @@ pub fn generate(
     }
     settings.validate(process.steps)?;
     let guided = settings.cfg_scale != 1.0;
-    let null_class = match (network.null_class(), guided) {
-        (None, true) => {
-            return Err(Error::msg(format!(
-                "sample: guidance {} needs a model trained with label dropout (a null class); \
-                 this one has none: sample with cfg_scale 1",
-                settings.cfg_scale
-            )))
-        }
-        (null, _) => null.unwrap_or(classes),
+    let null_class = |network: &Network, why: &str| match network.null_class() {
+        Some(null) => Ok(null),
+        None => Err(Error::msg(format!(
+            "sample: {why} needs a model trained with label dropout (a null class); this one \
+             has none: sample with cfg_scale 1"
+        ))),
     };
-    if let Some(name) = ps.first_non_finite()? {
-        return Err(Error::msg(format!(
-            "sample: the weights are not finite: parameter `{name}` holds NaN or infinite values"
-        )));
+    let guidance = format!("guidance {}", settings.cfg_scale);
+    let first_null = match guided {
+        true => null_class(network, &guidance)?,
+        false => network.null_class().unwrap_or(classes),
+    };
+    for stage in stages {
+        if stage.network.image_shape() != network.image_shape() {
+            return Err(Error::msg(format!(
+                "sample: the stages' images differ in shape: {:?} and {:?}",
+                network.image_shape(),
+                stage.network.image_shape()
+            )));
+        }
+        if stage.null_labels {
+            null_class(stage.network, "unconditional denoising")?;
+        }
+        if let Some(name) = stage.params.first_non_finite()? {
+            return Err(Error::msg(format!(
+                "sample: the weights are not finite: parameter `{name}` holds NaN or infinite \
+                 values"
+            )));
+        }
     }
     let respacing = settings.respacing()?;
     let diffusion = Diffusion::respaced(&respacing, process)?;
@@ -54,16 +113,38 @@ pub fn generate(
     for chunk in labels.chunks(CHUNK) {
         let n = chunk.len();
         let [c, h, w] = network.image_shape();
-        let noise = Tensor::randn(&[n, c, h, w], 0.0, 1.0, DType::F32, ps.device(), &mut gen)?;
+        let noise = Tensor::randn(
+            &[n, c, h, w],
+            0.0,
+            1.0,
+            DType::F32,
+            first.params.device(),
+            &mut gen,
+        )?;
         let mut y = chunk.to_vec();
         if guided {
-            y.extend(std::iter::repeat_n(null_class as i64, n));
+            y.extend(std::iter::repeat_n(first_null as i64, n));
         }
         let len = y.len();
         let y = Tensor::from_vec(y, &[len])?;
         let net = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
-            no_grad(|| network.forward(ps, &Var::constant(x.clone()), t, &y))
-                .map(|v| v.value().clone())
+            // One timestep per call: the chain's.
+            let now = t.to_vec::<i64>()?.first().copied().unwrap_or(0).max(0) as usize;
+            let stage = stages.iter().find(|s| now >= s.from).unwrap_or(first);
+            let own_y;
+            let y = match (stage.null_labels, stage.network.null_class()) {
+                (true, Some(null)) => {
+                    own_y = Tensor::from_vec(vec![null as i64; len], &[len])?;
+                    &own_y
+                }
+                _ => &y,
+            };
+            no_grad(|| {
+                stage
+                    .network
+                    .forward(stage.params, &Var::constant(x.clone()), t, y)
+            })
+            .map(|v| v.value().clone())
         };
         let x = if guided {
             let model = classifier_free_guidance(net, settings.cfg_scale, Some(c));
@@ -182,30 +263,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn generate_refuses_non_finite_weights_and_bad_settings() {
-        let mut ps = ParamStore::new(DType::F32, Device::Cpu, 0);
-        let dit = Network::Dit(
-            Dit::new(
-                &mut ps,
-                DitConfig {
-                    input_size: 4,
-                    patch_size: 2,
-                    in_channels: 1,
-                    hidden_size: 8,
-                    depth: 1,
-                    num_heads: 2,
-                    num_classes: 2,
-                    learn_sigma: false,
-                    ..DitConfig::default()
-                },
-            )
-            .unwrap(),
-        );
-        let process = DiffusionConfig {
+    /// A tiny DiT of 2 classes (and a null class) with weights drawn from `seed`.
+    fn tiny_dit(seed: u64) -> (Network, ParamStore) {
+        let mut ps = ParamStore::new(DType::F32, Device::Cpu, seed);
+        let config = DitConfig {
+            input_size: 4,
+            patch_size: 2,
+            in_channels: 1,
+            hidden_size: 8,
+            depth: 1,
+            num_heads: 2,
+            num_classes: 2,
+            learn_sigma: false,
+            ..DitConfig::default()
+        };
+        (Network::Dit(Dit::new(&mut ps, config).unwrap()), ps)
+    }
+
+    fn process() -> DiffusionConfig {
+        DiffusionConfig {
             var_type: crate::diffusion::VarType::FixedSmall,
             ..DiffusionConfig::default()
+        }
+    }
+
+    #[test]
+    fn stages_hand_the_chain_over_at_their_timestep() {
+        // Every weight random (DiT zeroes its conditioning layers), so labels count.
+        let random = |seed| {
+            let (net, mut ps) = tiny_dit(seed);
+            let mut gen = Generator::new(seed);
+            let names: Vec<String> = ps.names().map(String::from).collect();
+            for name in names {
+                let shape = ps.tensor(&name).unwrap().shape().to_vec();
+                let w = Tensor::randn(&shape, 0.0, 0.3, DType::F32, Device::Cpu, &mut gen);
+                ps.set(&name, w.unwrap()).unwrap();
+            }
+            (net, ps)
         };
+        let ((a, pa), (b, pb)) = (random(1), random(2));
+        let stage = |network, params, from, null_labels| Stage {
+            network,
+            params,
+            from,
+            null_labels,
+        };
+        let settings = SampleSettings {
+            sampler: "ddim4".into(),
+            ..SampleSettings::default()
+        };
+        let run = |stages: &[Stage]| {
+            generate_in_stages(stages, &process(), &settings, &[0, 1], 5)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let alone = generate(&a, &pa, &process(), &settings, &[0, 1], 5).unwrap();
+        assert_eq!(
+            run(&[stage(&a, &pa, 0, false)]),
+            alone.to_vec::<f32>().unwrap()
+        );
+        // Beyond the last step the second network denoises every step, with its null class.
+        let handed = run(&[stage(&a, &pa, 1000, false), stage(&b, &pb, 0, true)]);
+        assert_eq!(handed, run(&[stage(&b, &pb, 0, true)]));
+        assert_ne!(handed, run(&[stage(&b, &pb, 0, false)]), "labels matter");
+        // Half way, neither alone.
+        let half = run(&[stage(&a, &pa, 500, false), stage(&b, &pb, 0, true)]);
+        assert!(half != handed && half != alone.to_vec::<f32>().unwrap());
+        for bad in [
+            vec![stage(&a, &pa, 10, false)],
+            vec![stage(&a, &pa, 0, false), stage(&b, &pb, 0, true)],
+            vec![],
+        ] {
+            let err = generate_in_stages(&bad, &process(), &settings, &[0], 0).unwrap_err();
+            assert!(err.to_string().contains("sample:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn generate_refuses_non_finite_weights_and_bad_settings() {
+        let (dit, mut ps) = tiny_dit(0);
+        let process = process();
         let settings = SampleSettings {
             sampler: "ddim5".into(),
             ..SampleSettings::default()

@@ -28,7 +28,7 @@ pub struct VariantResult {
 }
 
 /// The place of a metric in tables and plots: FD, KID, IS, precision, recall, class accuracy.
-fn metric_rank(metric: &str) -> usize {
+pub(crate) fn metric_rank(metric: &str) -> usize {
     let order = [
         "FD-",
         "KID-",

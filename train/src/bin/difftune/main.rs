@@ -5,6 +5,7 @@ mod classifier;
 mod demo;
 mod eval;
 mod export;
+mod forgetting;
 mod info;
 mod parity;
 mod sample;
@@ -33,6 +34,7 @@ enum Command {
     /// Fine-tune a pretrained DiT on a new domain (default: Animal-MNIST).
     Finetune(train::FinetuneArgs),
     Bank(bank::BankArgs),
+    Forgetting(forgetting::ForgettingArgs),
     Sample(sample::SampleArgs),
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => train::pretrain(args),
         Command::Finetune(args) => train::finetune(args),
         Command::Bank(args) => bank::run(args),
+        Command::Forgetting(args) => forgetting::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Info(args) => info::run(args),
         Command::Classifier(args) => classifier::run(args),

@@ -1,6 +1,7 @@
-//! `difftune bank` end to end: a knowledge bank sampled from a tiny pretrained DiT is an image
+//! Diff-Tuning's tools end to end on tiny DiTs. `difftune bank`: a knowledge bank is an image
 //! folder with its manifest, made the same way twice from the same seed, never written over an
-//! existing folder, and a `diff-tuning` run trains on it.
+//! existing folder, and a `diff-tuning` run (either form) trains on it. `difftune forgetting`:
+//! a table, JSON and curve of scores per switch point and seed, bad switch points refused.
 
 mod common;
 
@@ -103,5 +104,77 @@ fn a_bank_is_sampled_once_into_a_new_folder_and_a_diff_tuning_run_trains_on_it()
     assert!(lines
         .iter()
         .all(|l| l.loss.is_finite() && l.terms.contains_key("bank")));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn the_chain_of_forgetting_is_scored_at_every_switch_point_and_seed() {
+    let dir = scratch("forgetting");
+    let data = image_folder(&dir, usize::MAX, 2);
+    let mut source = tiny_config(&data, &dir.join("pretrained"));
+    source.steps = 4;
+    train(&source, &TrainOptions::default()).unwrap();
+    let mut tune = tiny_config(&data, &dir.join("tuned"));
+    tune.init = Some(source.out.clone());
+    tune.steps = 2;
+    train(&tune, &TrainOptions::default()).unwrap();
+
+    let classifier =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/classifiers/animal-mnist.safetensors");
+    let paths = [
+        &source.out,
+        &tune.out,
+        &data,
+        &classifier,
+        &dir.join("cache"),
+    ];
+    let [pre, fine, data, classifier, cache] = paths.map(|p| p.display().to_string());
+    let out = dir.join("report").display().to_string();
+    let args = |switch: &str| {
+        let mut a: Vec<String> = ["forgetting", "--pretrained", &pre, "--finetuned", &fine]
+            .map(String::from)
+            .into();
+        for (flag, value) in [
+            ("--switch", switch),
+            ("--seeds", "0,1"),
+            ("--samples", "10"),
+            ("--sampler", "ddim2"),
+            ("--reference", &data),
+            ("--classifier", &classifier),
+            ("--kid-subsets", "2"),
+            ("--kid-subset-size", "5"),
+            ("--cache", &cache),
+            ("--out", &out),
+        ] {
+            a.extend([flag.to_string(), value.to_string()]);
+        }
+        a
+    };
+    let err = run_err(&strs(&args("0,1001")));
+    assert!(err.contains("--switch 1001"), "{err}");
+    let stdout = run_ok(&strs(&args("0,500,1000")));
+    assert!(stdout.contains("| class_accuracy |"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/forgetting.json")).unwrap())
+            .unwrap();
+    let points = report["switches"].as_array().unwrap();
+    let at: Vec<u64> = points
+        .iter()
+        .map(|p| p["t_switch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(at, [0, 500, 1000]);
+    for p in points {
+        let fd = &p["metrics"]["FD-animal-mnist"];
+        assert_eq!(fd["values"].as_array().unwrap().len(), 2, "{p}");
+        assert!(fd["mean"].as_f64().unwrap().is_finite());
+    }
+    assert!(dir.join("report/forgetting.png").is_file());
+    // A report is never written over.
+    let err = run_err(&strs(&args("0")));
+    assert!(err.contains("--out"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
