@@ -34,34 +34,14 @@ pub struct EvalArgs {
     /// Images to sample or draw (checkpoint, dataset, noise).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     samples: u64,
-    /// How --checkpoint samples.
-    #[command(flatten)]
-    sampling: SamplerFlags,
     /// Also save the sampled images here, a sub-folder per class.
     #[arg(long)]
     save_images: Option<PathBuf>,
-    /// fashion-mnist (its training images), fashion-mnist-test, animal-mnist, or a folder of
-    /// <class>/<image> files.
-    #[arg(long)]
-    reference: String,
-    /// The classifier file (see `difftune classifier train`).
-    #[arg(long)]
-    classifier: PathBuf,
     /// Write the report as JSON to this file (else it is printed before the table).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Folder of cached reference statistics.
-    #[arg(long, default_value = "runs/cache")]
-    cache: PathBuf,
-    /// KID: number of random subsets.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    kid_subsets: u64,
-    /// KID: images per subset (capped by the smaller set).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..))]
-    kid_subset_size: u64,
-    /// Splits of the Inception-style score.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    is_splits: u64,
+    #[command(flatten)]
+    protocol: ProtocolFlags,
     /// Seed of the KID subsets and of the precision/recall subset.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -142,11 +122,39 @@ impl Source {
     }
 }
 
-impl EvalArgs {
-    /// The protocol the flags describe.
-    fn protocol(&self) -> Protocol {
+/// How samples are drawn (for a model) and judged: the flags of an evaluation protocol, shared
+/// by `eval` and `forgetting`.
+#[derive(Args, Debug)]
+pub struct ProtocolFlags {
+    /// How a model is sampled.
+    #[command(flatten)]
+    pub sampling: SamplerFlags,
+    /// fashion-mnist (its training images), fashion-mnist-test, animal-mnist, or a folder of
+    /// <class>/<image> files.
+    #[arg(long)]
+    pub reference: String,
+    /// The classifier file (see `difftune classifier train`).
+    #[arg(long)]
+    pub classifier: PathBuf,
+    /// Folder of cached reference statistics.
+    #[arg(long, default_value = "runs/cache")]
+    pub cache: PathBuf,
+    /// KID: number of random subsets.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kid_subsets: u64,
+    /// KID: images per subset (capped by the smaller set).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..))]
+    pub kid_subset_size: u64,
+    /// Splits of the Inception-style score.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub is_splits: u64,
+}
+
+impl ProtocolFlags {
+    /// The protocol of `samples` images the flags describe, `seed` its seed.
+    pub fn protocol(&self, samples: u64, seed: u64) -> Protocol {
         Protocol {
-            samples: self.samples as usize,
+            samples: usize::try_from(samples).unwrap_or(usize::MAX),
             sampler: self.sampling.sampler.as_ref().map(|r| r.to_string()),
             eta: self.sampling.eta,
             cfg_scale: self.sampling.cfg_scale,
@@ -156,22 +164,22 @@ impl EvalArgs {
             kid_subsets: self.kid_subsets as usize,
             kid_subset_size: self.kid_subset_size as usize,
             is_splits: self.is_splits as usize,
-            seed: self.seed,
+            seed,
         }
     }
 }
 
 pub fn run(args: EvalArgs) -> tensor::Result<()> {
-    if !args.classifier.is_file() {
+    if !args.protocol.classifier.is_file() {
         return Err(Error::msg(format!(
             "--classifier {}: no such file",
-            args.classifier.display()
+            args.protocol.classifier.display()
         )));
     }
     let source = Source::from_args(&args)?;
     tensor::limits::SAMPLES.check(args.samples.into(), "--samples")?;
-    let name = DataSource::parse(&args.reference, "--reference")?.to_string();
-    let judge = args.protocol().judge()?;
+    let name = DataSource::parse(&args.protocol.reference, "--reference")?.to_string();
+    let judge = args.protocol.protocol(args.samples, args.seed).judge()?;
     eprintln!(
         "reference statistics of {name}: {} (in {})",
         if judge.cached {
@@ -179,7 +187,7 @@ pub fn run(args: EvalArgs) -> tensor::Result<()> {
         } else {
             "computed and cached"
         },
-        args.cache.display()
+        args.protocol.cache.display()
     );
     let (images, labels) = source.load(&judge, &args)?;
     let report = judge.evaluate(&images, labels.as_deref())?;

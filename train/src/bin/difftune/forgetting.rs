@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Map};
 use tensor::{Error, Result};
-use train::eval::protocol::Protocol;
 use train::methods::forgetting::{chain_of_forgetting, write_report};
 use train::run::{load_model, Weights};
 
-use crate::sample::SamplerFlags;
+use crate::eval::ProtocolFlags;
 
 /// Sample with a fine-tuned model for t >= t_switch and its pretrained model (unconditionally)
 /// for t < t_switch, and score the samples at each switch point over several seeds: a table
@@ -32,22 +31,7 @@ pub struct ForgettingArgs {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     samples: u64,
     #[command(flatten)]
-    sampling: SamplerFlags,
-    /// The reference data set (see `difftune eval`).
-    #[arg(long)]
-    reference: String,
-    /// The classifier file (see `difftune classifier train`).
-    #[arg(long)]
-    classifier: PathBuf,
-    /// KID: number of random subsets.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
-    kid_subsets: u64,
-    /// KID: images per subset (capped by the smaller set).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(2..))]
-    kid_subset_size: u64,
-    /// Folder of cached reference statistics.
-    #[arg(long, default_value = "runs/cache")]
-    cache: PathBuf,
+    protocol: ProtocolFlags,
     /// The folder to write the report into (a new one, or one without a report).
     #[arg(long)]
     out: PathBuf,
@@ -61,18 +45,7 @@ pub fn run(args: ForgettingArgs) -> Result<()> {
             args.out.display()
         )));
     }
-    let protocol = Protocol {
-        samples: usize::try_from(args.samples).unwrap_or(usize::MAX),
-        sampler: args.sampling.sampler.as_ref().map(|r| r.to_string()),
-        eta: args.sampling.eta,
-        cfg_scale: args.sampling.cfg_scale,
-        reference: args.reference.clone(),
-        classifier: args.classifier.clone(),
-        cache: args.cache.clone(),
-        kid_subsets: args.kid_subsets as usize,
-        kid_subset_size: args.kid_subset_size as usize,
-        ..Protocol::default()
-    };
+    let protocol = args.protocol.protocol(args.samples, 0);
     protocol.validate("forgetting:")?;
     let pretrained = load_model(&args.pretrained, Weights::Ema)?;
     let finetuned = load_model(&args.finetuned, Weights::Ema)?;
