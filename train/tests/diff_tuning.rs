@@ -104,6 +104,21 @@ fn a_bank_is_sampled_once_into_a_new_folder_and_a_diff_tuning_run_trains_on_it()
     assert!(lines
         .iter()
         .all(|l| l.loss.is_finite() && l.terms.contains_key("bank")));
+    // A bank that is missing, empty, or has an empty class is refused before training, named.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::create_dir_all(dir.join("hollow/a-class")).unwrap();
+    for bank in ["missing", "empty", "hollow"] {
+        let path = dir.join(bank).display().to_string();
+        if let Method::DiffTuning { bank, .. } = &mut tune.method {
+            bank.clone_from(&path);
+        }
+        tune.out = dir.join(format!("refused-{bank}"));
+        let err = train(&tune, &TrainOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("method.bank") && err.contains(&path), "{err}");
+        assert!(!tune.out.join("checkpoints").exists(), "{bank}: trained");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
