@@ -84,10 +84,8 @@ pub fn generate_in_stages(
         ))),
     };
     let guidance = format!("guidance {}", settings.cfg_scale);
-    let first_null = match guided {
-        true => null_class(network, &guidance)?,
-        false => network.null_class().unwrap_or(classes),
-    };
+    // The unconditional half of a guided batch.
+    let guided_null = guided.then(|| null_class(network, &guidance)).transpose()?;
     for stage in stages {
         if stage.network.image_shape() != network.image_shape() {
             return Err(Error::msg(format!(
@@ -122,23 +120,24 @@ pub fn generate_in_stages(
             &mut gen,
         )?;
         let mut y = chunk.to_vec();
-        if guided {
-            y.extend(std::iter::repeat_n(first_null as i64, n));
+        if let Some(null) = guided_null {
+            y.extend(std::iter::repeat_n(null as i64, n));
         }
         let len = y.len();
         let y = Tensor::from_vec(y, &[len])?;
+        // Each stage's labels for this chunk: the asked ones, or all its null class.
+        let stage_y = stages
+            .iter()
+            .map(|s| match (s.null_labels, s.network.null_class()) {
+                (true, Some(null)) => Tensor::from_vec(vec![null as i64; len], &[len]),
+                _ => Ok(y.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let net = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
             // One timestep per call: the chain's.
             let now = t.to_vec::<i64>()?.first().copied().unwrap_or(0).max(0) as usize;
-            let stage = stages.iter().find(|s| now >= s.from).unwrap_or(first);
-            let own_y;
-            let y = match (stage.null_labels, stage.network.null_class()) {
-                (true, Some(null)) => {
-                    own_y = Tensor::from_vec(vec![null as i64; len], &[len])?;
-                    &own_y
-                }
-                _ => &y,
-            };
+            let k = stages.iter().position(|s| now >= s.from).unwrap_or(0);
+            let (stage, y) = (&stages[k], &stage_y[k]);
             no_grad(|| {
                 stage
                     .network
