@@ -11,7 +11,7 @@ use tensor::{Error, Result, Tensor};
 use super::{evaluate_with, EvalOptions, EvalReport, KidConfig, ReferenceStats};
 use crate::data::DataSource;
 use crate::run::checkpoint::CheckpointState;
-use crate::run::{generate_in_stages, load_model, Stage, Weights};
+use crate::run::{generate_chunked, load_model, Stage, Weights};
 
 /// How checkpoints are evaluated; absent keys of its JSON form keep their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,21 +206,19 @@ impl Judge {
             );
             crate::progress::bar(labels.len() as u64, "sample")
         });
-        let mut chunks = Vec::new();
-        for (i, chunk) in labels.chunks(SAMPLE_CHUNK).enumerate() {
-            let chunk_seed = seed.wrapping_add(i as u64);
-            chunks.push(generate_in_stages(
-                stages, &process, &settings, chunk, chunk_seed,
-            )?);
-            if let Some(bar) = &bar {
-                bar.inc(chunk.len() as u64);
-            }
-        }
+        let images = generate_chunked(
+            stages,
+            &process,
+            &settings,
+            &labels,
+            seed,
+            SAMPLE_CHUNK,
+            bar.as_ref(),
+        )?;
         if let Some(bar) = bar {
             bar.finish();
         }
-        let refs: Vec<&Tensor> = chunks.iter().collect();
         let conditional = stages.first().is_some_and(|s| s.network.conditional());
-        Ok((Tensor::cat(&refs, 0)?, conditional.then_some(labels)))
+        Ok((images, conditional.then_some(labels)))
     }
 }

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tensor::{Error, Generator, Result, Tensor};
+use tensor::{Error, Generator, Result};
 
 use crate::data::save_image_folder;
 use crate::files::{io_error, write_atomic};
-use crate::run::{generate, LoadedModel, SampleSettings};
+use crate::run::{generate_chunked, LoadedModel, SampleSettings, Stage};
 
 /// The file in a bank folder that records how it was made.
 pub const MANIFEST: &str = "bank.json";
@@ -97,21 +97,25 @@ pub fn make_bank(
         );
         crate::progress::bar(size as u64, "sample")
     });
-    let mut chunks = Vec::new();
-    for (i, chunk) in labels.chunks(CHUNK).enumerate() {
-        let chunk_seed = seed.wrapping_add(1 + i as u64);
-        let (network, params) = (&model.network, &model.params);
-        chunks.push(generate(
-            network, params, &process, settings, chunk, chunk_seed,
-        )?);
-        if let Some(bar) = &bar {
-            bar.inc(chunk.len() as u64);
-        }
-    }
+    let stage = Stage {
+        network,
+        params: &model.params,
+        from: 0,
+        null_labels: false,
+    };
+    // Noise seeds from `seed + 1`: `seed` drew the classes.
+    let images = generate_chunked(
+        &[stage],
+        &process,
+        settings,
+        &labels,
+        seed.wrapping_add(1),
+        CHUNK,
+        bar.as_ref(),
+    )?;
     if let Some(bar) = bar {
         bar.finish();
     }
-    let images = Tensor::cat(&chunks.iter().collect::<Vec<_>>(), 0)?;
     let mut per_class = vec![0; classes.len()];
     for &l in &labels {
         per_class[l as usize] += 1;

@@ -34,7 +34,9 @@ pub use config::{
 };
 pub use export::export;
 pub use network::{Network, Unet};
-pub use sample::{generate, generate_in_stages, grid_labels, repeat_labels, Stage};
+pub use sample::{
+    generate, generate_chunked, generate_in_stages, grid_labels, repeat_labels, Stage,
+};
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
 use self::feed::Feed;

@@ -164,6 +164,30 @@ pub fn generate_in_stages(
     Tensor::cat(&refs, 0)
 }
 
+/// [`generate_in_stages`] over `labels` in chunks of `chunk` images, chunk `i` with the noise
+/// seed `seed + i`, advancing `bar` after each: long requests with a progress bar.
+pub fn generate_chunked(
+    stages: &[Stage],
+    process: &DiffusionConfig,
+    settings: &SampleSettings,
+    labels: &[i64],
+    seed: u64,
+    chunk: usize,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for (i, part) in labels.chunks(chunk.max(1)).enumerate() {
+        let part_seed = seed.wrapping_add(i as u64);
+        parts.push(generate_in_stages(
+            stages, process, settings, part, part_seed,
+        )?);
+        if let Some(bar) = bar {
+            bar.inc(part.len() as u64);
+        }
+    }
+    Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)
+}
+
 fn run_chain<M>(
     diffusion: &Diffusion,
     model: &M,
