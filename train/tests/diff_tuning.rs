@@ -104,10 +104,20 @@ fn a_bank_is_sampled_once_into_a_new_folder_and_a_diff_tuning_run_trains_on_it()
     assert!(lines
         .iter()
         .all(|l| l.loss.is_finite() && l.terms.contains_key("bank")));
-    // A bank that is missing, empty, or has an empty class is refused before training, named.
+    // A bank that is missing, empty, has an empty class, or holds an image of another size or
+    // channel count than the model's 28x28 gray (which would be resized or converted if it were
+    // the run's own data) is refused before training, named.
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::create_dir_all(dir.join("hollow/a-class")).unwrap();
-    for bank in ["missing", "empty", "hollow"] {
+    let save = |bank: &str, side: usize, channels: usize| {
+        std::fs::create_dir_all(dir.join(bank).join("a")).unwrap();
+        let file = dir.join(bank).join("a/0.png");
+        let pixels = vec![9; side * side * channels];
+        train::data::folder::save_png(&file, side, side, channels, &pixels).unwrap();
+    };
+    save("large", 32, 1);
+    save("rgb", 28, 3);
+    for bank in ["missing", "empty", "hollow", "large", "rgb"] {
         let path = dir.join(bank).display().to_string();
         if let Method::DiffTuning { bank, .. } = &mut tune.method {
             bank.clone_from(&path);
@@ -118,6 +128,12 @@ fn a_bank_is_sampled_once_into_a_new_folder_and_a_diff_tuning_run_trains_on_it()
             .to_string();
         assert!(err.contains("method.bank") && err.contains(&path), "{err}");
         assert!(!tune.out.join("checkpoints").exists(), "{bank}: trained");
+        if bank == "large" || bank == "rgb" {
+            assert!(
+                err.contains("a/0.png") && err.contains("expected 28x28 with 1"),
+                "{err}"
+            );
+        }
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

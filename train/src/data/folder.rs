@@ -43,6 +43,10 @@ pub struct FolderOptions {
     pub size: usize,
     /// Grayscale or RGB.
     pub color: ColorMode,
+    /// Whether every image must already be `size` square with `color`'s channel count: one
+    /// that is not is refused, naming it, instead of resized or converted (a knowledge bank
+    /// must have been made at the shape of the model it trains).
+    pub exact: bool,
 }
 
 /// A decoded image: `height` rows of `width` pixels of `channels` (1 or 3) interleaved bytes.
@@ -97,6 +101,11 @@ fn check_pixels(path: &Path, width: usize, height: usize) -> Result<()> {
 /// a regular file, and an image of more than [`limits::IMAGE_PIXELS`] pixels, are refused before
 /// anything is decoded.
 pub fn decode(path: &Path, color: ColorMode) -> Result<Image> {
+    Ok(convert(decode_native(path)?, color))
+}
+
+/// [`decode`] without the conversion: the file's own channel count (1 or 3, alpha dropped).
+fn decode_native(path: &Path) -> Result<Image> {
     let (mut file, len) = limits::open_regular_file(path)?;
     let mut bytes = Vec::with_capacity(len as usize);
     file.read_to_end(&mut bytes).map_err(io_err(path))?;
@@ -110,7 +119,7 @@ pub fn decode(path: &Path, color: ColorMode) -> Result<Image> {
             "not a PNG or JPEG file (unknown signature); expected .png, .jpg or .jpeg images",
         ));
     };
-    Ok(convert(image, color))
+    Ok(image)
 }
 
 fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
@@ -422,7 +431,23 @@ impl Dataset {
                         "image folder: the images read so far",
                     )
                     .map_err(|e| format_err(file, e.to_string()))?;
-                let image = resize_and_crop(&decode(file, options.color)?, options.size);
+                let image = decode_native(file)?;
+                let found = (image.width, image.height, image.channels);
+                if options.exact && found != (options.size, options.size, c) {
+                    return Err(format_err(
+                        file,
+                        format!(
+                            "image of {}x{} with {} channel(s), expected {size}x{size} with \
+                             {c} (this folder's images are used as they are, not resized or \
+                             converted)",
+                            found.0,
+                            found.1,
+                            found.2,
+                            size = options.size,
+                        ),
+                    ));
+                }
+                let image = resize_and_crop(&convert(image, options.color), options.size);
                 // [H, W, C] to [C, H, W].
                 for ch in 0..c {
                     pixels.extend(image.pixels.iter().skip(ch).step_by(c));
@@ -469,6 +494,7 @@ mod tests {
         let gray = FolderOptions {
             size: 2,
             color: ColorMode::Gray,
+            exact: false,
         };
         let d = Dataset::from_folder(&root, gray).unwrap();
         assert_eq!(d.classes(), &["ants".to_string(), "cats".to_string()]);
@@ -482,12 +508,35 @@ mod tests {
         let rgb = FolderOptions {
             size: 3,
             color: ColorMode::Rgb,
+            exact: false,
         };
         let d = Dataset::from_folder(&root, rgb).unwrap();
         assert_eq!(d.shape(), [3, 3, 3, 3]);
         // Planar [C, H, W]: the red plane, then green and blue.
         assert_eq!(d.image(0), [[255; 9], [0; 9], [0; 9]].concat());
         assert_eq!(d.image(2), &[200; 27]);
+
+        // Read exactly, the 4x2 RGB ant is refused, at either colour; the 4x4 gray cats pass.
+        for color in [ColorMode::Gray, ColorMode::Rgb] {
+            let exact = FolderOptions {
+                size: 4,
+                color,
+                exact: true,
+            };
+            let e = Dataset::from_folder(&root, exact).unwrap_err().to_string();
+            assert!(e.contains("a.PNG") && e.contains("4x2 with 3"), "{e}");
+        }
+        fs::remove_file(root.join("ants/a.PNG")).unwrap();
+        save_png(&root.join("ants/a.png"), 4, 4, 1, &[7; 16]).unwrap();
+        let exact = FolderOptions {
+            size: 4,
+            color: ColorMode::Gray,
+            exact: true,
+        };
+        assert_eq!(
+            Dataset::from_folder(&root, exact).unwrap().shape(),
+            [3, 1, 4, 4]
+        );
 
         // An unreadable image names the file.
         fs::write(root.join("cats/broken.png"), b"\x89PNG not really").unwrap();
@@ -538,6 +587,7 @@ mod tests {
         let options = FolderOptions {
             size: 4,
             color: ColorMode::Gray,
+            exact: false,
         };
         let d = Dataset::from_folder(&root, options).unwrap();
         assert_eq!(
@@ -767,6 +817,7 @@ mod tests {
             FolderOptions {
                 size: 1 << 20,
                 color: ColorMode::Rgb,
+                exact: false,
             },
         )
         .unwrap_err()

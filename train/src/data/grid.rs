@@ -174,6 +174,7 @@ mod tests {
         let options = crate::data::FolderOptions {
             size: 2,
             color: crate::data::ColorMode::Gray,
+            exact: false,
         };
         let back = crate::data::Dataset::from_folder(&dir, options).unwrap();
         assert_eq!(back.len(), 4);

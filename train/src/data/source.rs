@@ -79,7 +79,7 @@ impl DataSource {
         }
     }
 
-    pub(crate) fn folder(root: &Path, input: [usize; 3]) -> Result<Dataset> {
+    pub(crate) fn folder(root: &Path, input: [usize; 3], exact: bool) -> Result<Dataset> {
         let [c, h, w] = input;
         if h != w {
             return Err(Error::msg(format!(
@@ -92,6 +92,7 @@ impl DataSource {
             FolderOptions {
                 size: h,
                 color: color_mode(c)?,
+                exact,
             },
         )
     }
@@ -108,7 +109,9 @@ impl DataSource {
                 "fashion-mnist-test is a reference set only; train on fashion-mnist",
             )),
             DataSource::AnimalMnist => Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED),
-            DataSource::Folder(root) => Self::folder(root, input)?.split(HELD_OUT, SPLIT_SEED),
+            DataSource::Folder(root) => {
+                Self::folder(root, input, false)?.split(HELD_OUT, SPLIT_SEED)
+            }
             part => Err(Error::msg(format!(
                 "{part} is a part of a data set (to train a diffusion model on, or a reference); \
                  classifiers train and are measured on a whole set: animal-mnist, fashion-mnist \
@@ -134,6 +137,17 @@ impl DataSource {
     /// The whole set generated images are compared with: Fashion-MNIST's training images, its
     /// test images, all of Animal-MNIST, or the whole folder.
     pub fn reference(&self, input: [usize; 3]) -> Result<Dataset> {
+        self.read(input, false)
+    }
+
+    /// [`DataSource::reference`], but a folder's images must already be `input`'s size and
+    /// channel count (see [`FolderOptions::exact`]): a knowledge bank made for another model is
+    /// refused, not resized.
+    pub fn exact(&self, input: [usize; 3]) -> Result<Dataset> {
+        self.read(input, true)
+    }
+
+    fn read(&self, input: [usize; 3], exact: bool) -> Result<Dataset> {
         match self {
             DataSource::FashionMnist => Dataset::fashion_mnist(Split::Train),
             DataSource::FashionMnistTest => Dataset::fashion_mnist(Split::Test),
@@ -144,9 +158,9 @@ impl DataSource {
             DataSource::AnimalMnistTest => {
                 Ok(Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.1)
             }
-            DataSource::Folder(root) => Self::folder(root, input),
+            DataSource::Folder(root) => Self::folder(root, input, exact),
             DataSource::PerClass { of, count } => of
-                .reference(input)?
+                .read(input, exact)?
                 .per_class(*count, SPLIT_SEED)
                 .map_err(|e| Error::msg(format!("{self}: {e}"))),
         }

@@ -51,7 +51,7 @@ pub fn read_image_folder(
         }
     }
     if has_dirs && files.is_empty() {
-        let data = DataSource::folder(root, input)?;
+        let data = DataSource::folder(root, input, false)?;
         let labels = data
             .labels()
             .iter()

@@ -125,7 +125,7 @@ fn stream_data(streams: &[Stream], target: &Dataset) -> Result<Vec<Dataset>> {
         .map(|(key, value)| {
             let named = |e: Error| Error::msg(format!("config `method.{key}` ({value}): {e}"));
             let data = DataSource::parse(value, &format!("method.{key}"))?
-                .reference(shape)
+                .exact(shape)
                 .map_err(named)?;
             if data.image_shape() != shape {
                 return Err(named(Error::msg(format!(
