@@ -54,6 +54,7 @@ use tensor::{DType, Error, Generator, Result, Tensor};
 use crate::config::JsonConfig;
 use crate::nn::{sinusoidal_embedding_f32, Embedding, Linear, LinearVars};
 use crate::params::{join, ParamStore};
+use crate::projection::{project, projection_name, ProjectionPoint};
 
 /// Size of the sinusoidal timestep features fed to the timestep MLP (the reference's
 /// `frequency_embedding_size`).
@@ -836,6 +837,19 @@ impl Dit {
         self.blocks.iter().map(|b| b.scale.clone()).collect()
     }
 
+    /// Where DeMe's channel-wise projections go (see [`crate::projection`]): after each block,
+    /// a `[D, D]` map of its tokens, `blocks.{i}.projection.weight` (our choice; the paper
+    /// projects U-Net blocks only).
+    pub fn projections(&self) -> Vec<ProjectionPoint> {
+        let d = self.cfg.hidden_size;
+        (0..self.blocks.len())
+            .map(|i| ProjectionPoint {
+                name: projection_name(&format!("blocks.{i}")),
+                shape: vec![d, d],
+            })
+            .collect()
+    }
+
     /// Turns gradient checkpointing of every block on or off: a checkpointed block keeps only its
     /// inputs for backward and recomputes its activations there. Results are unchanged.
     pub fn set_checkpointing(&mut self, on: bool) {
@@ -882,8 +896,9 @@ impl Dit {
         let y = self.y_embedder.forward(ps, y, train)?;
         let c = t.add(&y)?;
         let mut x = x;
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(ps, &x, &c, self.checkpointing)?;
+            x = project(ps, &format!("blocks.{i}"), &x)?;
         }
         let x = self.final_layer.forward(ps, &x, &c)?;
         self.unpatchify(&x)?.to_dtype(ps.dtype())

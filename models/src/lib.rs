@@ -5,7 +5,7 @@
 //! [`unet::UNet2DModel`] and [`vae::AutoencoderKL`] (diffusers); [`inception::InceptionV3`] is the
 //! FID feature network of pytorch-fid. Parameters live in a
 //! [`ParamStore`] under the reference checkpoint names, so real checkpoints load unchanged;
-//! [`peft`] adds LoRA and BitFit, [`parity`] checks a model against a reference fixture;
+//! [`peft`] adds LoRA and BitFit, [`projection`] DeMe's channel-wise projections, [`parity`] checks a model against a reference fixture;
 //! [`classifier::Classifier`] is the small CNN whose features the evaluation metrics use.
 
 pub mod blocks;
@@ -17,6 +17,7 @@ pub mod nn;
 pub mod params;
 pub mod parity;
 pub mod peft;
+pub mod projection;
 pub mod unet;
 pub mod vae;
 

@@ -18,6 +18,7 @@ use crate::blocks::{
 use crate::config::{bad_value, check_levels, check_sizes, JsonConfig};
 use crate::nn::{sinusoidal_embedding_f32, Conv2d, Embedding, GroupNorm, Linear};
 use crate::params::ParamStore;
+use crate::projection::{project, projection_name, ProjectionPoint};
 
 const MODEL: &str = "UNet2DModel";
 
@@ -425,6 +426,27 @@ impl UNet2DModel {
         Self::new(ps, &UNet2DConfig::from_json(json)?)
     }
 
+    /// Where DeMe's channel-wise projections go (see [`crate::projection`]): a 1x1 convolution
+    /// `[C, C, 1, 1]` after each down block's main output, after the mid block and after each
+    /// up block, as in the paper.
+    pub fn projections(&self) -> Vec<ProjectionPoint> {
+        let ch = &self.config.block_out_channels;
+        let point = |prefix: String, c: usize| ProjectionPoint {
+            name: projection_name(&prefix),
+            shape: vec![c, c, 1, 1],
+        };
+        let down = ch.iter().enumerate();
+        let up = ch.iter().rev().enumerate();
+        down.map(|(i, &c)| point(format!("down_blocks.{i}"), c))
+            .chain(
+                self.mid_block
+                    .as_ref()
+                    .map(|_| point("mid_block".into(), ch[ch.len() - 1])),
+            )
+            .chain(up.map(|(i, &c)| point(format!("up_blocks.{i}"), c)))
+            .collect()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &UNet2DConfig {
         &self.config
@@ -527,16 +549,22 @@ impl UNet2DModel {
         };
         let mut h = self.conv_in.forward(ps, &x)?;
         let mut skips = vec![h.clone()];
-        for block in &self.down_blocks {
+        // DeMe's projections (where the store has them) act on each block's main output, not on
+        // the skip tensors a down block sends to the decoder.
+        for (i, block) in self.down_blocks.iter().enumerate() {
             let (out, states) = block.forward(&ctx, &h)?;
-            h = out;
+            h = project(ps, &format!("down_blocks.{i}"), &out)?;
             skips.extend(states);
         }
         if let Some(mid) = &self.mid_block {
-            h = mid.forward(&ctx, &h)?;
+            h = project(ps, "mid_block", &mid.forward(&ctx, &h)?)?;
         }
-        for block in &self.up_blocks {
-            h = block.forward(&ctx, &h, &mut skips)?;
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            h = project(
+                ps,
+                &format!("up_blocks.{i}"),
+                &block.forward(&ctx, &h, &mut skips)?,
+            )?;
         }
         let h = self.conv_norm_out.forward(ps, &h)?.silu()?;
         self.conv_out.forward(ps, &h)?.to_dtype(ps.dtype())

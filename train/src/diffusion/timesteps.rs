@@ -17,6 +17,20 @@ pub enum TimestepSampler {
         /// Their running sums (the last is 1).
         cdf: Vec<f64>,
     },
+    /// DeMe's probabilistic range sampling: per batch, with probability `full` all of `0..T`,
+    /// otherwise the range `lo..hi`; drawn as the official code draws them, in antithetic
+    /// pairs: `n / 2 + 1` uniform steps, then their mirrors (`a + b - 1 - t` over `a..b`), the
+    /// first `n` kept.
+    Range {
+        /// T.
+        steps: usize,
+        /// The range's first step.
+        lo: usize,
+        /// One past its last step.
+        hi: usize,
+        /// The probability of a batch drawn from all steps.
+        full: f64,
+    },
 }
 
 impl TimestepSampler {
@@ -53,11 +67,29 @@ impl TimestepSampler {
         Ok(TimestepSampler::Weighted { probs, cdf })
     }
 
+    /// DeMe's sampler of the range `lo..hi` of `steps` steps, all steps with probability
+    /// `full` per batch.
+    pub fn range(steps: usize, lo: usize, hi: usize, full: f64) -> Result<TimestepSampler> {
+        if !(lo < hi && hi <= steps && (0.0..=1.0).contains(&full)) {
+            return Err(Error::msg(format!(
+                "timestep sampler: range {lo}..{hi} of {steps} steps with full-range \
+                 probability {full}: expected lo < hi <= steps and a probability in [0, 1]"
+            )));
+        }
+        Ok(TimestepSampler::Range {
+            steps,
+            lo,
+            hi,
+            full,
+        })
+    }
+
     /// Number of steps.
     pub fn steps(&self) -> usize {
         match self {
             TimestepSampler::Uniform(t) => *t,
             TimestepSampler::Weighted { probs, .. } => probs.len(),
+            TimestepSampler::Range { steps, .. } => *steps,
         }
     }
 
@@ -66,29 +98,59 @@ impl TimestepSampler {
         match self {
             TimestepSampler::Uniform(n) => 1.0 / *n as f64,
             TimestepSampler::Weighted { probs, .. } => probs[t],
+            TimestepSampler::Range {
+                steps,
+                lo,
+                hi,
+                full,
+            } => {
+                let inside = if (*lo..*hi).contains(&t) { 1.0 } else { 0.0 };
+                full / *steps as f64 + (1.0 - full) * inside / (hi - lo) as f64
+            }
         }
     }
 
     /// `n` steps (i64 `[n]`) and their importance weights 1 / (T p_t) (f64 `[n]`).
     pub fn sample(&self, n: usize, gen: &mut Generator) -> Result<(Tensor, Tensor)> {
-        let steps: Vec<usize> = (0..n)
-            .map(|_| match self {
-                TimestepSampler::Uniform(t) => gen.rng().random_range(0..*t),
-                TimestepSampler::Weighted { cdf, probs } => {
-                    let u: f64 = gen.rng().random_range(0.0..1.0);
-                    // The first step whose running sum exceeds u; zero-probability steps are
-                    // never chosen (their running sum equals the previous one).
-                    let i = cdf.partition_point(|&c| c <= u).min(cdf.len() - 1);
-                    (0..=i).rev().find(|&j| probs[j] > 0.0).unwrap_or(i)
-                }
-            })
-            .collect();
+        let steps: Vec<usize> = match self {
+            TimestepSampler::Range {
+                steps,
+                lo,
+                hi,
+                full,
+            } => {
+                let (a, b) = match gen.rng().random_range(0.0..1.0) < *full {
+                    true => (0, *steps),
+                    false => (*lo, *hi),
+                };
+                let half: Vec<usize> = (0..n / 2 + 1)
+                    .map(|_| gen.rng().random_range(a..b))
+                    .collect();
+                let mirrors = half.iter().map(|t| a + b - 1 - t);
+                half.iter().copied().chain(mirrors).take(n).collect()
+            }
+            _ => (0..n).map(|_| self.draw(gen)).collect(),
+        };
         let t = self.steps() as f64;
         let weights: Vec<f64> = steps.iter().map(|&s| 1.0 / (t * self.prob(s))).collect();
         Ok((
             Tensor::from_vec(steps.iter().map(|&s| s as i64).collect::<Vec<_>>(), &[n])?,
             Tensor::from_vec(weights, &[n])?,
         ))
+    }
+
+    /// One step of a sampler that draws steps independently.
+    fn draw(&self, gen: &mut Generator) -> usize {
+        match self {
+            TimestepSampler::Weighted { cdf, probs } => {
+                let u: f64 = gen.rng().random_range(0.0..1.0);
+                // The first step whose running sum exceeds u; zero-probability steps are
+                // never chosen (their running sum equals the previous one).
+                let i = cdf.partition_point(|&c| c <= u).min(cdf.len() - 1);
+                (0..=i).rev().find(|&j| probs[j] > 0.0).unwrap_or(i)
+            }
+            _ => gen.rng().random_range(0..self.steps()),
+        }
     }
 }
 
@@ -114,6 +176,36 @@ mod tests {
         assert_eq!(again.to_vec::<i64>().unwrap(), t);
         assert!(TimestepSampler::weighted(&[0.0, 0.0]).is_err());
         assert!(TimestepSampler::weighted(&[1.0, -1.0]).is_err());
+    }
+
+    #[test]
+    fn range_batches_are_antithetic_and_sometimes_span_every_step() {
+        let s = TimestepSampler::range(100, 25, 50, 0.3).unwrap();
+        let mut gen = Generator::new(2);
+        let mut full = 0;
+        for _ in 0..400 {
+            let t = s.sample(7, &mut gen).unwrap().0.to_vec::<i64>().unwrap();
+            let inside = t.iter().all(|&v| (25..50).contains(&v));
+            if !inside {
+                full += 1;
+                assert!(t.iter().all(|&v| (0..100).contains(&v)), "{t:?}");
+            }
+            // 7 = 4 draws and the mirrors of the first three, over the batch's range.
+            let (a, b) = if inside { (25, 50) } else { (0, 100) };
+            for k in 0..3 {
+                assert_eq!(t[4 + k], a + b - 1 - t[k], "{t:?}");
+            }
+        }
+        // About 30% of batches span all steps (such a batch always has a step outside the
+        // range: the mirror 99 - t of a step t in 25..50 is not in it).
+        assert!((80..160).contains(&full), "{full} of 400");
+        assert!((s.prob(30) - (0.3 / 100.0 + 0.7 / 25.0)).abs() < 1e-15);
+        assert!((s.prob(60) - 0.003).abs() < 1e-15);
+        let total: f64 = (0..100).map(|t| s.prob(t)).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+        assert!(TimestepSampler::range(100, 50, 50, 0.3).is_err());
+        assert!(TimestepSampler::range(100, 0, 101, 0.3).is_err());
+        assert!(TimestepSampler::range(100, 0, 10, 1.5).is_err());
     }
 
     #[test]

@@ -32,11 +32,15 @@
 
 pub mod bank;
 pub mod forgetting;
+pub mod merge;
 mod streams;
 mod trainable;
 
+use models::ParamStore;
 use serde::{Deserialize, Serialize};
 use tensor::{Error, Result};
+
+use crate::run::Network;
 
 pub use streams::{Stream, StreamData};
 pub use trainable::{Trainable, TrainableReport};
@@ -82,6 +86,49 @@ pub enum Method {
         #[serde(default, skip_serializing_if = "DiffTuningForm::is_sampled")]
         form: DiffTuningForm,
     },
+    /// DeMe ("Decouple-Then-Merge", CVPR 2025): fine-tunes the starting model on one of
+    /// `ranges` equal timestep ranges of [0, T) (range 0 nearest the data, see [`deme_range`]),
+    /// with probability `full_prob` per batch on all of [0, T) instead (antithetic pairs, see
+    /// [`crate::diffusion::TimestepSampler::Range`]), a consistency loss against the frozen starting model, and
+    /// channel-wise projections that train with the model. `difftune merge` combines the runs of
+    /// all ranges.
+    Deme {
+        /// N, the number of ranges.
+        ranges: usize,
+        /// The range this run trains on, 0 to N - 1.
+        range: usize,
+        /// The probability p of a batch from all of [0, T): 0.3 as in the official church
+        /// script (the code's default is 0.5).
+        #[serde(default = "Deme::full_prob")]
+        full_prob: f64,
+        /// The consistency loss's weight (0 for none).
+        #[serde(default = "Deme::consistency")]
+        consistency: f64,
+        /// Whether to add channel-wise projections (identity at first).
+        #[serde(default = "Deme::projection")]
+        projection: bool,
+    },
+}
+
+/// The official code's defaults for [`Method::Deme`].
+struct Deme;
+
+impl Deme {
+    fn full_prob() -> f64 {
+        0.3
+    }
+    fn consistency() -> f64 {
+        1.0
+    }
+    fn projection() -> bool {
+        true
+    }
+}
+
+/// The steps `lo..hi` of range `range` of `ranges` equal ranges of `steps` timesteps (equal up
+/// to one step where `ranges` does not divide `steps`).
+pub fn deme_range(ranges: usize, range: usize, steps: usize) -> (usize, usize) {
+    (range * steps / ranges, (range + 1) * steps / ranges)
 }
 
 /// The two forms of Diff-Tuning's objective.
@@ -142,11 +189,12 @@ impl Method {
         match self {
             Method::Standard { .. } => "standard",
             Method::DiffTuning { .. } => "diff-tuning",
+            Method::Deme { .. } => "deme",
         }
     }
 
     /// Every method's name.
-    pub const NAMES: [&'static str; 2] = ["standard", "diff-tuning"];
+    pub const NAMES: [&'static str; 3] = ["standard", "diff-tuning", "deme"];
 
     /// The method of `name` with its default options (an error for a method with a required
     /// option, naming it).
@@ -168,15 +216,41 @@ impl Method {
     /// Checks the options, naming the offending key as `method.<key>`.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::msg(format!("config `method.{key}`: {msg}")));
+        let weight = |consistency: f64| match consistency >= 0.0 && consistency.is_finite() {
+            true => Ok(()),
+            false => bad(
+                "consistency",
+                format!("must be finite and >= 0, got {consistency}"),
+            ),
+        };
         match self {
-            Method::Standard { consistency } => {
-                if !(*consistency >= 0.0 && consistency.is_finite()) {
+            Method::Standard { consistency } => weight(*consistency),
+            Method::Deme {
+                ranges,
+                range,
+                full_prob,
+                consistency,
+                projection: _,
+            } => {
+                if *ranges == 0 {
+                    return bad("ranges", "must be at least 1".into());
+                }
+                if range >= ranges {
                     return bad(
-                        "consistency",
-                        format!("must be finite and >= 0, got {consistency}"),
+                        "range",
+                        format!(
+                            "is {range}, but the {ranges} ranges are numbered 0 to {}",
+                            ranges - 1
+                        ),
                     );
                 }
-                Ok(())
+                if !(0.0..=1.0).contains(full_prob) {
+                    return bad(
+                        "full_prob",
+                        format!("must be a probability in [0, 1], got {full_prob}"),
+                    );
+                }
+                weight(*consistency)
             }
             Method::DiffTuning {
                 bank,
@@ -244,11 +318,47 @@ impl Method {
     /// The extra loss terms of the method.
     pub fn terms(&self) -> Vec<Term> {
         match self {
-            Method::Standard { consistency } if *consistency > 0.0 => vec![Term::Consistency {
-                weight: *consistency,
-            }],
+            Method::Standard { consistency } | Method::Deme { consistency, .. }
+                if *consistency > 0.0 =>
+            {
+                vec![Term::Consistency {
+                    weight: *consistency,
+                }]
+            }
             _ => vec![],
         }
+    }
+}
+
+impl Method {
+    /// Adds what the method adds to the model (DeMe's projections), trainable; returns their
+    /// names.
+    pub fn add_parameters(&self, network: &Network, ps: &mut ParamStore) -> Result<Vec<String>> {
+        match self {
+            Method::Deme {
+                projection: true, ..
+            } => models::projection::add_projections(ps, &network.projections()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Adds what this method and the `trainable` kind add to `network`'s parameters in `ps`
+    /// and sets which train: the kind first, then the method's additions, which always train.
+    pub fn prepare(
+        &self,
+        trainable: &Trainable,
+        network: &Network,
+        ps: &mut ParamStore,
+    ) -> Result<TrainableReport> {
+        let mut report = trainable.apply(network, ps)?;
+        let added = self.add_parameters(network, ps)?;
+        if !added.is_empty() {
+            report.added.extend(added);
+            report.added.sort();
+            report.trainable = ps.trainable_count();
+            report.total = ps.param_count();
+        }
+        Ok(report)
     }
 }
 

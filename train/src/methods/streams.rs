@@ -3,7 +3,7 @@
 
 use tensor::Result;
 
-use super::{bank_images, DiffTuningForm, Method};
+use super::{bank_images, deme_range, DiffTuningForm, Method};
 use crate::diffusion::TimestepSampler;
 
 /// Where a stream's images come from.
@@ -57,6 +57,24 @@ impl Method {
         };
         Ok(match self {
             Method::Standard { .. } => vec![target(batch_size, TimestepSampler::uniform(steps)?)],
+            Method::Deme {
+                ranges,
+                range,
+                full_prob,
+                ..
+            } => {
+                if *ranges > steps {
+                    return Err(tensor::Error::msg(format!(
+                        "config `method.ranges`: {ranges} ranges of a process of {steps} steps \
+                         leave some empty; at most {steps}"
+                    )));
+                }
+                let (lo, hi) = deme_range(*ranges, *range, steps);
+                vec![target(
+                    batch_size,
+                    TimestepSampler::range(steps, lo, hi, *full_prob)?,
+                )]
+            }
             Method::DiffTuning {
                 bank,
                 bank_share,

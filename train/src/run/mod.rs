@@ -177,7 +177,9 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
         state.image_shape,
         state.classes.len(),
     )?;
-    let added = state.config.trainable.apply(&network, &mut params)?.added;
+    let added = (state.config.method)
+        .prepare(&state.config.trainable, &network, &mut params)?
+        .added;
     load_weights(&mut params, &files, None, &added)?;
     if device.is_cuda() {
         params.set_compute_dtype(state.config.compute_dtype()?);
@@ -305,6 +307,27 @@ fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[Strin
     load_weights(ps, &files, labels, added)
 }
 
+/// The model of `state`'s config, with what its method adds (DeMe's identity projections), and
+/// the weights of `init` as a run of that config starting from it loads them.
+pub(crate) fn load_init_store(init: &Path, state: &CheckpointState) -> Result<LoadedModel> {
+    let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
+    let mut params = ParamStore::new(DType::F32, device, state.config.seed);
+    let network = Network::new(
+        &mut params,
+        &state.config,
+        state.image_shape,
+        state.classes.len(),
+    )?;
+    let added = state.config.method.add_parameters(&network, &mut params)?;
+    load_init(init, &mut params, &network, &added)?;
+    Ok(LoadedModel {
+        network,
+        params,
+        state: state.clone(),
+        dir: init.to_path_buf(),
+    })
+}
+
 /// The fields that may change between a run and its resumption.
 fn resumable_view(c: &RunConfig) -> RunConfig {
     RunConfig {
@@ -349,7 +372,9 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let out = &config.out;
     let data = load_data(config)?;
     let (network, mut ps) = build_model(config, &data, device)?;
-    let trainable = config.trainable.apply(&network, &mut ps)?;
+    let trainable = config
+        .method
+        .prepare(&config.trainable, &network, &mut ps)?;
     let image_shape = data.image_shape();
     let process = config.diffusion_config()?;
     let diffusion = create_diffusion("", &process)?;

@@ -199,6 +199,14 @@ impl Network {
         }
     }
 
+    /// Where DeMe's channel-wise projections go (see [`models::projection`]).
+    pub fn projections(&self) -> Vec<models::projection::ProjectionPoint> {
+        match self {
+            Network::Dit(dit) => dit.projections(),
+            Network::Unet(u) => u.model.projections(),
+        }
+    }
+
     /// The weights LoRA adapts when the config names none: the attention and MLP Linear
     /// weights of DiT's blocks; the U-Net's attention projections.
     pub fn lora_targets(&self) -> Vec<String> {

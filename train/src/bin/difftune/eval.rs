@@ -11,12 +11,14 @@ use train::data::DataSource;
 use train::eval::data::read_image_folder;
 use train::eval::protocol::{Judge, Protocol};
 use train::files::write_atomic;
+use train::methods::merge::ensemble;
+use train::run::{load_model, Weights};
 
 use crate::sample::SamplerFlags;
 
 /// Evaluate generated images against a reference data set.
 #[derive(Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["images", "checkpoint", "dataset", "noise"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["images", "checkpoint", "ensemble", "dataset", "noise"])))]
 pub struct EvalArgs {
     /// Folder of generated images: flat, or one sub-folder per requested class (named by class
     /// index or class name), which adds the class accuracy.
@@ -25,6 +27,10 @@ pub struct EvalArgs {
     /// A run or checkpoint folder: sample `--samples` images, the same number of each class.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// DeMe's ensemble before merging: the `deme` runs of every range of one split, each
+    /// timestep denoised by its range's run (samples as --checkpoint).
+    #[arg(long, num_args = 1..)]
+    ensemble: Vec<PathBuf>,
     /// A data set's own images (`--samples` of them, drawn at random): the scale's good end.
     #[arg(long)]
     dataset: Option<String>,
@@ -53,6 +59,8 @@ enum Source {
     Images(PathBuf),
     /// Samples of a checkpoint.
     Checkpoint(PathBuf),
+    /// Samples of DeMe's ensemble of range runs.
+    Ensemble(Vec<PathBuf>),
     /// A data set's images.
     Dataset(DataSource),
     /// Uniform noise.
@@ -66,6 +74,9 @@ impl Source {
         }
         if let Some(dir) = &args.checkpoint {
             return Ok(Source::Checkpoint(dir.clone()));
+        }
+        if !args.ensemble.is_empty() {
+            return Ok(Source::Ensemble(args.ensemble.clone()));
         }
         if let Some(name) = &args.dataset {
             return Ok(Source::Dataset(DataSource::parse(name, "--dataset")?));
@@ -89,19 +100,22 @@ impl Source {
                 Ok((folder.images, folder.labels))
             }
             Source::Checkpoint(dir) => {
-                let (images, labels) = judge
+                let sampled = judge
                     .sample(dir, args.seed, true)
                     .map_err(|e| Error::msg(format!("--checkpoint {e}")))?;
-                if let Some(out) = &args.save_images {
-                    // An unconditional model's samples go to one sub-folder.
-                    let unconditional = (vec![0; images.shape()[0]], vec!["samples".to_string()]);
-                    let (labels, classes) = match &labels {
-                        Some(labels) => (labels, &model.config.classes),
-                        None => (&unconditional.0, &unconditional.1),
-                    };
-                    save_image_folder(out, &images, labels, classes)?;
-                }
-                Ok((images, labels))
+                save_samples(args, judge, sampled)
+            }
+            Source::Ensemble(runs) => {
+                let models = runs
+                    .iter()
+                    .map(|run| Ok((run.clone(), load_model(run, Weights::Ema)?)))
+                    .collect::<tensor::Result<Vec<_>>>()?;
+                let stages =
+                    ensemble(&models).map_err(|e| Error::msg(format!("--ensemble: {e}")))?;
+                let state = &models[0].1.state;
+                let sampled =
+                    judge.sample_in_stages(&stages, state, "ensemble", args.seed, true)?;
+                save_samples(args, judge, sampled)
             }
             Source::Dataset(data) => {
                 let data = data.held_out(model.config.input)?;
@@ -167,6 +181,25 @@ impl ProtocolFlags {
             seed,
         }
     }
+}
+
+/// Saves sampled images to `--save-images` when asked, a sub-folder per class (one for an
+/// unconditional model's samples), and hands them on.
+fn save_samples(
+    args: &EvalArgs,
+    judge: &Judge,
+    sampled: (Tensor, Option<Vec<i64>>),
+) -> tensor::Result<(Tensor, Option<Vec<i64>>)> {
+    if let Some(out) = &args.save_images {
+        let (images, labels) = &sampled;
+        let unconditional = (vec![0; images.shape()[0]], vec!["samples".to_string()]);
+        let (labels, classes) = match labels {
+            Some(labels) => (labels, &judge.classifier.config.classes),
+            None => (&unconditional.0, &unconditional.1),
+        };
+        save_image_folder(out, images, labels, classes)?;
+    }
+    Ok(sampled)
 }
 
 pub fn run(args: EvalArgs) -> tensor::Result<()> {

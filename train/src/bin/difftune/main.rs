@@ -7,6 +7,7 @@ mod eval;
 mod export;
 mod forgetting;
 mod info;
+mod merge;
 mod parity;
 mod sample;
 mod study;
@@ -35,6 +36,7 @@ enum Command {
     Finetune(train::FinetuneArgs),
     Bank(bank::BankArgs),
     Forgetting(forgetting::ForgettingArgs),
+    Merge(merge::MergeArgs),
     Sample(sample::SampleArgs),
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => train::finetune(args),
         Command::Bank(args) => bank::run(args),
         Command::Forgetting(args) => forgetting::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Info(args) => info::run(args),
         Command::Classifier(args) => classifier::run(args),
