@@ -73,7 +73,7 @@ fn a_study_runs_every_variant_and_seed_resumes_and_skips() {
 
     // An interrupted study: one run stopped at its first checkpoint (step 4 of 8).
     let configs = study.configs().unwrap();
-    let partial = study.run_config(&configs[1], "fast", 1);
+    let partial = study.run_config(&configs[1].1, "fast", 1);
     let stopped = RunConfig {
         steps: 4,
         ..partial.clone()
@@ -107,7 +107,9 @@ fn a_study_runs_every_variant_and_seed_resumes_and_skips() {
     assert_eq!(results.len(), 2);
     for (variant, result) in study.variants.iter().zip(&results) {
         assert_eq!(result.name, variant.name);
-        assert!(result.steps_per_sec > 0.0 && result.trainable.trainable > 0);
+        assert!(
+            result.steps_per_sec.unwrap() > 0.0 && result.trainable.as_ref().unwrap().trainable > 0
+        );
         for (i, &seed) in study.seeds.iter().enumerate() {
             let record = read_record(&study.run_dir(&variant.name, seed))
                 .unwrap()
@@ -130,6 +132,133 @@ fn a_study_runs_every_variant_and_seed_resumes_and_skips() {
     let again = train::study::run(&study, "again", false).unwrap();
     assert_eq!((again.counts.ran, again.counts.skipped), (0, 4));
     assert_eq!(again.results, results);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_study_merges_and_ensembles_its_hidden_range_runs_and_shares_its_runs_between_processes() {
+    let dir = scratch("deme-study");
+    let data = image_folder(&dir, usize::MAX, 3);
+    // The pretrained model all runs start from.
+    let mut source = common::tiny_config(&data, &dir.join("pretrained"));
+    source.steps = 4;
+    train(&source, &TrainOptions::default()).unwrap();
+    let base = train::run::export::export(&source.out, &dir.join("pretrained.safetensors"));
+    base.unwrap();
+    let range = |r: usize| {
+        json!({"name": format!("range-{r}"), "hidden": true, "overrides": {
+            "init": dir.join("pretrained.safetensors"), "steps": 4,
+            "method": {"name": "deme", "ranges": 2, "range": r}}})
+    };
+    let parts = json!(["range-0", "range-1"]);
+    let variants = json!([
+        {"name": "pretrained", "model": dir.join("pretrained.safetensors")},
+        range(0),
+        range(1),
+        {"name": "ensemble", "ensemble": parts},
+        {"name": "merged", "merge": {"runs": parts}},
+        {"name": "merged-grid", "merge": {"runs": parts, "weights": "grid", "grid": [0.5, 1],
+            "validation": {"reference": format!("{}:1", data.display()), "samples": 10}}}
+    ]);
+    let file = study_file(&dir, &data, variants);
+    let study = Study::from_file(&file).unwrap();
+
+    // Two processes share the study's runs; whichever finishes last writes the results (a
+    // third invocation writes them should both have finished at once).
+    let [a, b] = [0, 1].map(|_| {
+        difftune(&["study", &file.display().to_string(), "--quiet"])
+            .spawn()
+            .unwrap()
+    });
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let last = train::study::run(&study, "again", false).unwrap();
+    assert_eq!(
+        (last.counts.ran, last.counts.busy),
+        (0, 0),
+        "{:?}",
+        last.counts
+    );
+    assert_eq!(last.counts.skipped, 2 * 6);
+    // Hidden runs are trained, not evaluated nor reported.
+    for seed in [0, 1] {
+        let run = study.run_dir("range-1", seed);
+        assert!(checkpoint::latest(&run).unwrap().is_some());
+        assert!(read_record(&run).unwrap().is_none());
+        assert!(study
+            .run_dir("merged", seed)
+            .join("merged.safetensors")
+            .is_file());
+    }
+    let names: Vec<String> = last.results.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, ["pretrained", "ensemble", "merged", "merged-grid"]);
+    assert!(last
+        .results
+        .iter()
+        .all(|r| r.trainable.is_none() && r.steps_per_sec.is_none()));
+    let md = std::fs::read_to_string(study.out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| merged | — (merge of range-0, range-1, weights uniform) | — |"),
+        "{md}"
+    );
+    // The grid merge records its search in the merged file.
+    let merged = study.run_dir("merged-grid", 0).join("merged.safetensors");
+    let st = tensor::safetensors::SafeTensorsFile::open(&merged).unwrap();
+    let record: Value = serde_json::from_str(&st.metadata()["difftune.merge"]).unwrap();
+    assert_eq!(record["grid"].as_array().unwrap().len(), 4, "{record}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn derived_variants_are_checked_before_anything_runs() {
+    let dir = scratch("deme-bad");
+    let data = image_folder(&dir, 2, 1);
+    let eval_reference = data.display().to_string();
+    let cases = [
+        (
+            json!({"name": "m", "merge": {"runs": ["nope"]}}),
+            "`nope` is not a trained variant",
+        ),
+        (
+            json!({"name": "m", "merge": {"runs": ["a"], "weights": "1,2"}}),
+            "2 weights for 1 runs",
+        ),
+        (
+            json!({"name": "m", "merge": {"runs": ["a"], "weights": "grid"}}),
+            "other than the evaluation's",
+        ),
+        (
+            json!({"name": "m", "merge": {"runs": ["a"], "weights": "grid",
+            "validation": {"reference": eval_reference}}}),
+            "other than the evaluation's",
+        ),
+        (
+            json!({"name": "m", "ensemble": ["a"], "model": "x"}),
+            "one of `model`",
+        ),
+        (
+            json!({"name": "m", "model": "/no/such/model"}),
+            "no such file",
+        ),
+        (
+            json!({"name": "m", "ensemble": ["a"], "hidden": true}),
+            "`hidden`",
+        ),
+    ];
+    for (variant, message) in cases {
+        let file = study_file(&dir, &data, json!([{"name": "a"}, variant]));
+        let err = Study::from_file(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("variant `m`") && err.contains(message),
+            "{message}: {err}"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -248,7 +377,20 @@ fn the_committed_studies_are_valid() {
                 serde_json::from_str(&std::fs::read_to_string(root.join(base)).unwrap()).unwrap();
         }
         let configs = study.configs().unwrap();
-        assert_eq!(configs.len(), study.variants.len(), "{}", file.display());
+        let trained = study.variants.iter().filter(|v| v.is_trained()).count();
+        assert_eq!(configs.len(), trained, "{}", file.display());
+        for v in &study.variants {
+            for part in v.parts() {
+                assert!(
+                    configs.iter().any(|(t, _)| &t.name == part),
+                    "{}",
+                    file.display()
+                );
+            }
+            if let Some(model) = &v.model {
+                assert!(root.join(model).exists(), "{}", model.display());
+            }
+        }
         assert!(root.join(&study.eval.classifier).is_file());
     }
 }

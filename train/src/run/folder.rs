@@ -25,32 +25,49 @@ pub struct RunLock {
 /// is an error naming it (and its process id).
 pub fn lock(out: &Path) -> Result<RunLock> {
     fs::create_dir_all(out).map_err(io_error(out))?;
-    let path = out.join(LOCK_FILE);
+    match try_lock(&out.join(LOCK_FILE))? {
+        Ok(lock) => Ok(lock),
+        Err(holder) => Err(Error::msg(format!(
+            "{} is in use by another difftune run (process {holder}); wait for it to finish or \
+             choose another --out",
+            out.display(),
+        ))),
+    }
+}
+
+/// A study's claim on one of its run folders, so that several processes can share a study's
+/// runs: `None` when another process holds it. Independent of the run's own [`lock`].
+pub fn claim(dir: &Path) -> Result<Option<RunLock>> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    Ok(try_lock(&dir.join(CLAIM_FILE))?.ok())
+}
+
+/// The file a study's claim on a run folder locks.
+const CLAIM_FILE: &str = "study.lock";
+
+/// Locks the file at `path` (creating it) and writes this process's id into it; `Err` holds
+/// the holder's id when another process has it.
+fn try_lock(path: &Path) -> Result<std::result::Result<RunLock, String>> {
     let mut file = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(io_error(&path))?;
+        .open(path)
+        .map_err(io_error(path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            return Err(Error::msg(format!(
-                "{} is in use by another difftune run (process {}); wait for it to finish or \
-                 choose another --out",
-                out.display(),
-                holder.trim()
-            )));
+            let holder = fs::read_to_string(path).unwrap_or_default();
+            return Ok(Err(holder.trim().to_string()));
         }
-        Err(TryLockError::Error(e)) => return Err(io_error(&path)(e)),
+        Err(TryLockError::Error(e)) => return Err(io_error(path)(e)),
     }
     // Only the holder writes its id, so a reader sees whoever holds the lock now.
     file.set_len(0)
         .and_then(|_| write!(file, "{}", std::process::id()))
-        .map_err(io_error(&path))?;
-    Ok(RunLock { _file: file })
+        .map_err(io_error(path))?;
+    Ok(Ok(RunLock { _file: file }))
 }
 
 /// What a fresh run (one with no checkpoint to resume) may find in its folder: nothing, or the
@@ -65,7 +82,7 @@ pub fn check_fresh(out: &Path, config: &RunConfig, resume: bool) -> Result<()> {
         .map_err(io_error(out))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != LOCK_FILE && !is_empty_dir(&out.join(name)))
+        .filter(|name| name != LOCK_FILE && name != CLAIM_FILE && !is_empty_dir(&out.join(name)))
         .collect();
     if found.is_empty() {
         return Ok(());
@@ -105,6 +122,18 @@ mod tests {
             std::env::temp_dir().join(format!("difftune-folder-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn a_claim_is_held_once_apart_from_the_run_lock_and_leaves_the_folder_fresh() {
+        let dir = temp("claim");
+        let claimed = claim(&dir).unwrap().expect("free");
+        assert!(claim(&dir).unwrap().is_none(), "claimed twice");
+        let run = lock(&dir).unwrap();
+        check_fresh(&dir, &RunConfig::default(), false).unwrap();
+        drop((claimed, run));
+        assert!(claim(&dir).unwrap().is_some());
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -28,6 +28,15 @@
 //!   replaces the base's object, so the old kind's options do not carry over. An unknown key, an
 //!   option the variant's kind does not have, a bad value, or `seed`/`out` (set by the study) is
 //!   an error naming the variant and the key, before anything runs.
+//! - Variants that are not trained (no `overrides`), made once per seed instead:
+//!   `"model": PATH` evaluates a model as it is (e.g. the pretrained one, with each seed's
+//!   sampling noise); `"merge": {"runs": [...], "weights": "uniform" | "grid" | "w1,...,wN",
+//!   "grid": [...], "validation": {...}}` merges the named trained variants' runs of the seed onto
+//!   their `init` (DeMe, see [`crate::methods::merge`]; `grid` scores every combination on the
+//!   validation protocol, the `eval` with `validation`'s keys, whose `reference` must differ from
+//!   the evaluation's); `"ensemble": [...]` samples with the named `deme` runs, each timestep by
+//!   its range's run. `"hidden": true` trains a variant without evaluating or reporting it (the
+//!   range runs of a merge).
 //! - `x` (every variant or none) and `x_label`: a swept number, plotted on the horizontal axis.
 //! - `seeds`: every variant trains once per seed.
 //! - `eval`: the protocol ([`crate::eval::protocol::Protocol`]: `samples`, `sampler`,
@@ -42,7 +51,9 @@
 //! `out/<variant>/seed-<s>/` is a run folder ([`crate::run`]) with `eval.json` (see
 //! [`runner::EvalRecord`]) and `eval-samples.png` beside it. An invocation trains what is not
 //! finished (resuming an interrupted run) and evaluates what is not evaluated; a run finished and
-//! evaluated under the same config and protocol is skipped. Then [`summary`] writes
+//! evaluated under the same config and protocol is skipped. Several processes may run one study
+//! at once (one per core): each claims a run folder before it starts on it (`study.lock`), and
+//! the last to finish writes the results. Then [`summary`] writes
 //! `results.json` and `results.md` (per metric, each variant's per-seed values, mean and 95%
 //! Student-t interval, the best variant marked; its trainable parameters and steps/s),
 //! `metrics.png` (bars with error bars) and, with `x`, `sweep.png` (each metric against `x` with
@@ -74,9 +85,18 @@ pub struct StudyOutcome {
 }
 
 /// Runs what is left of `study` and writes its results; `command` (how it was run) heads the
-/// report. `progress`: a bar over the whole study.
+/// report. With runs left to another process on the same study, nothing is written: the last
+/// process to finish writes the results. `progress`: a bar over the whole study.
 pub fn run(study: &Study, command: &str, progress: bool) -> Result<StudyOutcome> {
     let counts = run_all(study, progress)?;
+    if counts.busy > 0 {
+        // Another process is still at work on this study: it (or the next run) reports.
+        return Ok(StudyOutcome {
+            counts,
+            results: Vec::new(),
+            written: Vec::new(),
+        });
+    }
     let results = gather(study)?;
     let mut written = summary::write(study, &results, command)?;
     let samples = study.out.join("samples.png");

@@ -21,10 +21,12 @@ pub struct VariantResult {
     pub x: Option<f64>,
     /// Per metric (in the order `eval.json` lists them) the value of each seed, in seed order.
     pub metrics: Vec<(String, Vec<f64>)>,
-    /// Which parameters train (the first seed's run; the seed does not change it).
-    pub trainable: TrainableReport,
-    /// Optimisation steps per second, averaged over every logged line of every seed.
-    pub steps_per_sec: f64,
+    /// Which parameters train (the first seed's run; the seed does not change it); `None` for a
+    /// variant that is not trained (a model, merge or ensemble).
+    pub trainable: Option<TrainableReport>,
+    /// Optimisation steps per second, averaged over every logged line of every seed; `None`
+    /// for a variant that is not trained.
+    pub steps_per_sec: Option<f64>,
 }
 
 /// The place of a metric in tables and plots: FD, KID, IS, precision, recall, class accuracy.
@@ -61,12 +63,13 @@ fn read_trainable(run: &Path) -> Result<TrainableReport> {
     })
 }
 
-/// The numbers of every variant, read from its evaluated runs; a run without `eval.json` is an
-/// error naming it.
+/// The numbers of every variant but the hidden ones, read from its evaluated runs; a run
+/// without `eval.json` is an error naming it.
 pub fn gather(study: &Study) -> Result<Vec<VariantResult>> {
     study
         .variants
         .iter()
+        .filter(|v| !v.hidden)
         .map(|v| {
             let mut metrics: Vec<(String, Vec<f64>)> = Vec::new();
             let (mut rate_sum, mut rate_count) = (0.0, 0usize);
@@ -85,8 +88,10 @@ pub fn gather(study: &Study) -> Result<Vec<VariantResult>> {
                         None => metrics.push((name.clone(), vec![value])),
                     }
                 }
-                for line in metrics::read(&run.join("metrics.jsonl"))? {
-                    (rate_sum, rate_count) = (rate_sum + line.steps_per_sec, rate_count + 1);
+                if v.is_trained() {
+                    for line in metrics::read(&run.join("metrics.jsonl"))? {
+                        (rate_sum, rate_count) = (rate_sum + line.steps_per_sec, rate_count + 1);
+                    }
                 }
             }
             metrics.sort_by_key(|(name, _)| metric_rank(name));
@@ -103,8 +108,11 @@ pub fn gather(study: &Study) -> Result<Vec<VariantResult>> {
                 name: v.name.clone(),
                 x: v.x,
                 metrics,
-                trainable: read_trainable(&study.run_dir(&v.name, study.seeds[0]))?,
-                steps_per_sec: rate_sum / rate_count.max(1) as f64,
+                trainable: match v.is_trained() {
+                    true => Some(read_trainable(&study.run_dir(&v.name, study.seeds[0]))?),
+                    false => None,
+                },
+                steps_per_sec: v.is_trained().then(|| rate_sum / rate_count.max(1) as f64),
             })
         })
         .collect()
@@ -119,6 +127,7 @@ pub fn save_samples(study: &Study, path: &Path) -> Result<()> {
     let grids = study
         .variants
         .iter()
+        .filter(|v| !v.hidden)
         .map(|v| {
             decode(
                 &study.run_dir(&v.name, study.seeds[0]).join(EVAL_GRID),

@@ -2,18 +2,19 @@
 //! invocation was interrupted), then evaluated once into `eval.json`; finished and evaluated runs
 //! are skipped.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tensor::{Error, Result};
 
-use super::spec::Study;
+use super::spec::{MergeSpec, Study, Variant, VariantKind};
 use crate::data::save_grid;
 use crate::eval::protocol::{Judge, Protocol};
 use crate::eval::EvalReport;
 use crate::files::write_atomic;
-use crate::run::{train, RunConfig, TrainOptions};
+use crate::methods::merge::{ensemble, Merge, MergeRecord, MergeWeights};
+use crate::run::{checkpoint, folder, load_model, train, RunConfig, TrainOptions, Weights};
 
 /// A run's evaluation, beside it as `eval.json`.
 pub const EVAL_FILE: &str = "eval.json";
@@ -70,17 +71,37 @@ pub fn read_record(run: &Path) -> Result<Option<EvalRecord>> {
     }
 }
 
-/// Whether the run of `config` is finished and evaluated under `protocol`: its saved config is
-/// this one and its `eval.json` is of its last step under this protocol.
-fn done(config: &RunConfig, protocol: &Protocol) -> Result<bool> {
+/// Whether the run of `config` is finished and evaluated under `protocol` (`None`: only
+/// finished, for a hidden variant): its saved config is this one and its `eval.json` is of its
+/// last step under this protocol (or its latest checkpoint is of its last step).
+fn done(config: &RunConfig, protocol: Option<&Protocol>) -> Result<bool> {
     let saved = config.out.join("config.json");
-    if !saved.is_file() {
+    if !saved.is_file() || RunConfig::from_file(&saved)? != *config {
         return Ok(false);
     }
-    let same = RunConfig::from_file(&saved)? == *config;
-    Ok(same
-        && read_record(&config.out)?
-            .is_some_and(|r| r.step == config.steps && r.protocol == *protocol))
+    match protocol {
+        Some(protocol) => Ok(read_record(&config.out)?
+            .is_some_and(|r| r.step == config.steps && r.protocol == *protocol)),
+        None => Ok(match checkpoint::latest(&config.out)? {
+            Some(dir) => checkpoint::load_state(&dir)?.step == config.steps,
+            None => false,
+        }),
+    }
+}
+
+/// The file a variant that is not trained keeps its definition in, to tell when it changed.
+const VARIANT_FILE: &str = "variant.json";
+
+/// Whether a variant that is not trained is evaluated in `dir` under `protocol` as it is
+/// defined now.
+fn derived_done(variant: &Variant, dir: &Path, protocol: &Protocol) -> Result<bool> {
+    let same = std::fs::read_to_string(dir.join(VARIANT_FILE))
+        .is_ok_and(|text| text == variant_json(variant));
+    Ok(same && read_record(dir)?.is_some_and(|r| r.protocol == *protocol))
+}
+
+fn variant_json(variant: &Variant) -> String {
+    serde_json::to_string_pretty(variant).expect("a variant is plain JSON")
 }
 
 /// How one invocation of [`run_all`] went.
@@ -90,48 +111,71 @@ pub struct RunCounts {
     pub ran: usize,
     /// Runs already finished and evaluated.
     pub skipped: usize,
+    /// Runs left to another process running the same study: being trained there, or made from
+    /// runs that are.
+    pub busy: usize,
 }
 
-/// Trains and evaluates every run of the study not yet done, variant by variant, seed by seed.
-/// `progress`: one bar over the whole study on standard error.
+/// One thing a study does for one seed.
+enum Job<'a> {
+    /// Train a run, then evaluate it unless its variant is hidden.
+    Train(&'a Variant, Box<RunConfig>),
+    /// Make and evaluate a variant that is not trained.
+    Derive(&'a Variant, u64),
+}
+
+/// Trains and evaluates every run of the study not yet done, variant by variant, seed by seed;
+/// then the variants made from them (models, merges, ensembles). Several processes may run the
+/// same study: each claims a run before it starts it and leaves those claimed by another, and
+/// the variants made of runs not yet finished (see [`RunCounts::busy`]). `progress`: one bar
+/// over the whole study on standard error.
 pub fn run_all(study: &Study, progress: bool) -> Result<RunCounts> {
     let configs = study.configs()?;
-    let runs: Vec<RunConfig> = study
-        .variants
-        .iter()
-        .zip(&configs)
-        .flat_map(|(v, c)| study.seeds.iter().map(|&s| study.run_config(c, &v.name, s)))
-        .collect();
-    let pending: Vec<bool> = runs
-        .iter()
-        .map(|c| done(c, &study.eval).map(|d| !d))
-        .collect::<Result<_>>()?;
+    let trained = configs.iter().flat_map(|(v, c)| {
+        (study.seeds.iter()).map(move |&s| Job::Train(v, Box::new(study.run_config(c, &v.name, s))))
+    });
+    let derived = (study.variants.iter())
+        .filter(|v| !v.is_trained())
+        .flat_map(|v| study.seeds.iter().map(move |&s| Job::Derive(v, s)));
+    let jobs: Vec<Job> = trained.chain(derived).collect();
+    let is_done = |job: &Job| match job {
+        Job::Train(v, c) => done(c, (!v.hidden).then_some(&study.eval)),
+        Job::Derive(v, s) => derived_done(v, &study.run_dir(&v.name, *s), &study.eval),
+    };
+    let mut finished: Vec<bool> = jobs.iter().map(is_done).collect::<Result<_>>()?;
     let mut counts = RunCounts {
-        skipped: pending.iter().filter(|p| !**p).count(),
+        skipped: finished.iter().filter(|d| **d).count(),
         ..Default::default()
     };
-    if counts.skipped == runs.len() {
+    if counts.skipped == jobs.len() {
         return Ok(counts);
     }
     let judge = study.eval.judge()?;
-    let bar = progress.then(|| crate::progress::bar(runs.len() as u64, "study"));
+    let bar = progress.then(|| crate::progress::bar(jobs.len() as u64, "study"));
     if let Some(bar) = &bar {
         bar.set_position(counts.skipped as u64);
     }
-    for (config, _) in runs.iter().zip(&pending).filter(|(_, p)| **p) {
-        if let Some(bar) = &bar {
-            bar.set_message(config.out.display().to_string());
+    // Passes over what is left until one does nothing: runs another process held in one pass
+    // may be done (or free) in the next.
+    loop {
+        let (mut ran, mut busy) = (0, 0);
+        for (job, finished) in jobs.iter().zip(&mut finished) {
+            if *finished || is_done(job)? {
+                *finished = true;
+                continue;
+            }
+            match run_job(study, &configs, job, &judge, bar.as_ref())? {
+                true => (ran, *finished) = (ran + 1, true),
+                false => busy += 1,
+            }
+            if let Some(bar) = &bar {
+                bar.set_position(counts.skipped as u64 + counts.ran as u64 + ran as u64);
+            }
         }
-        let err = |e: Error| Error::msg(format!("study run {}: {e}", config.out.display()));
-        let options = TrainOptions {
-            resume: true,
-            progress: false,
-        };
-        train(config, &options).map_err(err)?;
-        evaluate_run(config, &judge).map_err(err)?;
-        counts.ran += 1;
-        if let Some(bar) = &bar {
-            bar.inc(1);
+        counts.ran += ran;
+        counts.busy = busy;
+        if busy == 0 || ran == 0 {
+            break;
         }
     }
     if let Some(bar) = bar {
@@ -140,12 +184,157 @@ pub fn run_all(study: &Study, progress: bool) -> Result<RunCounts> {
     Ok(counts)
 }
 
-/// Evaluates a finished run under the judge's protocol, writing `eval.json` and a grid of its
-/// first samples of each class.
-fn evaluate_run(config: &RunConfig, judge: &Judge) -> Result<()> {
-    let seed = judge.protocol.seed.wrapping_add(config.seed);
-    let run = &config.out;
-    let (images, labels) = judge.sample(run, seed, false)?;
+/// Runs one job unless another process holds it (or, for a merge or ensemble, the runs it is
+/// made of are not finished): whether it ran.
+fn run_job(
+    study: &Study,
+    configs: &[(&Variant, RunConfig)],
+    job: &Job,
+    judge: &Judge,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<bool> {
+    let (variant, seed) = match job {
+        Job::Train(v, c) => (v, c.seed),
+        Job::Derive(v, s) => (v, *s),
+    };
+    let dir = study.run_dir(&variant.name, seed);
+    if let Some(bar) = bar {
+        bar.set_message(dir.display().to_string());
+    }
+    let err = |e: Error| Error::msg(format!("study run {}: {e}", dir.display()));
+    let Some(_claim) = folder::claim(&dir).map_err(err)? else {
+        return Ok(false);
+    };
+    match job {
+        Job::Train(v, config) => {
+            let options = TrainOptions {
+                resume: true,
+                progress: false,
+            };
+            train(config, &options).map_err(err)?;
+            if !v.hidden {
+                let noise = eval_seed(judge, seed);
+                let (images, labels) = judge.sample(&config.out, noise, false).map_err(err)?;
+                evaluate(&dir, judge, seed, config.steps, images, labels).map_err(err)?;
+            }
+        }
+        Job::Derive(v, seed) => {
+            for part in v.parts() {
+                let (_, config) = configs
+                    .iter()
+                    .find(|(t, _)| &t.name == part)
+                    .expect("checked");
+                if !done(&study.run_config(config, part, *seed), None)? {
+                    return Ok(false);
+                }
+            }
+            derive(study, v, *seed, judge).map_err(err)?;
+        }
+    }
+    Ok(true)
+}
+
+/// The seed of a run's evaluation samples: the protocol's plus the run's.
+fn eval_seed(judge: &Judge, seed: u64) -> u64 {
+    judge.protocol.seed.wrapping_add(seed)
+}
+
+/// The merged model's file in a merge variant's folder.
+pub const MERGED_FILE: &str = "merged.safetensors";
+
+/// Makes the variant `v` (a model, merge or ensemble) for `seed` in its folder and evaluates
+/// it. A merged model already there (from an interrupted invocation) is evaluated as it is.
+fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
+    let dir = study.run_dir(&v.name, seed);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let noise = eval_seed(judge, seed);
+    let parts = |names: &[String]| -> Vec<PathBuf> {
+        names.iter().map(|n| study.run_dir(n, seed)).collect()
+    };
+    let (images, labels) = match v.kind() {
+        VariantKind::Model(path) => judge.sample(path, noise, false)?,
+        VariantKind::Merge(spec) => {
+            let file = dir.join(MERGED_FILE);
+            if !file.is_file() {
+                merge_runs(study, spec, &parts(&spec.runs), seed, &file)?;
+            }
+            judge.sample(&file, noise, false)?
+        }
+        VariantKind::Ensemble(names) => {
+            let models = parts(names)
+                .into_iter()
+                .map(|run| Ok((run.clone(), load_model(&run, Weights::Ema)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let stages = ensemble(&models)?;
+            judge.sample_in_stages(&stages, &models[0].1.state, &v.name, noise, false)?
+        }
+        VariantKind::Trained => unreachable!("trained variants are not derived"),
+    };
+    evaluate(&dir, judge, seed, 0, images, labels)?;
+    write_atomic(&dir.join(VARIANT_FILE), variant_json(v).as_bytes())
+}
+
+/// Merges the `runs` of one seed as `spec` says into `out`; a grid search scores on the
+/// validation protocol with that seed's noise.
+fn merge_runs(
+    study: &Study,
+    spec: &MergeSpec,
+    runs: &[PathBuf],
+    seed: u64,
+    out: &Path,
+) -> Result<()> {
+    let config = RunConfig::from_file(&runs[0].join("config.json"))?;
+    let base = config
+        .init
+        .ok_or_else(|| Error::msg("the runs have no `init` to merge onto"))?;
+    let mut merge = Merge::load(&base, runs)?;
+    let n = runs.len();
+    let mut record = MergeRecord {
+        base,
+        runs: runs.to_vec(),
+        weights: vec![1.0 / n as f64; n],
+        chosen_by: "uniform".into(),
+        grid: Vec::new(),
+        validation: None,
+    };
+    match spec.weights()? {
+        MergeWeights::Uniform => {}
+        MergeWeights::Given(w) => (record.weights, record.chosen_by) = (w, "given".into()),
+        MergeWeights::Grid(values) => {
+            let judge = spec.validation(&study.eval)?.judge()?;
+            let noise = eval_seed(&judge, seed);
+            let points = merge.grid_search(&values, &judge, noise, |_| {})?;
+            let best = points
+                .iter()
+                .min_by(|a, b| a.fd.total_cmp(&b.fd))
+                .expect("a grid has a point");
+            record.weights = best.weights.clone();
+            record.chosen_by = "grid".into();
+            record.validation = Some(format!(
+                "{} images against {}, noise seed {noise}",
+                judge.protocol.samples, judge.protocol.reference
+            ));
+            record.grid = points;
+        }
+    }
+    merge.save(out, &record)?;
+    Ok(())
+}
+
+/// Scores a run's evaluation samples under the judge's protocol, writing `eval.json` (`step`:
+/// the run's last step, 0 for a variant that is not trained) and a grid of the first samples of
+/// each class into `dir`.
+fn evaluate(
+    dir: &Path,
+    judge: &Judge,
+    seed: u64,
+    step: u64,
+    images: tensor::Tensor,
+    labels: Option<Vec<i64>>,
+) -> Result<()> {
     let report = judge.evaluate(&images, labels.as_deref())?;
     // Image i is of class i % classes: the first images hold as many of each class.
     let n = images.shape()[0].min(GRID_PER_CLASS * judge.classifier.config.classes.len());
@@ -153,14 +342,14 @@ fn evaluate_run(config: &RunConfig, judge: &Judge) -> Result<()> {
     let grid_labels = labels
         .map(|l| tensor::Tensor::from_vec(l[..n].to_vec(), &[n]))
         .transpose()?;
-    save_grid(run.join(EVAL_GRID), &picked, grid_labels.as_ref(), 2)?;
+    save_grid(dir.join(EVAL_GRID), &picked, grid_labels.as_ref(), 2)?;
     let record = EvalRecord {
-        step: config.steps,
+        step,
         protocol: judge.protocol.clone(),
-        eval_seed: seed,
+        eval_seed: eval_seed(judge, seed),
         metrics: headline(&report),
         report: report.to_json(),
     };
     let json = serde_json::to_string_pretty(&record).expect("plain JSON");
-    write_atomic(&run.join(EVAL_FILE), json.as_bytes())
+    write_atomic(&dir.join(EVAL_FILE), json.as_bytes())
 }

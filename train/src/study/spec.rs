@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use tensor::{Error, Result};
 
 use crate::eval::protocol::Protocol;
+use crate::methods::merge::{grid_size, MergeWeights};
 use crate::run::RunConfig;
 
 /// A study: variants of a base run config, each trained with every seed and evaluated under one
@@ -42,6 +43,122 @@ pub struct Variant {
     /// The swept number this variant sets, if the study sweeps one.
     #[serde(default)]
     pub x: Option<f64>,
+    /// Instead of training: this model (an exported file, a run or checkpoint folder),
+    /// evaluated as it is once per seed with that seed's sampling noise (e.g. the pretrained
+    /// model a study starts from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// Instead of training: DeMe's merge of trained variants' runs of the same seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeSpec>,
+    /// Instead of training: DeMe's ensemble of these trained `deme` variants' runs of the same
+    /// seed, one per timestep range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<Vec<String>>,
+    /// Trained, but neither evaluated nor reported (the range runs a merge is made of).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+/// A study variant that merges trained variants (see [`crate::methods::merge`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeSpec {
+    /// The trained variants whose runs (of each seed) are merged, in order.
+    pub runs: Vec<String>,
+    /// `uniform`, `grid`, or one weight per run, `w1,...,wN`.
+    #[serde(default = "MergeSpec::uniform")]
+    pub weights: String,
+    /// `grid`: the values each weight takes.
+    #[serde(default = "MergeSpec::grid")]
+    pub grid: Vec<f64>,
+    /// `grid`: the validation protocol, as keys merged onto the study's `eval`; its
+    /// `reference` must be set, and differ from the evaluation's.
+    #[serde(default)]
+    pub validation: Map<String, Value>,
+}
+
+impl MergeSpec {
+    fn uniform() -> String {
+        "uniform".into()
+    }
+    fn grid() -> Vec<f64> {
+        vec![0.1, 0.25, 0.4]
+    }
+
+    /// How the weights are chosen, checked against the number of runs.
+    pub fn weights(&self) -> Result<MergeWeights> {
+        let how = MergeWeights::parse(&self.weights, &self.grid, "`merge.weights`")?;
+        if let MergeWeights::Given(w) = &how {
+            if w.len() != self.runs.len() {
+                return Err(Error::msg(format!(
+                    "`merge.weights`: {} weights for {} runs",
+                    w.len(),
+                    self.runs.len()
+                )));
+            }
+        }
+        if let MergeWeights::Grid(values) = &how {
+            grid_size(values.len(), self.runs.len())?;
+        }
+        Ok(how)
+    }
+
+    /// The validation protocol of a grid search: `eval` with `validation`'s keys.
+    pub fn validation(&self, eval: &Protocol) -> Result<Protocol> {
+        let mut json = serde_json::to_value(eval).expect("a protocol is plain JSON");
+        merge(&mut json, &Value::Object(self.validation.clone()));
+        let protocol: Protocol = serde_json::from_value(json)
+            .map_err(|e| Error::msg(format!("`merge.validation`: {e}")))?;
+        if protocol.reference == eval.reference {
+            return Err(Error::msg(format!(
+                "`merge.validation`: set a `reference` other than the evaluation's ({}): \
+                 weights are never chosen on the evaluation set",
+                eval.reference
+            )));
+        }
+        protocol.validate("`merge.validation`")?;
+        Ok(protocol)
+    }
+}
+
+/// What a variant is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VariantKind<'a> {
+    /// Trained from the base config with its overrides.
+    Trained,
+    /// A model evaluated as it is.
+    Model(&'a Path),
+    /// A merge of trained variants.
+    Merge(&'a MergeSpec),
+    /// An ensemble of trained variants.
+    Ensemble(&'a [String]),
+}
+
+impl Variant {
+    /// What the variant is (checked by [`Study::validate`] to be one thing only).
+    pub fn kind(&self) -> VariantKind<'_> {
+        match (&self.model, &self.merge, &self.ensemble) {
+            (Some(m), ..) => VariantKind::Model(m),
+            (_, Some(m), _) => VariantKind::Merge(m),
+            (.., Some(e)) => VariantKind::Ensemble(e),
+            _ => VariantKind::Trained,
+        }
+    }
+
+    /// The trained variants it is made of (a merge's or ensemble's; none otherwise).
+    pub fn parts(&self) -> &[String] {
+        match self.kind() {
+            VariantKind::Merge(spec) => &spec.runs,
+            VariantKind::Ensemble(parts) => parts,
+            _ => &[],
+        }
+    }
+
+    /// Whether it is trained (not a model, merge or ensemble).
+    pub fn is_trained(&self) -> bool {
+        self.kind() == VariantKind::Trained
+    }
 }
 
 /// Keys the study sets itself for every run.
@@ -139,7 +256,66 @@ impl Study {
             }
         }
         self.eval.validate("study `eval`")?;
-        self.configs().map(|_| ())
+        let configs = self.configs()?;
+        for v in &self.variants {
+            self.check_derived(v, &configs)
+                .map_err(|e| Error::msg(format!("study variant `{}`: {e}", v.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Checks a variant that is not trained: one kind only, its model present, the variants
+    /// it is made of trained ones of this study, its merge weights and validation protocol.
+    fn check_derived(&self, v: &Variant, configs: &[(&Variant, RunConfig)]) -> Result<()> {
+        let kinds = [v.model.is_some(), v.merge.is_some(), v.ensemble.is_some()];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => return Ok(()),
+            1 => {}
+            _ => return Err(Error::msg("give one of `model`, `merge` and `ensemble`")),
+        }
+        if !v.overrides.is_empty() || v.hidden {
+            return Err(Error::msg(
+                "`overrides` and `hidden` apply to trained variants, not to a model, merge or \
+                 ensemble",
+            ));
+        }
+        let parts = match v.kind() {
+            VariantKind::Model(path) => {
+                if !path.exists() {
+                    return Err(Error::msg(format!(
+                        "`model` {}: no such file",
+                        path.display()
+                    )));
+                }
+                return Ok(());
+            }
+            VariantKind::Merge(spec) => {
+                spec.weights()?;
+                if spec.weights == "grid" {
+                    spec.validation(&self.eval)?;
+                }
+                &spec.runs
+            }
+            VariantKind::Ensemble(parts) => parts,
+            VariantKind::Trained => unreachable!("counted above"),
+        };
+        if parts.is_empty() {
+            return Err(Error::msg("name the trained variants it is made of"));
+        }
+        for part in parts {
+            let Some((_, config)) = configs.iter().find(|(t, _)| &t.name == part) else {
+                return Err(Error::msg(format!(
+                    "`{part}` is not a trained variant of this study"
+                )));
+            };
+            if v.merge.is_some() && config.init.is_none() {
+                return Err(Error::msg(format!(
+                    "`{part}` starts from scratch: a merge needs the base its runs started from \
+                     (`init`)"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The base config as JSON, every key spelled out (defaults included), so an override
@@ -158,13 +334,14 @@ impl Study {
         Ok(serde_json::to_value(config).expect("a config is plain JSON"))
     }
 
-    /// The run config of every variant (seed and out still the base's), each checked: an unknown
-    /// key, an option of another kind, a key the study sets itself (`seed`, `out`) or a bad value
-    /// is an error naming the variant and the key.
-    pub fn configs(&self) -> Result<Vec<RunConfig>> {
+    /// The run config of every trained variant (seed and out still the base's), each checked:
+    /// an unknown key, an option of another kind, a key the study sets itself (`seed`, `out`) or
+    /// a bad value is an error naming the variant and the key.
+    pub fn configs(&self) -> Result<Vec<(&Variant, RunConfig)>> {
         let base = self.base_json()?;
         self.variants
             .iter()
+            .filter(|v| v.is_trained())
             .map(|v| {
                 let err = |msg: String| Error::msg(format!("study variant `{}`: {msg}", v.name));
                 if let Some(key) = RUNNER_KEYS.iter().find(|k| v.overrides.contains_key(**k)) {
@@ -179,7 +356,7 @@ impl Study {
                 // Checked with the study's own out: the base's may be empty.
                 config.out = self.run_dir(&v.name, 0);
                 config.validate().map_err(|e| err(e.to_string()))?;
-                Ok(config)
+                Ok((v, config))
             })
             .collect()
     }
@@ -240,7 +417,7 @@ mod tests {
     fn bad_variants_are_named_with_the_key() {
         let ok = study(json!([{"name": "a"}, {"name": "b", "overrides": {"lr": 0.01}}])).unwrap();
         let configs = ok.configs().unwrap();
-        assert_eq!((configs[0].lr, configs[1].lr), (1e-3, 0.01));
+        assert_eq!((configs[0].1.lr, configs[1].1.lr), (1e-3, 0.01));
         let cases = [
             (json!({"stepz": 3}), "stepz"),
             (json!({"trainable": {"kind": "lora", "rnk": 2}}), "rnk"),

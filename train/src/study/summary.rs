@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use tensor::{Error, Result};
 
 use super::results::{higher_is_better, VariantResult};
-use super::spec::Study;
+use super::spec::{Study, Variant, VariantKind};
 use crate::eval::interval::{markdown_table, Interval};
 use crate::files::write_atomic;
 use crate::plot::{colour, interval_line, Axis, Figure, Panel};
@@ -114,8 +114,8 @@ fn write_json(
             json!({
                 "name": r.name,
                 "x": r.x,
-                "trainable": r.trainable.trainable,
-                "total": r.trainable.total,
+                "trainable": r.trainable.as_ref().map(|t| t.trainable),
+                "total": r.trainable.as_ref().map(|t| t.total),
                 "steps_per_sec": r.steps_per_sec,
                 "metrics": metrics,
             })
@@ -139,6 +139,20 @@ fn write_json(
     });
     let text = serde_json::to_string_pretty(&report).expect("plain JSON");
     write_atomic(path, text.as_bytes())
+}
+
+/// What a variant that is not trained is made of, for the table.
+fn made_of(v: &Variant) -> String {
+    match v.kind() {
+        VariantKind::Model(path) => format!("the model {}", path.display()),
+        VariantKind::Merge(spec) => format!(
+            "merge of {}, weights {}",
+            spec.runs.join(", "),
+            spec.weights
+        ),
+        VariantKind::Ensemble(parts) => format!("ensemble of {}", parts.join(", ")),
+        VariantKind::Trained => String::new(),
+    }
 }
 
 fn write_markdown(
@@ -173,16 +187,17 @@ fn write_markdown(
         ),
         false => "| variant | trainable parameters | steps/s |\n| --- | --- | --- |\n".into(),
     };
-    for r in results {
+    for (r, v) in results
+        .iter()
+        .zip(study.variants.iter().filter(|v| !v.hidden))
+    {
         let x = r.x.map_or(String::new(), |x| format!(" {x} |"));
-        md += &format!(
-            "| {} |{x} {} of {} ({:.2}%) | {:.2} |\n",
-            r.name,
-            r.trainable.trainable,
-            r.trainable.total,
-            100.0 * r.trainable.share(),
-            r.steps_per_sec
-        );
+        let trainable = match &r.trainable {
+            Some(t) => format!("{} of {} ({:.2}%)", t.trainable, t.total, 100.0 * t.share()),
+            None => format!("— ({})", made_of(v)),
+        };
+        let rate = r.steps_per_sec.map_or("—".into(), |s| format!("{s:.2}"));
+        md += &format!("| {} |{x} {trainable} | {rate} |\n", r.name);
     }
     for row in rows {
         let direction = if higher_is_better(&row.name) {
@@ -272,7 +287,7 @@ mod tests {
                 ("class_accuracy".into(), accuracy.to_vec()),
             ],
             trainable: Default::default(),
-            steps_per_sec: 1.0,
+            steps_per_sec: Some(1.0),
         }
     }
 

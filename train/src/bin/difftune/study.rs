@@ -26,6 +26,13 @@ pub fn run(args: StudyArgs) -> Result<()> {
         outcome.counts.ran,
         outcome.counts.skipped
     );
+    if outcome.counts.busy > 0 {
+        println!(
+            "{} runs are in the hands of another process on this study; the last to finish \
+             writes the results (or run the study again when they are done)",
+            outcome.counts.busy
+        );
+    }
     for path in &outcome.written {
         println!("wrote {}", path.display());
     }
