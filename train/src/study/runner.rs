@@ -124,20 +124,25 @@ enum Job<'a> {
     Derive(&'a Variant, u64),
 }
 
-/// Trains and evaluates every run of the study not yet done, variant by variant, seed by seed;
-/// then the variants made from them (models, merges, ensembles). Several processes may run the
+/// Trains and evaluates every run of the study not yet done, and makes and evaluates the
+/// variants that are not trained (models, merges, ensembles), variant by variant in the
+/// study's order, seed by seed (a merge whose runs are not finished waits for the next pass
+/// over what is left). Several processes may run the
 /// same study: each claims a run before it starts it and leaves those claimed by another, and
 /// the variants made of runs not yet finished (see [`RunCounts::busy`]). `progress`: one bar
 /// over the whole study on standard error.
 pub fn run_all(study: &Study, progress: bool) -> Result<RunCounts> {
     let configs = study.configs()?;
-    let trained = configs.iter().flat_map(|(v, c)| {
-        (study.seeds.iter()).map(move |&s| Job::Train(v, Box::new(study.run_config(c, &v.name, s))))
-    });
-    let derived = (study.variants.iter())
-        .filter(|v| !v.is_trained())
-        .flat_map(|v| study.seeds.iter().map(move |&s| Job::Derive(v, s)));
-    let jobs: Vec<Job> = trained.chain(derived).collect();
+    // In the study's order: a merge listed after its parts runs as soon as they are done.
+    let jobs: Vec<Job> = (study.variants.iter())
+        .flat_map(|v| {
+            let config = configs.iter().find(|(t, _)| t.name == v.name);
+            study.seeds.iter().map(move |&s| match config {
+                Some((_, c)) => Job::Train(v, Box::new(study.run_config(c, &v.name, s))),
+                None => Job::Derive(v, s),
+            })
+        })
+        .collect();
     let is_done = |job: &Job| match job {
         Job::Train(v, c) => done(c, (!v.hidden).then_some(&study.eval)),
         Job::Derive(v, s) => derived_done(v, &study.run_dir(&v.name, *s), &study.eval),
