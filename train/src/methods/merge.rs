@@ -109,10 +109,13 @@ impl Merge {
     /// of `runs`. Runs whose parameter names, shapes or classes differ from the base's (as the
     /// first run's config builds it) are refused, naming the run and the parameter.
     pub fn load(base: &Path, runs: &[PathBuf]) -> Result<Merge> {
-        let Some(first) = runs.first() else {
+        let mut models = runs
+            .iter()
+            .map(|run| load_model(run, Weights::Ema))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(state) = models.first().map(|m| m.state.clone()) else {
             return Err(Error::msg("merge: name at least one run"));
         };
-        let state = load_model(first, Weights::Ema)?.state;
         let model = load_init_store(base, &state)
             .map_err(|e| Error::msg(format!("merge: base {}: {e}", base.display())))?;
         let theta0: Vec<(String, Tensor)> = crate::run::export::plain_names(&state)?
@@ -120,16 +123,15 @@ impl Merge {
             .map(|name| Ok((name.clone(), model.params.tensor(&name)?)))
             .collect::<Result<_>>()?;
         let mut loaded = Vec::new();
-        for run in runs {
-            let mut m = load_model(run, Weights::Ema)?;
+        for (run, m) in runs.iter().zip(&mut models) {
             let what = format!("merge: run {}", run.display());
             if m.state.classes != state.classes || m.state.image_shape != state.image_shape {
                 return Err(Error::msg(format!(
                     "{what}: its classes or image shape differ from those of {}",
-                    first.display()
+                    runs[0].display()
                 )));
             }
-            let weights = plain_weights(&mut m)?;
+            let weights = plain_weights(m)?;
             for (name, _) in &weights {
                 if !theta0.iter().any(|(n, _)| n == name) {
                     return Err(Error::msg(format!(
