@@ -63,8 +63,7 @@ fn range_runs_merge_by_task_arithmetic_and_ensemble_by_timestep() {
 
     let path = |p: &Path| p.display().to_string();
     let [pre, r0, r1] = [&source.out, &runs[0].out, &runs[1].out].map(|p| path(p));
-    let merged = |weights: &str, out: &str, extra: &[&str]| {
-        let out = path(&dir.join(out));
+    let merge_args = |weights: &'static str, out: &str| -> Vec<String> {
         let args = [
             "merge",
             "--base",
@@ -75,7 +74,17 @@ fn range_runs_merge_by_task_arithmetic_and_ensemble_by_timestep() {
             "--weights",
             weights,
         ];
-        run_ok(&[&args[..], &["--out", &out], extra].concat());
+        [&args[..], &["--out", out]]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    let merged = |weights: &'static str, out: &str, extra: &[&str]| {
+        let out = path(&dir.join(out));
+        let args = merge_args(weights, &out);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok(&[&args[..], extra].concat());
         out
     };
 
@@ -185,17 +194,8 @@ fn range_runs_merge_by_task_arithmetic_and_ensemble_by_timestep() {
     ]);
     assert!(err.contains(&wide_run) && err.contains("blocks.0"), "{err}");
     for weights in ["1,2,3", "1,inf", "a,b"] {
-        let args = [
-            "merge",
-            "--base",
-            &pre,
-            "--runs",
-            &r0,
-            &r1,
-            "--weights",
-            weights,
-        ];
-        let err = run_err(&[&args[..], &["--out", &out]].concat());
+        let args = merge_args(weights, &out);
+        let err = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(err.contains("--weights"), "{weights}: {err}");
     }
     let args = ["merge", "--base", &pre, "--runs", &r0, "--out", &grid];

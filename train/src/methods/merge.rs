@@ -244,6 +244,50 @@ impl Merge {
         Ok(points)
     }
 
+    /// Chooses the weights as `how` says: 1/N each, the given ones, or the combination of a grid
+    /// search with the lowest FD on `validation` (a judge and the noise seed; needed for a grid),
+    /// `tick` called after each combination. The record says how.
+    pub fn choose(
+        &mut self,
+        how: MergeWeights,
+        validation: Option<(&Judge, u64)>,
+        tick: impl FnMut(&GridPoint),
+    ) -> Result<MergeRecord> {
+        let n = self.runs.len();
+        let mut record = MergeRecord {
+            base: self.base.clone(),
+            runs: self.runs.iter().map(|(path, _)| path.clone()).collect(),
+            weights: vec![1.0 / n as f64; n],
+            chosen_by: "uniform".into(),
+            grid: Vec::new(),
+            validation: None,
+        };
+        match (how, validation) {
+            (MergeWeights::Uniform, _) => {}
+            (MergeWeights::Given(w), _) => (record.weights, record.chosen_by) = (w, "given".into()),
+            (MergeWeights::Grid(values), Some((judge, seed))) => {
+                let points = self.grid_search(&values, judge, seed, tick)?;
+                let best = points
+                    .iter()
+                    .min_by(|a, b| a.fd.total_cmp(&b.fd))
+                    .expect("a grid has a point");
+                record.weights = best.weights.clone();
+                record.chosen_by = "grid".into();
+                record.validation = Some(format!(
+                    "{} images against {}, noise seed {seed}",
+                    judge.protocol.samples, judge.protocol.reference
+                ));
+                record.grid = points;
+            }
+            (MergeWeights::Grid(_), None) => {
+                return Err(Error::msg(
+                    "merge: a grid search needs a validation set to score the merges on",
+                ))
+            }
+        }
+        Ok(record)
+    }
+
     /// Writes the model with `record.weights` to `out` (a new file) as `difftune export` writes
     /// a model, with `record` in its metadata.
     pub fn save(&mut self, out: &Path, record: &MergeRecord) -> Result<ExportReport> {

@@ -169,19 +169,12 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
         let state = checkpoint::load_state(&dir)?;
         (dir.clone(), state, checkpoint_files(&dir, weights))
     };
-    let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
-    let mut params = ParamStore::new(DType::F32, device, state.config.seed);
-    let network = Network::new(
-        &mut params,
-        &state.config,
-        state.image_shape,
-        state.classes.len(),
-    )?;
+    let (network, mut params) = fresh_model(&state)?;
     let added = (state.config.method)
         .prepare(&state.config.trainable, &network, &mut params)?
         .added;
     load_weights(&mut params, &files, None, &added)?;
-    if device.is_cuda() {
+    if params.device().is_cuda() {
         params.set_compute_dtype(state.config.compute_dtype()?);
     }
     Ok(LoadedModel {
@@ -307,9 +300,9 @@ fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[Strin
     load_weights(ps, &files, labels, added)
 }
 
-/// The model of `state`'s config, with what its method adds (DeMe's identity projections), and
-/// the weights of `init` as a run of that config starting from it loads them.
-pub(crate) fn load_init_store(init: &Path, state: &CheckpointState) -> Result<LoadedModel> {
+/// The network of a checkpoint's `state` with fresh weights, on the device of its config (the
+/// CPU when that one is not here).
+fn fresh_model(state: &CheckpointState) -> Result<(Network, ParamStore)> {
     let device: Device = state.config.device.parse().unwrap_or(Device::Cpu);
     let mut params = ParamStore::new(DType::F32, device, state.config.seed);
     let network = Network::new(
@@ -318,6 +311,13 @@ pub(crate) fn load_init_store(init: &Path, state: &CheckpointState) -> Result<Lo
         state.image_shape,
         state.classes.len(),
     )?;
+    Ok((network, params))
+}
+
+/// The model of `state`'s config, with what its method adds (DeMe's identity projections), and
+/// the weights of `init` as a run of that config starting from it loads them.
+pub(crate) fn load_init_store(init: &Path, state: &CheckpointState) -> Result<LoadedModel> {
+    let (network, mut params) = fresh_model(state)?;
     let added = state.config.method.add_parameters(&network, &mut params)?;
     load_init(init, &mut params, &network, &added)?;
     Ok(LoadedModel {

@@ -13,7 +13,7 @@ use crate::data::save_grid;
 use crate::eval::protocol::{Judge, Protocol};
 use crate::eval::EvalReport;
 use crate::files::write_atomic;
-use crate::methods::merge::{ensemble, Merge, MergeRecord, MergeWeights};
+use crate::methods::merge::{ensemble, Merge, MergeWeights};
 use crate::run::{checkpoint, folder, load_model, train, RunConfig, TrainOptions, Weights};
 
 /// A run's evaluation, beside it as `eval.json`.
@@ -296,35 +296,13 @@ fn merge_runs(
         .init
         .ok_or_else(|| Error::msg("the runs have no `init` to merge onto"))?;
     let mut merge = Merge::load(&base, runs)?;
-    let n = runs.len();
-    let mut record = MergeRecord {
-        base,
-        runs: runs.to_vec(),
-        weights: vec![1.0 / n as f64; n],
-        chosen_by: "uniform".into(),
-        grid: Vec::new(),
-        validation: None,
+    let how = spec.weights()?;
+    let judge = match how {
+        MergeWeights::Grid(_) => Some(spec.validation(&study.eval)?.judge()?),
+        _ => None,
     };
-    match spec.weights()? {
-        MergeWeights::Uniform => {}
-        MergeWeights::Given(w) => (record.weights, record.chosen_by) = (w, "given".into()),
-        MergeWeights::Grid(values) => {
-            let judge = spec.validation(&study.eval)?.judge()?;
-            let noise = eval_seed(&judge, seed);
-            let points = merge.grid_search(&values, &judge, noise, |_| {})?;
-            let best = points
-                .iter()
-                .min_by(|a, b| a.fd.total_cmp(&b.fd))
-                .expect("a grid has a point");
-            record.weights = best.weights.clone();
-            record.chosen_by = "grid".into();
-            record.validation = Some(format!(
-                "{} images against {}, noise seed {noise}",
-                judge.protocol.samples, judge.protocol.reference
-            ));
-            record.grid = points;
-        }
-    }
+    let validation = judge.as_ref().map(|j| (j, eval_seed(j, seed)));
+    let record = merge.choose(how, validation, |_| {})?;
     merge.save(out, &record)?;
     Ok(())
 }

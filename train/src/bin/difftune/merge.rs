@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensor::{Error, Result};
-use train::methods::merge::{grid_size, Merge, MergeRecord, MergeWeights};
+use train::methods::merge::{grid_size, Merge, MergeWeights};
 
 use train::eval::protocol::Protocol;
 
@@ -93,41 +93,25 @@ pub fn run(args: MergeArgs) -> Result<()> {
         }
     }
     let mut merge = Merge::load(&args.base, &args.runs)?;
-    let mut record = MergeRecord {
-        base: args.base.clone(),
-        runs: args.runs.clone(),
-        weights: vec![1.0 / n as f64; n],
-        chosen_by: "uniform".into(),
-        grid: Vec::new(),
-        validation: None,
-    };
-    match (how, judge) {
-        (MergeWeights::Given(w), _) => (record.weights, record.chosen_by) = (w, "given".into()),
+    let bar = match (&how, &judge) {
         (MergeWeights::Grid(values), Some(judge)) => {
             let count = grid_size(values.len(), n)?;
             eprintln!(
                 "grid search: {count} combinations of {values:?}, each scored on {} images of {}",
                 judge.protocol.samples, judge.protocol.reference
             );
-            let bar = train::progress::bar(count as u64, "grid");
-            let points = merge.grid_search(&values, &judge, args.seed, |p| {
-                bar.set_message(format!("{:?}: FD {:.2}", p.weights, p.fd));
-                bar.inc(1);
-            })?;
-            bar.finish();
-            let best = points
-                .iter()
-                .min_by(|a, b| a.fd.total_cmp(&b.fd))
-                .expect("a grid has a point");
-            record.weights = best.weights.clone();
-            record.chosen_by = "grid".into();
-            record.validation = Some(format!(
-                "{} images against {}, noise seed {}",
-                judge.protocol.samples, judge.protocol.reference, args.seed
-            ));
-            record.grid = points;
+            Some(train::progress::bar(count as u64, "grid"))
         }
-        _ => {}
+        _ => None,
+    };
+    let record = merge.choose(how, judge.as_ref().map(|j| (j, args.seed)), |p| {
+        if let Some(bar) = &bar {
+            bar.set_message(format!("{:?}: FD {:.2}", p.weights, p.fd));
+            bar.inc(1);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish();
     }
     let report = merge.save(&args.out, &record)?;
     println!(
