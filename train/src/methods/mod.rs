@@ -4,9 +4,11 @@
 //! trained parameters:
 //! - [`Method`]: the objective: which data [`Stream`]s a step draws (each with its share of the
 //!   batch, timestep sampler, labels and loss weight), and its extra loss [`Term`]s against a
-//!   frozen copy of the starting model. Today `standard` (the model's own loss, optionally with
-//!   a consistency term) and `diff-tuning` (a target and a knowledge-bank stream); the papers'
-//!   other methods join them as variants with their options;
+//!   frozen copy of the starting model, and what it adds to the model. Today `standard` (the
+//!   model's own loss, optionally with a consistency term), `diff-tuning` (a target and a
+//!   knowledge-bank stream) and `deme` (one timestep range, a consistency term, channel-wise
+//!   projections; [`merge`] combines the runs of all ranges); the papers' other methods join
+//!   them as variants with their options;
 //! - [`Trainable`]: which parameters train (`full`, `lora`, `bitfit`, `difffit`) and what that
 //!   adds to the model.
 //!
