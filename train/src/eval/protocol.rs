@@ -165,7 +165,7 @@ impl Judge {
         self.sample_in_stages(&[stage], &loaded.state, &what, seed, progress)
     }
 
-    /// [`Judge::sample`] with the chain split between networks (see [`generate_in_stages`]);
+    /// [`Judge::sample`] with the chain split between networks (see [`crate::run::generate_in_stages`]);
     /// `state` is the first stage's checkpoint (its classes, process and sampling settings),
     /// `what` names it in messages.
     pub fn sample_in_stages(

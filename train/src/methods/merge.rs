@@ -1,6 +1,6 @@
 //! DeMe's second half: the runs fine-tuned on each timestep range, combined.
 //!
-//! - [`Merge::merged`]: one model, `theta = theta0 + sum_i w_i (theta_i - theta0)` over the
+//! - [`Merge::set_weights`]: one model, `theta = theta0 + sum_i w_i (theta_i - theta0)` over the
 //!   moving-average weights (task arithmetic), `theta0` the base the runs started from with
 //!   identity projections where the runs have them (so task vectors are defined for them);
 //!   the weights uniform, given, or chosen by [`Merge::grid_search`] on a validation set;
