@@ -161,6 +161,9 @@ fn a_study_merges_and_ensembles_its_hidden_range_runs_and_shares_its_runs_betwee
             "validation": {"reference": format!("{}:1", data.display()), "samples": 10}}}
     ]);
     let file = study_file(&dir, &data, variants);
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    json["paired_with"] = json!("pretrained");
+    std::fs::write(&file, json.to_string()).unwrap();
     let study = Study::from_file(&file).unwrap();
 
     // Two processes share the study's runs; whichever finishes last writes the results (a
@@ -259,6 +262,15 @@ fn derived_variants_are_checked_before_anything_runs() {
             "{message}: {err}"
         );
     }
+    let file = study_file(&dir, &data, json!([{"name": "a"}]));
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    json["paired_with"] = json!("nope");
+    std::fs::write(&file, json.to_string()).unwrap();
+    let err = Study::from_file(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("`paired_with`") && err.contains("`nope`"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

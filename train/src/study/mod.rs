@@ -44,6 +44,9 @@
 //!   `seed`, `cache`); an absent `sampler` or `cfg_scale` is each run's own. A run is sampled
 //!   from its moving average with noise seeded by `eval.seed` plus its seed, so the intervals
 //!   cover the sampling noise as well as the training's.
+//! - `paired_with` (optional): a variant every other is also compared with seed by seed (each
+//!   metric's table gains the interval of the per-seed differences: runs of one seed are sampled
+//!   from the same noise, so this interval is the tighter one).
 //! - `out`: the study folder.
 //!
 //! # The study folder

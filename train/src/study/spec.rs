@@ -27,6 +27,11 @@ pub struct Study {
     pub x_label: Option<String>,
     /// How every run is evaluated.
     pub eval: Protocol,
+    /// A variant every other is also compared with seed by seed: the runs of one seed are
+    /// sampled from the same noise, so the per-seed differences have a tighter interval than
+    /// the difference of the means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired_with: Option<String>,
     /// The study folder: a run folder per variant and seed, the results.
     pub out: PathBuf,
 }
@@ -256,6 +261,13 @@ impl Study {
             }
         }
         self.eval.validate("study `eval`")?;
+        if let Some(name) = &self.paired_with {
+            if !self.variants.iter().any(|v| &v.name == name && !v.hidden) {
+                return Err(Error::msg(format!(
+                    "study `paired_with`: `{name}` is not a reported variant of this study"
+                )));
+            }
+        }
         let configs = self.configs()?;
         for v in &self.variants {
             self.check_derived(v, &configs)

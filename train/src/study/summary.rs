@@ -19,10 +19,14 @@ struct MetricRow {
     intervals: Vec<Interval>,
     /// The variant with the best mean; `None` when several share it.
     best: Option<usize>,
+    /// With the study's `paired_with`: each variant's per-seed differences from that variant,
+    /// and their interval.
+    paired: Option<Vec<(Vec<f64>, Interval)>>,
 }
 
-/// The metrics every variant reports, with their intervals and the best variant of each.
-fn metric_rows(results: &[VariantResult]) -> Result<Vec<MetricRow>> {
+/// The metrics every variant reports, with their intervals and the best variant of each, and
+/// with `paired_with` (a variant's index) each variant's seed-by-seed difference from it.
+fn metric_rows(results: &[VariantResult], paired_with: Option<usize>) -> Result<Vec<MetricRow>> {
     let first = results.first().map_or(&[][..], |r| &r.metrics[..]);
     first
         .iter()
@@ -46,10 +50,31 @@ fn metric_rows(results: &[VariantResult]) -> Result<Vec<MetricRow>> {
             let score = |v: usize| sign * intervals[v].mean;
             let top = (0..intervals.len()).min_by(|&a, &b| score(a).total_cmp(&score(b)));
             let best = top.filter(|&t| (0..intervals.len()).all(|v| v == t || score(v) > score(t)));
+            let values = |r: &VariantResult| {
+                r.metrics
+                    .iter()
+                    .find(|(m, _)| m == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let paired = paired_with
+                .map(|p| {
+                    let reference = values(&results[p]).unwrap_or_default();
+                    results
+                        .iter()
+                        .map(|r| {
+                            let own = values(r).unwrap_or_default();
+                            let gaps: Vec<f64> =
+                                own.iter().zip(&reference).map(|(a, b)| a - b).collect();
+                            Ok((gaps.clone(), Interval::of(&gaps)?))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .transpose()?;
             Ok(MetricRow {
                 name: name.clone(),
                 intervals,
                 best,
+                paired,
             })
         })
         .collect()
@@ -70,7 +95,9 @@ fn interval_json(values: &[f64], i: &Interval) -> Value {
 /// Writes `results.json`, `results.md`, `metrics.png` and (with `x`) `sweep.png` into the study
 /// folder; `command` is how the study was run, for the report's header. Returns the paths.
 pub fn write(study: &Study, results: &[VariantResult], command: &str) -> Result<Vec<PathBuf>> {
-    let rows = metric_rows(results)?;
+    let paired_with =
+        (study.paired_with.as_ref()).and_then(|name| results.iter().position(|r| &r.name == name));
+    let rows = metric_rows(results, paired_with)?;
     let out = &study.out;
     let paths = [
         out.join("results.json"),
@@ -108,7 +135,12 @@ fn write_json(
                         .iter()
                         .find(|row| &row.name == name)
                         .expect("every metric");
-                    (name.clone(), interval_json(values, &row.intervals[v]))
+                    let mut cell = interval_json(values, &row.intervals[v]);
+                    if let Some(paired) = &row.paired {
+                        let (gaps, interval) = &paired[v];
+                        cell["paired_difference"] = interval_json(gaps, interval);
+                    }
+                    (name.clone(), cell)
                 })
                 .collect();
             json!({
@@ -214,12 +246,28 @@ fn write_markdown(
                 false => r.name.clone(),
             })
             .collect();
-        let cells: Vec<(&str, &[Interval])> = labels
-            .iter()
-            .zip(&row.intervals)
-            .map(|(label, i)| (label.as_str(), std::slice::from_ref(i)))
+        let cells: Vec<Vec<Interval>> = (0..results.len())
+            .map(|v| {
+                let own = row.intervals[v];
+                std::iter::once(own)
+                    .chain(row.paired.as_ref().map(|p| p[v].1))
+                    .collect()
+            })
             .collect();
-        md += &markdown_table(&["variant", &row.name], &cells)?;
+        let rows: Vec<(&str, &[Interval])> = labels
+            .iter()
+            .zip(&cells)
+            .map(|(label, c)| (label.as_str(), &c[..]))
+            .collect();
+        let paired_column = study
+            .paired_with
+            .as_ref()
+            .map(|p| format!("minus {p}, seed by seed"));
+        let columns: Vec<&str> = ["variant", row.name.as_str()]
+            .into_iter()
+            .chain(paired_column.as_deref())
+            .collect();
+        md += &markdown_table(&columns, &rows)?;
     }
     let order: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
     md += &format!(
@@ -298,7 +346,7 @@ mod tests {
             variant("b", [2.0, 4.0], [0.5, 0.5]),
             variant("c", [5.0, 1.0], [0.4, 0.6]),
         ];
-        let rows = metric_rows(&results).unwrap();
+        let rows = metric_rows(&results, None).unwrap();
         assert_eq!((rows[0].name.as_str(), rows[0].best), ("FD-c", Some(0)));
         assert_eq!(rows[0].intervals[1].mean, 3.0);
         assert_eq!(rows[1].best, None);
@@ -306,6 +354,6 @@ mod tests {
             variant("a", [1.0, 1.0], [0.2, 0.4]),
             variant("b", [1.0, 1.0], [0.5, 0.7]),
         ];
-        assert_eq!(metric_rows(&higher).unwrap()[1].best, Some(1));
+        assert_eq!(metric_rows(&higher, None).unwrap()[1].best, Some(1));
     }
 }
