@@ -372,3 +372,39 @@ pub fn ensemble<'a>(models: &'a [(PathBuf, LoadedModel)]) -> Result<Vec<Stage<'a
     stages.sort_by_key(|s| std::cmp::Reverse(s.0));
     Ok(stages.into_iter().map(|(_, s)| s).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_parse_and_grids_are_bounded() {
+        let grid = [0.5, 1.0];
+        assert_eq!(
+            MergeWeights::parse("uniform", &grid, "w").unwrap(),
+            MergeWeights::Uniform
+        );
+        assert_eq!(
+            MergeWeights::parse("grid", &grid, "w").unwrap(),
+            MergeWeights::Grid(grid.to_vec())
+        );
+        assert_eq!(
+            MergeWeights::parse("0.5, 0.25", &grid, "w").unwrap(),
+            MergeWeights::Given(vec![0.5, 0.25])
+        );
+        for bad in ["0.5,nan", "half", ""] {
+            let err = MergeWeights::parse(bad, &grid, "--weights")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--weights"), "{bad}: {err}");
+        }
+        assert!(MergeWeights::parse("grid", &[], "w").is_err());
+        assert_eq!(grid_size(3, 4).unwrap(), 81);
+        let err = grid_size(10, 5).unwrap_err().to_string();
+        assert!(err.contains("100000 combinations"), "{err}");
+        assert!(
+            grid_size(3, 200).is_err(),
+            "overflow is refused, not wrapped"
+        );
+    }
+}
