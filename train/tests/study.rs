@@ -210,11 +210,39 @@ fn a_study_merges_and_ensembles_its_hidden_range_runs_and_shares_its_runs_betwee
         md.contains("| merged | — (merge of range-0, range-1, weights uniform) | — |"),
         "{md}"
     );
+    // Each metric's table compares every variant with the pretrained model seed by seed.
+    assert!(
+        md.contains("| variant | FD-animal-mnist | minus pretrained, seed by seed |"),
+        "{md}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(study.out.join("results.json")).unwrap())
+            .unwrap();
+    let fd = |v: usize| report["variants"][v]["metrics"]["FD-animal-mnist"].clone();
+    let gaps = fd(2)["paired_difference"]["values"].clone();
+    assert_eq!(gaps.as_array().unwrap().len(), 2, "{report}");
+    for (seed, gap) in gaps.as_array().unwrap().iter().enumerate() {
+        let own = fd(2)["values"][seed].as_f64().unwrap();
+        let base = fd(0)["values"][seed].as_f64().unwrap();
+        assert!((gap.as_f64().unwrap() - (own - base)).abs() < 1e-12);
+    }
+    assert_eq!(fd(0)["paired_difference"]["mean"], json!(0.0));
     // The grid merge records its search in the merged file.
     let merged = study.run_dir("merged-grid", 0).join("merged.safetensors");
     let st = tensor::safetensors::SafeTensorsFile::open(&merged).unwrap();
     let record: Value = serde_json::from_str(&st.metadata()["difftune.merge"]).unwrap();
     assert_eq!(record["grid"].as_array().unwrap().len(), 4, "{record}");
+
+    // A merge whose definition changed is made again, not taken from the old file.
+    json["variants"][4]["merge"]["weights"] = json!("1,0");
+    std::fs::write(&file, json.to_string()).unwrap();
+    let study = Study::from_file(&file).unwrap();
+    let again = train::study::run(&study, "changed", false).unwrap();
+    assert_eq!(again.counts.ran, 2, "{:?}", again.counts);
+    let merged = study.run_dir("merged", 0).join("merged.safetensors");
+    let st = tensor::safetensors::SafeTensorsFile::open(&merged).unwrap();
+    let record: Value = serde_json::from_str(&st.metadata()["difftune.merge"]).unwrap();
+    assert_eq!(record["weights"], json!([1.0, 0.0]), "{record}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

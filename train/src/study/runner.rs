@@ -248,13 +248,33 @@ fn eval_seed(judge: &Judge, seed: u64) -> u64 {
 pub const MERGED_FILE: &str = "merged.safetensors";
 
 /// Makes the variant `v` (a model, merge or ensemble) for `seed` in its folder and evaluates
-/// it. A merged model already there (from an interrupted invocation) is evaluated as it is.
+/// it. A merged model already there from an interrupted invocation of the same definition is
+/// evaluated as it is; one made for another definition is made again.
 fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
     let dir = study.run_dir(&v.name, seed);
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
         source,
     })?;
+    // The folder records what it is being made for before anything is made: a merged model
+    // left by an interrupted invocation of the same variant is reused, one made for an earlier
+    // definition of the variant (and its evaluation) is not.
+    let definition = variant_json(v);
+    let recorded = std::fs::read_to_string(dir.join(VARIANT_FILE)).ok();
+    if recorded.as_deref() != Some(definition.as_str()) {
+        for stale in [MERGED_FILE, EVAL_FILE] {
+            match std::fs::remove_file(dir.join(stale)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io {
+                        path: dir.join(stale),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        write_atomic(&dir.join(VARIANT_FILE), definition.as_bytes())?;
+    }
     let noise = eval_seed(judge, seed);
     let parts = |names: &[String]| -> Vec<PathBuf> {
         names.iter().map(|n| study.run_dir(n, seed)).collect()
@@ -278,8 +298,7 @@ fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
         }
         VariantKind::Trained => unreachable!("trained variants are not derived"),
     };
-    evaluate(&dir, judge, seed, 0, images, labels)?;
-    write_atomic(&dir.join(VARIANT_FILE), variant_json(v).as_bytes())
+    evaluate(&dir, judge, seed, 0, images, labels)
 }
 
 /// Merges the `runs` of one seed as `spec` says into `out`; a grid search scores on the
