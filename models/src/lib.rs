@@ -12,6 +12,7 @@ pub mod blocks;
 pub mod classifier;
 pub mod config;
 pub mod dit;
+pub mod encoder;
 pub mod inception;
 pub mod nn;
 pub mod params;
