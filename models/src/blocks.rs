@@ -4,12 +4,13 @@
 //! [`DownBlock`], [`UpBlock`] and [`MidBlock2D`] (`UNetMidBlock2D`).
 //!
 //! Forward passes are diffusers' eval mode (dropout is the identity). Each residual block and
-//! each attention can run under gradient checkpointing ([`BlockCtx::checkpoint`]), and a
-//! [`ResBlockHook`] sees the output of every residual block.
+//! each attention can run under gradient checkpointing ([`BlockCtx::checkpoint`]), and the ANL
+//! transfer method's modules ([`crate::anl`]) follow the residual blocks where a model has them.
 
 use autograd::{checkpoint, Var};
 use tensor::{Conv2dParams, Error, Result};
 
+use crate::anl::{Anl, Condition};
 use crate::config::bad_value;
 use crate::nn::{self, Conv2d, GroupNorm, Linear};
 use crate::params::{join, ParamStore};
@@ -96,17 +97,6 @@ pub struct ResnetOpts {
     pub dropout: f64,
 }
 
-/// Called on the output of every residual block of a model, for methods that insert modules
-/// after them (ANL transfer adds a small adapter after each `ResnetBlock2D`: its parameters live
-/// in the same [`ParamStore`] under names of its choosing, and `after_resnet` returns
-/// `h + adapter(h)`). `path` is the block's state-dict prefix, e.g. `down_blocks.0.resnets.1`,
-/// `mid_block.resnets.0`, `up_blocks.2.resnets.0`. The hook runs outside gradient
-/// checkpointing, so its own activations are kept.
-pub trait ResBlockHook: Send + Sync {
-    /// The feature that replaces `h`, the output of the residual block at `path`.
-    fn after_resnet(&self, ps: &ParamStore, path: &str, h: Var) -> Result<Var>;
-}
-
 /// What the blocks of one forward pass share.
 #[derive(Clone, Copy)]
 pub struct BlockCtx<'a> {
@@ -116,12 +106,13 @@ pub struct BlockCtx<'a> {
     pub temb: Option<&'a Var>,
     /// Whether each residual block and attention runs under gradient checkpointing.
     pub checkpoint: bool,
-    /// Called after every residual block.
-    pub hook: Option<&'a dyn ResBlockHook>,
+    /// ANL modules after the residual blocks, and the condition they read (see [`crate::anl`]).
+    pub anl: Option<(&'a Anl, Option<&'a Condition>)>,
 }
 
 impl BlockCtx<'_> {
-    /// A residual block, checkpointed if asked, then the hook.
+    /// A residual block, checkpointed if asked, then its ANL module if it has one (outside the
+    /// checkpoint: the module's own activations are kept).
     pub fn resnet(&self, block: &ResnetBlock2D, x: &Var) -> Result<Var> {
         let b = block.clone();
         let mut inputs = vec![x];
@@ -133,8 +124,8 @@ impl BlockCtx<'_> {
             &inputs,
             move |ps, xs| b.forward(ps, &xs[0], xs.get(1)),
         )?;
-        match self.hook {
-            Some(hook) => hook.after_resnet(self.ps, &block.prefix, h),
+        match self.anl {
+            Some((anl, condition)) => anl.apply(self.ps, &block.prefix, h, condition),
             None => Ok(h),
         }
     }

@@ -5,9 +5,10 @@
 //! [`unet::UNet2DModel`] and [`vae::AutoencoderKL`] (diffusers); [`inception::InceptionV3`] is the
 //! FID feature network of pytorch-fid. Parameters live in a
 //! [`ParamStore`] under the reference checkpoint names, so real checkpoints load unchanged;
-//! [`peft`] adds LoRA and BitFit, [`projection`] DeMe's channel-wise projections, [`parity`] checks a model against a reference fixture;
+//! [`peft`] adds LoRA and BitFit, [`projection`] DeMe's channel-wise projections, [`anl`] the ANL transfer modules, [`parity`] checks a model against a reference fixture;
 //! [`classifier::Classifier`] is the small CNN whose features the evaluation metrics use.
 
+pub mod anl;
 pub mod blocks;
 pub mod classifier;
 pub mod config;

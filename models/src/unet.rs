@@ -11,9 +11,10 @@
 use autograd::Var;
 use tensor::{Error, Result, Tensor};
 
+use crate::anl::{Anl, AnlOptions, AnlPoint, Condition};
 use crate::blocks::{
-    Activation, AttnOpts, BlockCtx, DownBlock, MidBlock2D, ResBlockHook, ResnetOpts, TimeShift,
-    UpBlock, UpChannels,
+    Activation, AttnOpts, BlockCtx, DownBlock, MidBlock2D, ResnetOpts, TimeShift, UpBlock,
+    UpChannels,
 };
 use crate::config::{bad_value, check_levels, check_sizes, JsonConfig};
 use crate::nn::{sinusoidal_embedding_f32, Conv2d, Embedding, GroupNorm, Linear};
@@ -290,7 +291,7 @@ pub struct UNet2DModel {
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     checkpointing: bool,
-    hook: Option<Box<dyn ResBlockHook>>,
+    anl: Option<Anl>,
 }
 
 impl UNet2DModel {
@@ -417,7 +418,7 @@ impl UNet2DModel {
             conv_norm_out,
             conv_out,
             checkpointing: false,
-            hook: None,
+            anl: None,
         })
     }
 
@@ -457,9 +458,43 @@ impl UNet2DModel {
         self.checkpointing = on;
     }
 
-    /// Installs (or with `None` removes) the hook called after every residual block.
-    pub fn set_hook(&mut self, hook: Option<Box<dyn ResBlockHook>>) {
-        self.hook = hook;
+    /// The residual blocks, in the order a forward pass runs them, with their output channels:
+    /// where ANL modules go.
+    pub fn anl_points(&self) -> Vec<AnlPoint> {
+        let ch = &self.config.block_out_channels;
+        let levels = ch.len();
+        let point = |block: String, channels: usize| AnlPoint { block, channels };
+        let mut points = Vec::new();
+        for (i, &c) in ch.iter().enumerate() {
+            for j in 0..self.config.layers_per_block {
+                points.push(point(format!("down_blocks.{i}.resnets.{j}"), c));
+            }
+        }
+        if self.mid_block.is_some() {
+            for j in 0..2 {
+                points.push(point(format!("mid_block.resnets.{j}"), ch[levels - 1]));
+            }
+        }
+        for (i, &c) in ch.iter().rev().enumerate() {
+            for j in 0..=self.config.layers_per_block {
+                points.push(point(format!("up_blocks.{i}.resnets.{j}"), c));
+            }
+        }
+        points
+    }
+
+    /// Gives the model ANL modules of `options` after every residual block (their parameters
+    /// are added by [`Anl::add_parameters`] or read from a checkpoint), or with `None` none.
+    pub fn set_anl(&mut self, options: Option<AnlOptions>) -> Result<()> {
+        self.anl = options
+            .map(|o| Anl::new(o, self.anl_points()))
+            .transpose()?;
+        Ok(())
+    }
+
+    /// The model's ANL modules, if it has them.
+    pub fn anl(&self) -> Option<&Anl> {
+        self.anl.as_ref()
     }
 
     /// The time (and class) embedding `[N, time_embed_dim]`.
@@ -532,13 +567,26 @@ impl UNet2DModel {
         timestep: &Tensor,
         class_labels: Option<&Tensor>,
     ) -> Result<Var> {
+        self.forward_with(ps, sample, timestep, class_labels, None)
+    }
+
+    /// [`UNet2DModel::forward`] with the `condition` the model's ANL modules read (see
+    /// [`UNet2DModel::set_anl`]); `None` for a model without them or with unconditional ones.
+    pub fn forward_with(
+        &self,
+        ps: &ParamStore,
+        sample: &Var,
+        timestep: &Tensor,
+        class_labels: Option<&Tensor>,
+        condition: Option<&Condition>,
+    ) -> Result<Var> {
         let n = sample.shape().first().copied().unwrap_or(0);
         let temb = self.embedding(ps, timestep, class_labels, n)?;
         let ctx = BlockCtx {
             ps,
             temb: Some(&temb),
             checkpoint: self.checkpointing,
-            hook: self.hook.as_deref(),
+            anl: self.anl.as_ref().map(|anl| (anl, condition)),
         };
         // Mixed precision: compute in the store's compute dtype, answer in the master dtype.
         let sample = sample.to_dtype(ps.compute_dtype())?;

@@ -314,7 +314,7 @@ impl AutoencoderKL {
             ps,
             temb: None,
             checkpoint: self.checkpointing,
-            hook: None,
+            anl: None,
         }
     }
 

@@ -1,15 +1,13 @@
 //! `UNet2DModel` against diffusers on `unet_tiny.safetensors`: forward in f32 and f64, every
-//! gradient in f32; gradient checkpointing; the residual-block hook; other configs; config
+//! gradient in f32; gradient checkpointing; ANL modules after the residual blocks; other configs; config
 //! errors.
-
-use std::sync::{Arc, Mutex};
 
 use autograd::Var;
 use difftune_tests::fixture::{rel_err, rel_err_floor, Fixture, GRAD_FLOOR};
-use models::blocks::ResBlockHook;
+use models::anl::AnlOptions;
 use models::unet::UNet2DModel;
 use models::ParamStore;
-use tensor::{DType, Device, Generator, Result, Tensor};
+use tensor::{DType, Device, Generator, Tensor};
 
 const FIXTURE: &str = "unet_tiny.safetensors";
 
@@ -65,63 +63,50 @@ fn checkpointing_gives_the_same_gradients() {
     }
 }
 
-/// Records every block path and adds `scale · h` at the block named `target`.
-struct RecordingHook {
-    paths: Arc<Mutex<Vec<String>>>,
-    target: Option<String>,
-}
-
-impl ResBlockHook for RecordingHook {
-    fn after_resnet(&self, _ps: &ParamStore, path: &str, h: Var) -> Result<Var> {
-        self.paths.lock().unwrap().push(path.to_string());
-        let zero = Var::constant(h.value().zeros_like()?);
-        if self.target.as_deref() == Some(path) {
-            h.add(&h.mul_scalar(0.5)?)
-        } else {
-            h.add(&zero)
-        }
-    }
-}
-
+/// ANL modules sit after every residual block of the reference layout (one per `*.conv1`),
+/// fresh ones leave diffusers' function bit for bit, and one that moves changes it.
 #[test]
-fn a_zero_hook_changes_nothing_and_runs_once_per_residual_block() {
-    let (fx, ps, mut model) = setup(DType::F64);
+fn fresh_anl_modules_change_nothing_and_follow_every_residual_block() {
+    let (fx, mut ps, mut model) = setup(DType::F64);
     let x = fx.input("input/x", DType::F64);
     let plain = run(&fx, &ps, &model, &x).value().clone();
-    let paths = Arc::new(Mutex::new(Vec::new()));
-    let hook = |target: Option<&str>| {
-        paths.lock().unwrap().clear();
-        Box::new(RecordingHook {
-            paths: paths.clone(),
-            target: target.map(str::to_string),
-        })
-    };
-
-    // A hook that does something changes the output.
-    model.set_hook(Some(hook(Some("mid_block.resnets.1"))));
-    let changed = run(&fx, &ps, &model, &x).value().clone();
-    assert!(rel_err(&changed, &plain) > 1e-3);
-
-    model.set_hook(Some(hook(None)));
-    let hooked = run(&fx, &ps, &model, &x).value().clone();
-    assert_eq!(
-        hooked.to_vec::<f64>().unwrap(),
-        plain.to_vec::<f64>().unwrap()
-    );
-    let paths = paths.lock().unwrap().clone();
+    model
+        .set_anl(Some(AnlOptions {
+            context_dim: None,
+            heads: 2,
+            mlp_ratio: 2,
+            nonlinear: true,
+        }))
+        .unwrap();
+    let mut blocks: Vec<String> = model.anl_points().into_iter().map(|p| p.block).collect();
     let mut expected: Vec<String> = ps
         .names()
         .filter_map(|n| n.strip_suffix(".conv1.weight"))
         .map(str::to_string)
         .collect();
     // 2 levels × 1 (down) + 2 (mid) + 2 levels × 2 (up).
-    assert_eq!(paths.len(), 8, "{paths:?}");
-    let mut sorted = paths.clone();
-    sorted.sort();
+    assert_eq!(blocks.len(), 8, "{blocks:?}");
+    assert_eq!(blocks[0], "down_blocks.0.resnets.0");
+    assert_eq!(blocks[7], "up_blocks.1.resnets.1");
+    blocks.sort();
     expected.sort();
-    assert_eq!(sorted, expected);
-    assert_eq!(paths[0], "down_blocks.0.resnets.0");
-    assert_eq!(paths[7], "up_blocks.1.resnets.1");
+    assert_eq!(blocks, expected);
+
+    model.anl().unwrap().add_parameters(&mut ps).unwrap();
+    let fresh = run(&fx, &ps, &model, &x).value().clone();
+    assert_eq!(
+        fresh.to_vec::<f64>().unwrap(),
+        plain.to_vec::<f64>().unwrap()
+    );
+    let name = "anl.mid_block.resnets.1.proj_out.bias";
+    let c = ps.tensor(name).unwrap().shape()[0];
+    ps.set(
+        name,
+        Tensor::full(&[c], 0.5, DType::F64, Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let changed = run(&fx, &ps, &model, &x).value().clone();
+    assert!(rel_err(&changed, &plain) > 1e-3);
 }
 
 #[test]

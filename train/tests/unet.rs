@@ -4,31 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use train::run::{load_model, ModelConfig, RunConfig, UnetSettings, Weights};
 
-use common::{image_folder, run_err, run_ok, scratch, tiny_config, write_config};
-
-/// A U-Net small enough to train in the dev profile in seconds: 28 and 14 pixel levels of 8 and
-/// 16 channels, attention at the coarser one.
-fn tiny_unet(data: &Path, out: &Path, conditional: bool) -> RunConfig {
-    let mut c = tiny_config(data, out);
-    c.model = ModelConfig::Unet(UnetSettings {
-        channels: vec![8, 16],
-        attention: vec![false, true],
-        head_dim: 8,
-        norm_groups: 4,
-        conditional,
-        ..UnetSettings::default()
-    });
-    c.steps = 4;
-    c.checkpoint_every = 2;
-    if !conditional {
-        c.sample.cfg_scale = 1.0;
-    }
-    c
-}
+use common::{image_folder, run_err, run_ok, scratch, tiny_config, tiny_unet, write_config};
 
 #[test]
 fn a_unet_trains_checkpoints_samples_exports_and_transfers_through_the_binary() {

@@ -36,13 +36,25 @@ impl Attention {
             )));
         }
         let p = |name| join(prefix, name);
-        Ok(Attention {
-            to_q: Linear::new(ps, &p("to_q"), dim, dim, bias)?,
-            to_k: Linear::new(ps, &p("to_k"), context_dim, dim, bias)?,
-            to_v: Linear::new(ps, &p("to_v"), context_dim, dim, bias)?,
-            to_out: Linear::new(ps, &p("to_out.0"), dim, dim, true)?,
+        Linear::new(ps, &p("to_q"), dim, dim, bias)?;
+        Linear::new(ps, &p("to_k"), context_dim, dim, bias)?;
+        Linear::new(ps, &p("to_v"), context_dim, dim, bias)?;
+        Linear::new(ps, &p("to_out.0"), dim, dim, true)?;
+        Ok(Attention::existing(prefix, heads, bias))
+    }
+
+    /// An attention over parameters already in the store under `prefix` (added by
+    /// [`Attention::new`] or a checkpoint); the width must be divisible by `heads`, checked in
+    /// [`Attention::forward`].
+    pub fn existing(prefix: &str, heads: usize, bias: bool) -> Self {
+        let p = |name| join(prefix, name);
+        Attention {
+            to_q: Linear::existing(&p("to_q"), bias),
+            to_k: Linear::existing(&p("to_k"), bias),
+            to_v: Linear::existing(&p("to_v"), bias),
+            to_out: Linear::existing(&p("to_out.0"), true),
             heads,
-        })
+        }
     }
 
     /// `x` `[N, L, dim]` attending to `context` `[N, M, context_dim]` (itself when `None`);
@@ -60,6 +72,12 @@ impl Attention {
                 format!("expected x [N, L, dim], got {:?}", x.shape()),
             ));
         };
+        if self.heads == 0 || !dim.is_multiple_of(self.heads) {
+            return Err(Error::msg(format!(
+                "Attention: {} heads do not divide the width {dim}",
+                self.heads
+            )));
+        }
         let context = context.unwrap_or(x);
         let (heads, d) = (self.heads, dim / self.heads);
         let split = |lin: &Linear, input: &Var| -> Result<Var> {

@@ -8,7 +8,7 @@ use std::io::{Cursor, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use tensor::{limits, Error, Result};
+use tensor::{limits, Error, Result, Tensor};
 use zune_jpeg::errors::DecodeErrors;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
@@ -95,6 +95,34 @@ fn check_pixels(path: &Path, width: usize, height: usize) -> Result<()> {
             format!("the image is {width}x{height}"),
         )
         .map_err(|e| format_err(path, e.to_string()))
+}
+
+/// Refuses `image` (read from `file`) unless it is `[C, H, W]` = `input` already.
+fn check_exact(file: &Path, image: &Image, input: [usize; 3]) -> Result<()> {
+    let [c, h, w] = input;
+    if (image.channels, image.height, image.width) == (c, h, w) {
+        return Ok(());
+    }
+    Err(format_err(
+        file,
+        format!(
+            "image of {}x{} with {} channel(s), expected {w}x{h} with {c} (used as it is, not \
+             resized or converted)",
+            image.width, image.height, image.channels
+        ),
+    ))
+}
+
+/// One PNG or JPEG file as `u8 [1, C, H, W]`; refused, naming the file, unless it is already
+/// `input` (`[C, H, W]`) in size and channels.
+pub fn read_exact(file: &Path, input: [usize; 3]) -> Result<Tensor> {
+    let image = decode_native(file)?;
+    check_exact(file, &image, input)?;
+    let c = input[0];
+    let planar: Vec<u8> = (0..c)
+        .flat_map(|ch| image.pixels.iter().skip(ch).step_by(c).copied())
+        .collect();
+    Tensor::from_vec(planar, &[1, input[0], input[1], input[2]])
 }
 
 /// Decodes a PNG or JPEG file (told apart by its first bytes) to gray or RGB. A path that is not
@@ -432,20 +460,8 @@ impl Dataset {
                     )
                     .map_err(|e| format_err(file, e.to_string()))?;
                 let image = decode_native(file)?;
-                let found = (image.width, image.height, image.channels);
-                if options.exact && found != (options.size, options.size, c) {
-                    return Err(format_err(
-                        file,
-                        format!(
-                            "image of {}x{} with {} channel(s), expected {size}x{size} with \
-                             {c} (this folder's images are used as they are, not resized or \
-                             converted)",
-                            found.0,
-                            found.1,
-                            found.2,
-                            size = options.size,
-                        ),
-                    ));
+                if options.exact {
+                    check_exact(file, &image, [c, options.size, options.size])?;
                 }
                 let image = resize_and_crop(&convert(image, options.color), options.size);
                 // [H, W, C] to [C, H, W].

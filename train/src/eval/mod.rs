@@ -14,6 +14,7 @@
 //! [`evaluate`] puts them together for one set of images.
 
 pub mod classifier;
+pub mod copying;
 pub mod data;
 pub mod inception_score;
 pub mod interval;
@@ -165,6 +166,7 @@ pub fn evaluate_with(
         class_accuracy: requested_labels
             .map(|labels| classifier::label_accuracy(&out.probs, labels))
             .transpose()?,
+        copying: None,
     })
 }
 

@@ -8,10 +8,11 @@ use models::classifier::Classifier;
 use serde::{Deserialize, Serialize};
 use tensor::{Error, Result, Tensor};
 
+use super::copying::{mean_nearest_distance, Copying};
 use super::{evaluate_with, EvalOptions, EvalReport, KidConfig, ReferenceStats};
-use crate::data::DataSource;
+use crate::data::{transform, DataSource};
 use crate::run::checkpoint::CheckpointState;
-use crate::run::{generate_chunked, load_model, Stage, Weights};
+use crate::run::{generate_chunked, load_model, ConditionImages, Stage, Weights};
 
 /// How checkpoints are evaluated; absent keys of its JSON form keep their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,14 @@ pub struct Protocol {
     pub is_splits: usize,
     /// Seed of the sampling noise, the KID subsets and the precision/recall subset.
     pub seed: u64,
+    /// ANL models: the fraction of the condition's tokens masked (masked sampling), in [0, 1].
+    pub mask: f64,
+    /// ANL models: the data the condition images are drawn from, one of the asked class per
+    /// sample; `None`: the run's own training data (the target's training split).
+    pub condition: Option<String>,
+    /// The copying check: the training images (a data source) each sample's nearest distance
+    /// is measured to, against real held-out images' (the reference set's); `None`: no check.
+    pub copying: Option<String>,
 }
 
 impl Default for Protocol {
@@ -55,6 +64,9 @@ impl Default for Protocol {
             kid_subset_size: 1000,
             is_splits: 10,
             seed: 0,
+            mask: 0.0,
+            condition: None,
+            copying: None,
         }
     }
 }
@@ -84,6 +96,12 @@ impl Protocol {
             )));
         }
         DataSource::parse(&self.reference, &format!("{what} `reference`"))?;
+        models::anl::check_mask(self.mask, &format!("{what} `mask`"))?;
+        for (key, value) in [("condition", &self.condition), ("copying", &self.copying)] {
+            if let Some(v) = value {
+                DataSource::parse(v, &format!("{what} `{key}`"))?;
+            }
+        }
         if !self.classifier.is_file() {
             return Err(Error::msg(format!(
                 "{what} `classifier` {}: no such file",
@@ -114,11 +132,26 @@ impl Protocol {
         let data = source.reference(classifier.config.input)?;
         let (reference, cached) =
             ReferenceStats::cached(&self.cache, &source.to_string(), &data, &classifier)?;
+        let copying = match &self.copying {
+            Some(train) => {
+                let train =
+                    DataSource::parse(train, "copying")?.reference(classifier.config.input)?;
+                let train = transform::scale(&train.images_tensor()?)?;
+                // Up to COPYING_REAL reference images, evenly spread, as the real yardstick.
+                let step = data.len().div_ceil(COPYING_REAL).max(1);
+                let picks: Vec<usize> = (0..data.len()).step_by(step).collect();
+                let real = transform::scale(&data.subset(&picks)?.images_tensor()?)?;
+                let real_distance = mean_nearest_distance(&real, &train)?;
+                Some((train, real_distance))
+            }
+            None => None,
+        };
         Ok(Judge {
             protocol: self.clone(),
             classifier,
             reference,
             cached,
+            copying,
         })
     }
 }
@@ -133,14 +166,24 @@ pub struct Judge {
     pub reference: ReferenceStats,
     /// Whether the reference statistics came from the cache.
     pub cached: bool,
+    /// The copying check's training images and the real images' mean nearest distance to them.
+    copying: Option<(Tensor, f64)>,
 }
+
+/// Real images the copying check measures its yardstick on.
+const COPYING_REAL: usize = 1000;
 
 impl Judge {
     /// Every metric of `images` (`[N, C, H, W]` in `[-1, 1]`), with the class accuracy when the
     /// `labels` they were asked for are known.
     pub fn evaluate(&self, images: &Tensor, labels: Option<&[i64]>) -> Result<EvalReport> {
         let options = self.protocol.options();
-        evaluate_with(images, labels, &self.reference, &self.classifier, &options)
+        let mut report =
+            evaluate_with(images, labels, &self.reference, &self.classifier, &options)?;
+        if let Some((train, real)) = &self.copying {
+            report.copying = Some(Copying::of(images, train, *real)?);
+        }
+        Ok(report)
     }
 
     /// Samples [`Protocol::samples`] images of a run or checkpoint folder from its moving
@@ -155,12 +198,7 @@ impl Judge {
         progress: bool,
     ) -> Result<(Tensor, Option<Vec<i64>>)> {
         let loaded = load_model(dir, Weights::Ema)?;
-        let stage = Stage {
-            network: &loaded.network,
-            params: &loaded.params,
-            from: 0,
-            null_labels: false,
-        };
+        let stage = Stage::new(&loaded.network, &loaded.params);
         let what = dir.display().to_string();
         self.sample_in_stages(&[stage], &loaded.state, &what, seed, progress)
     }
@@ -197,6 +235,22 @@ impl Judge {
         let labels: Vec<i64> = (0..self.protocol.samples)
             .map(|i| (i % classes.len()) as i64)
             .collect();
+        // ANL models: a condition image of the asked class per sample.
+        let conditions = stages
+            .iter()
+            .map(|s| match s.network.needs_condition() {
+                true => self.condition_images(state, &labels, seed).map(Some),
+                false => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stages: Vec<Stage> = stages
+            .iter()
+            .zip(&conditions)
+            .map(|(s, c)| Stage {
+                condition: c.as_ref().or(s.condition),
+                ..*s
+            })
+            .collect();
         let bar = progress.then(|| {
             eprintln!(
                 "sampling {} images from {what} ({}, guidance {})",
@@ -207,7 +261,7 @@ impl Judge {
             crate::progress::bar(labels.len() as u64, "sample")
         });
         let images = generate_chunked(
-            stages,
+            &stages,
             &process,
             &settings,
             &labels,
@@ -220,5 +274,28 @@ impl Judge {
         }
         let conditional = stages.first().is_some_and(|s| s.network.conditional());
         Ok((images, conditional.then_some(labels)))
+    }
+
+    /// For each of `labels`, an image of its class from [`Protocol::condition`] (else the
+    /// run's training data), drawn with `seed`, masked by [`Protocol::mask`].
+    fn condition_images(
+        &self,
+        state: &CheckpointState,
+        labels: &[i64],
+        seed: u64,
+    ) -> Result<ConditionImages> {
+        let (source, key) = match &self.protocol.condition {
+            Some(c) => (c.as_str(), "condition"),
+            None => (state.config.data.as_str(), "the run's `data`"),
+        };
+        let data = DataSource::parse(source, key)?.reference(state.image_shape)?;
+        if data.classes() != state.classes {
+            return Err(Error::msg(format!(
+                "{key} {source}: its classes ({}) are not the run's ({})",
+                data.classes().join(", "),
+                state.classes.join(", ")
+            )));
+        }
+        ConditionImages::of_classes(&data, labels, self.protocol.mask, seed)
     }
 }

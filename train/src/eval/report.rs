@@ -31,6 +31,8 @@ pub struct EvalReport {
     /// Share of images the classifier puts in the class they were asked for (conditional
     /// samples only).
     pub class_accuracy: Option<f64>,
+    /// The copying check against the training images, where the protocol asks for it.
+    pub copying: Option<super::copying::Copying>,
 }
 
 impl EvalReport {
@@ -59,6 +61,7 @@ impl EvalReport {
             "recall": self.precision_recall.recall,
             "k": self.precision_recall.k,
             "class_accuracy": self.class_accuracy,
+            "copying": self.copying,
         })
     }
 }
@@ -102,6 +105,16 @@ impl fmt::Display for EvalReport {
                     .map_or("-".to_string(), |a| format!("{a:.4}")),
             ),
         ];
+        let mut rows = rows.to_vec();
+        if let Some(c) = &self.copying {
+            rows.push((
+                "copying ratio".to_string(),
+                format!(
+                    "{:.4} (nearest training image: samples {:.3}, real held-out {:.3})",
+                    c.ratio, c.sample_distance, c.real_distance
+                ),
+            ));
+        }
         writeln!(
             f,
             "{} images against {} ({} images), classifier `{name}`",

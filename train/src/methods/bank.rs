@@ -102,6 +102,7 @@ pub fn make_bank(
         params: &model.params,
         from: 0,
         null_labels: false,
+        condition: None,
     };
     // Noise seeds from `seed + 1`: `seed` drew the classes.
     let images = generate_chunked(

@@ -61,12 +61,14 @@ pub fn chain_of_forgetting(
             params: &finetuned.params,
             from: switch,
             null_labels: false,
+            condition: None,
         };
         let pre = Stage {
             network: &pretrained.network,
             params: &pretrained.params,
             from: 0,
             null_labels: true,
+            condition: None,
         };
         let stages = if switch == 0 {
             vec![fine]

@@ -211,6 +211,7 @@ impl Merge {
             params: &self.model.params,
             from: 0,
             null_labels: false,
+            condition: None,
         };
         let what = format!("merge with weights {weights:?}");
         let (images, labels) =
@@ -365,6 +366,7 @@ pub fn ensemble<'a>(models: &'a [(PathBuf, LoadedModel)]) -> Result<Vec<Stage<'a
                 params: &model.params,
                 from: p.3,
                 null_labels: false,
+                condition: None,
             };
             (p.3, stage)
         })

@@ -7,9 +7,10 @@
 //!   frozen copy of the starting model, and what it adds to the model. Today `standard` (the
 //!   model's own loss, optionally with a consistency term), `diff-tuning` (a target and a
 //!   knowledge-bank stream) and `deme` (one timestep range, a consistency term, channel-wise
-//!   projections; [`merge`] combines the runs of all ranges); the papers' other methods join
-//!   them as variants with their options;
-//! - [`Trainable`]: which parameters train (`full`, `lora`, `bitfit`, `difffit`) and what that
+//!   projections; [`merge`] combines the runs of all ranges) and `anl` (modules that read an
+//!   image encoder's embedding, over a frozen U-Net); the papers' other methods join them as
+//!   variants with their options;
+//! - [`Trainable`]: which parameters train (`full`, `lora`, `bitfit`, `difffit`, `none`) and what that
 //!   adds to the model.
 //!
 //! In a config both are objects tagged by name; an option of another variant, or an unknown one,
@@ -110,6 +111,65 @@ pub enum Method {
         #[serde(default = "Deme::projection")]
         projection: bool,
     },
+    /// ANL transfer ("Transferring Pretrained Diffusion Probabilistic Models", OpenReview
+    /// 8u9eXwu5GAb): Attention-NonLinear modules after every residual block of the U-Net (see
+    /// [`models::anl`]) read the `encoder`'s embedding of an image: in training the image being
+    /// denoised, at sampling a target image of the asked class (masked sampling hides a
+    /// fraction of its tokens). Only the modules train: use it with `trainable.kind` `none`.
+    /// The frozen U-Net runs on its null class (its class table knows the source's classes,
+    /// not the target's): the condition image carries the semantics, and classifier-free
+    /// guidance has nothing to act on.
+    Anl {
+        /// The frozen image encoder (a file of `difftune encoder train`); absent: the paper's
+        /// unconditional variant, whose modules attend over the feature map itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoder: Option<String>,
+        /// What of the encoder's output the modules read: its token `sequence` or its `pooled`
+        /// embedding (one token).
+        #[serde(default, skip_serializing_if = "AnlTokens::is_sequence")]
+        tokens: AnlTokens,
+        /// Attention heads; they divide every level's channels.
+        #[serde(default = "Anl::heads")]
+        heads: usize,
+        /// The MLP's hidden width in multiples of the block's channels.
+        #[serde(default = "Anl::mlp_ratio")]
+        mlp_ratio: usize,
+        /// Whether the non-linear mapping follows the attention (`false`: the ablation).
+        #[serde(default = "Anl::nonlinear")]
+        nonlinear: bool,
+    },
+}
+
+/// What of an image encoder's output ANL modules read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnlTokens {
+    /// The token sequence `[S, E]`.
+    #[default]
+    Sequence,
+    /// The pooled embedding, as one token.
+    Pooled,
+}
+
+impl AnlTokens {
+    fn is_sequence(&self) -> bool {
+        *self == AnlTokens::Sequence
+    }
+}
+
+/// Our defaults for [`Method::Anl`] (the paper gives none).
+struct Anl;
+
+impl Anl {
+    fn heads() -> usize {
+        4
+    }
+    fn mlp_ratio() -> usize {
+        4
+    }
+    fn nonlinear() -> bool {
+        true
+    }
 }
 
 /// The official code's defaults for [`Method::Deme`].
@@ -192,11 +252,12 @@ impl Method {
             Method::Standard { .. } => "standard",
             Method::DiffTuning { .. } => "diff-tuning",
             Method::Deme { .. } => "deme",
+            Method::Anl { .. } => "anl",
         }
     }
 
     /// Every method's name.
-    pub const NAMES: [&'static str; 3] = ["standard", "diff-tuning", "deme"];
+    pub const NAMES: [&'static str; 4] = ["standard", "diff-tuning", "deme", "anl"];
 
     /// The method of `name` with its default options (an error for a method with a required
     /// option, naming it).
@@ -253,6 +314,27 @@ impl Method {
                     );
                 }
                 weight(*consistency)
+            }
+            Method::Anl {
+                encoder,
+                heads,
+                mlp_ratio,
+                ..
+            } => {
+                if encoder.as_deref().is_some_and(|e| e.trim().is_empty()) {
+                    return bad(
+                        "encoder",
+                        "is empty; name an encoder file, or leave the key out for the \
+                         unconditional variant"
+                            .into(),
+                    );
+                }
+                for (key, v) in [("heads", heads), ("mlp_ratio", mlp_ratio)] {
+                    if *v == 0 {
+                        return bad(key, "must be at least 1".into());
+                    }
+                }
+                Ok(())
             }
             Method::DiffTuning {
                 bank,
@@ -340,6 +422,12 @@ impl Method {
             Method::Deme {
                 projection: true, ..
             } => models::projection::add_projections(ps, &network.projections()),
+            Method::Anl { .. } => match network.anl() {
+                Some(anl) => anl.add_parameters(ps),
+                None => Err(Error::msg(
+                    "config `method`: anl needs a U-Net (`model.kind` unet)",
+                )),
+            },
             _ => Ok(Vec::new()),
         }
     }
@@ -352,6 +440,22 @@ impl Method {
         network: &Network,
         ps: &mut ParamStore,
     ) -> Result<TrainableReport> {
+        match (self, trainable) {
+            (Method::Anl { .. }, Trainable::Full {}) => {
+                return Err(Error::msg(
+                    "config `trainable`: anl trains its modules over a frozen U-Net; set \
+                     `trainable.kind` to `none` (the paper's), or lora/bitfit to tune the base too",
+                ))
+            }
+            (Method::Standard { .. } | Method::DiffTuning { .. }, Trainable::None {}) => {
+                return Err(Error::msg(format!(
+                    "config `trainable.kind`: `none` trains only what the method adds, and \
+                     method `{}` adds nothing",
+                    self.name()
+                )))
+            }
+            _ => {}
+        }
         let mut report = trainable.apply(network, ps)?;
         let added = self.add_parameters(network, ps)?;
         if !added.is_empty() {

@@ -56,7 +56,9 @@ impl Method {
             timestep_weights: None,
         };
         Ok(match self {
-            Method::Standard { .. } => vec![target(batch_size, TimestepSampler::uniform(steps)?)],
+            Method::Standard { .. } | Method::Anl { .. } => {
+                vec![target(batch_size, TimestepSampler::uniform(steps)?)]
+            }
             Method::Deme {
                 ranges,
                 range,

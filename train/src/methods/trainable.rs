@@ -33,6 +33,9 @@ pub enum Trainable {
     /// DiffFit: biases, norm weights, the class embedding and a learned scale per block
     /// (initialised to 1) train.
     Difffit {},
+    /// Nothing of the model: only what the method adds trains (ANL's modules, DeMe's
+    /// projections).
+    None {},
 }
 
 impl Default for Trainable {
@@ -88,6 +91,7 @@ impl Trainable {
             Trainable::Lora { .. } => "lora",
             Trainable::Bitfit {} => "bitfit",
             Trainable::Difffit {} => "difffit",
+            Trainable::None {} => "none",
         }
     }
 
@@ -146,6 +150,9 @@ impl Trainable {
             }
             Trainable::Difffit {} => {
                 difffit(ps, &network.difffit_scales()?)?;
+            }
+            Trainable::None {} => {
+                ps.set_trainable("*", false);
             }
         }
         Ok(TrainableReport {

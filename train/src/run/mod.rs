@@ -35,7 +35,8 @@ pub use config::{
 pub use export::export;
 pub use network::{Network, Unet};
 pub use sample::{
-    generate, generate_chunked, generate_in_stages, grid_labels, repeat_labels, Stage,
+    generate, generate_chunked, generate_in_stages, grid_labels, repeat_labels, ConditionImages,
+    Stage,
 };
 
 use self::checkpoint::{CheckpointState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
@@ -505,14 +506,16 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let draw = |ema: &Ema, ps: &ParamStore, path: &Path| -> Result<()> {
         let weights = ema.store(ps)?;
         let labels = grid_labels(data.classes().len(), config.sample.per_class)?;
-        let images = generate(
-            &network,
-            &weights,
-            &process,
-            &config.sample,
-            &labels,
-            config.seed,
-        )?;
+        // ANL: each row's condition an image of its class from the training data.
+        let condition = network
+            .needs_condition()
+            .then(|| ConditionImages::of_classes(&data, &labels, 0.0, config.seed))
+            .transpose()?;
+        let stage = Stage {
+            condition: condition.as_ref(),
+            ..Stage::new(&network, &weights)
+        };
+        let images = generate_in_stages(&[stage], &process, &config.sample, &labels, config.seed)?;
         let len = labels.len();
         save_grid(path, &images, Some(&Tensor::from_vec(labels, &[len])?), 2)?;
         Ok(())
@@ -527,10 +530,12 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         let noise = Tensor::randn(batch.images.shape(), 0.0, 1.0, DType::F32, device, &mut gen)?;
         let x0 = batch.images.to_device(device)?;
         let labels = network.drop_labels(&batch.labels, &mut gen)?;
+        // ANL: the modules read the embedding of the very image being denoised.
+        let condition = network.condition(&x0, 0.0, &mut gen)?;
         let mut gap = None;
         let terms = diffusion.training_losses_with(
             |x_t: &Var, t: &Tensor| {
-                let prediction = network.forward(&ps, x_t, t, &labels)?;
+                let prediction = network.forward_with(&ps, x_t, t, &labels, condition.as_ref())?;
                 if let Some((teacher, _)) = &teacher {
                     let frozen = teacher.predict(x_t, t, &labels)?;
                     gap = Some(teacher::consistency(&prediction, &frozen, image_shape[0])?);

@@ -1,14 +1,19 @@
 //! [`Network`]: the denoiser a run trains, a DiT or a U-Net (diffusers' `UNet2DModel`), behind
 //! one interface for the trainer, the samplers, the transfer methods and export.
 
-use autograd::Var;
+use std::path::Path;
+
+use autograd::{no_grad, Var};
+use models::anl::{Anl, AnlOptions, Condition};
 use models::dit::{drop_labels, Dit};
+use models::encoder::ImageEncoder;
 use models::unet::{UNet2DConfig, UNet2DModel};
 use models::ParamStore;
 use tensor::{Error, Generator, Result, Tensor};
 
 use super::config::{ModelConfig, UnetSettings};
 use super::RunConfig;
+use crate::methods::{AnlTokens, Method};
 
 /// A run's denoiser: `x_t`, timesteps and labels in, the prediction out.
 // One per run: the variants' sizes (a few hundred bytes of module tables) do not matter.
@@ -29,6 +34,15 @@ pub struct Unet {
     class_dropout_prob: f64,
     conditional: bool,
     image_shape: [usize; 3],
+    /// ANL: the frozen encoder whose embedding of an image the modules read.
+    encoder: Option<Encoder>,
+}
+
+/// A frozen image encoder and what of its output ANL modules read.
+struct Encoder {
+    model: ImageEncoder,
+    params: ParamStore,
+    tokens: AnlTokens,
 }
 
 impl Network {
@@ -52,22 +66,105 @@ impl Network {
                 ps,
                 config.dit_config(c, h, classes)?,
             )?)),
-            ModelConfig::Unet(u) => Ok(Network::Unet(Unet {
-                model: UNet2DModel::new(ps, &unet_config(u, image_shape, classes)?)?,
-                classes,
-                class_dropout_prob: u.class_dropout_prob,
-                conditional: u.conditional,
-                image_shape,
-            })),
+            ModelConfig::Unet(u) => {
+                let mut model = UNet2DModel::new(ps, &unet_config(u, image_shape, classes)?)?;
+                let encoder = anl_setup(&mut model, &config.method, image_shape, ps)?;
+                Ok(Network::Unet(Unet {
+                    model,
+                    classes,
+                    class_dropout_prob: u.class_dropout_prob,
+                    conditional: u.conditional,
+                    image_shape,
+                    encoder,
+                }))
+            }
         }
+    }
+
+    /// The ANL modules of the network, if its method adds them.
+    pub fn anl(&self) -> Option<&Anl> {
+        match self {
+            Network::Unet(u) => u.model.anl(),
+            Network::Dit(_) => None,
+        }
+    }
+
+    /// Whether the network reads a condition image (an ANL model with an encoder).
+    pub fn needs_condition(&self) -> bool {
+        matches!(
+            self,
+            Network::Unet(Unet {
+                encoder: Some(_),
+                ..
+            })
+        )
+    }
+
+    /// The condition of `images` `[N, C, H, W]` (in [-1, 1]) for an ANL model with an encoder:
+    /// their embedding under no_grad, a fraction `mask` of its tokens hidden at random (drawn
+    /// from `gen`); `None` for a network that reads none.
+    pub fn condition(
+        &self,
+        images: &Tensor,
+        mask: f64,
+        gen: &mut Generator,
+    ) -> Result<Option<Condition>> {
+        let Network::Unet(Unet {
+            encoder: Some(e), ..
+        }) = self
+        else {
+            return Ok(None);
+        };
+        let x = Var::constant(images.to_device(e.params.device())?);
+        let tokens = no_grad(|| match e.tokens {
+            AnlTokens::Sequence => e.model.tokens(&e.params, &x),
+            AnlTokens::Pooled => {
+                let pooled = e.model.pooled(&e.params, &x)?;
+                let &[n, p] = pooled.shape() else {
+                    return Err(Error::msg(
+                        "ANL: the encoder's pooled embedding is not [N, P]",
+                    ));
+                };
+                pooled.reshape(&[n, 1, p])
+            }
+        })?;
+        Condition::masked(Var::constant(tokens.value().clone()), mask, gen).map(Some)
     }
 
     /// The prediction for `x_t` `[N, C, H, W]` at timesteps `t` `[N]` with labels `y` `[N]`
     /// (the null class among them where the model has one; ignored by an unconditional U-Net).
     pub fn forward(&self, ps: &ParamStore, x_t: &Var, t: &Tensor, y: &Tensor) -> Result<Var> {
+        self.forward_with(ps, x_t, t, y, None)
+    }
+
+    /// [`Network::forward`] with the `condition` an ANL model reads (see
+    /// [`Network::condition`]). An ANL model's U-Net runs on its null class whatever `y` asks:
+    /// its frozen class table knows the source's classes.
+    pub fn forward_with(
+        &self,
+        ps: &ParamStore,
+        x_t: &Var,
+        t: &Tensor,
+        y: &Tensor,
+        condition: Option<&Condition>,
+    ) -> Result<Var> {
         match self {
             Network::Dit(dit) => dit.forward(ps, x_t, t, y, None),
-            Network::Unet(u) if !u.conditional => u.model.forward(ps, x_t, t, None),
+            Network::Unet(u) if !u.conditional => u.model.forward_with(ps, x_t, t, None, condition),
+            Network::Unet(u) if u.model.anl().is_some() => {
+                let null = match self.null_class() {
+                    Some(null) => null as i64,
+                    None => {
+                        return Err(Error::msg(
+                            "anl over a class-conditional U-Net needs its null class (a model \
+                             trained with label dropout): the frozen U-Net runs unconditionally",
+                        ))
+                    }
+                };
+                let n = y.elem_count();
+                let y = Tensor::from_vec(vec![null; n], &[n])?;
+                u.model.forward_with(ps, x_t, t, Some(&y), condition)
+            }
             Network::Unet(u) => {
                 let rows = u.classes + usize::from(u.class_dropout_prob > 0.0);
                 let labels = y.to_vec::<i64>()?;
@@ -82,7 +179,7 @@ impl Network {
                         }
                     )));
                 }
-                u.model.forward(ps, x_t, t, Some(y))
+                u.model.forward_with(ps, x_t, t, Some(y), condition)
             }
         }
     }
@@ -122,10 +219,12 @@ impl Network {
         }
     }
 
-    /// Whether the samples depend on the label.
+    /// Whether the samples depend on the label (for an ANL model: through a condition image of
+    /// the label's class).
     pub fn conditional(&self) -> bool {
         match self {
             Network::Dit(_) => true,
+            Network::Unet(u) if u.model.anl().is_some() => u.encoder.is_some(),
             Network::Unet(u) => u.conditional,
         }
     }
@@ -216,6 +315,58 @@ impl Network {
         };
         patterns.iter().map(|p| p.to_string()).collect()
     }
+}
+
+/// Gives `model` the ANL modules of `method` (nothing for another method) and loads their
+/// encoder onto `ps`'s device.
+fn anl_setup(
+    model: &mut UNet2DModel,
+    method: &Method,
+    image_shape: [usize; 3],
+    ps: &ParamStore,
+) -> Result<Option<Encoder>> {
+    let Method::Anl {
+        encoder,
+        tokens,
+        heads,
+        mlp_ratio,
+        nonlinear,
+    } = method
+    else {
+        return Ok(None);
+    };
+    let encoder = encoder
+        .as_ref()
+        .map(|path| -> Result<Encoder> {
+            let bad = |msg: String| Error::msg(format!("config `method.encoder` {path}: {msg}"));
+            let (model, params) =
+                ImageEncoder::load(Path::new(path), ps.device()).map_err(|e| bad(e.to_string()))?;
+            if model.config().image != image_shape {
+                return Err(bad(format!(
+                    "the encoder takes images {:?} ([C, H, W]); the run's are {image_shape:?}",
+                    model.config().image
+                )));
+            }
+            Ok(Encoder {
+                model,
+                params,
+                tokens: *tokens,
+            })
+        })
+        .transpose()?;
+    let context_dim = encoder.as_ref().map(|e| match e.tokens {
+        AnlTokens::Sequence => e.model.token_shape().1,
+        AnlTokens::Pooled => e.model.pooled_dim(),
+    });
+    model
+        .set_anl(Some(AnlOptions {
+            context_dim,
+            heads: *heads,
+            mlp_ratio: *mlp_ratio,
+            nonlinear: *nonlinear,
+        }))
+        .map_err(|e| Error::msg(format!("config `method`: {e}")))?;
+    Ok(encoder)
 }
 
 /// The `UNet2DModel` of `u` for images `[C, H, W]` of `classes` classes: a level per entry of

@@ -7,6 +7,7 @@ use tensor::{DType, Error, Generator, Result, Tensor};
 
 use super::config::SampleSettings;
 use super::Network;
+use crate::data::{transform, Dataset};
 use crate::diffusion::{classifier_free_guidance, Diffusion, DiffusionConfig, Respacing};
 
 /// Images per model call: bounds the memory of a large request.
@@ -24,12 +25,7 @@ pub fn generate(
     labels: &[i64],
     seed: u64,
 ) -> Result<Tensor> {
-    let stage = Stage {
-        network,
-        params: ps,
-        from: 0,
-        null_labels: false,
-    };
+    let stage = Stage::new(network, ps);
     generate_in_stages(&[stage], process, settings, labels, seed)
 }
 
@@ -45,7 +41,81 @@ pub struct Stage<'a> {
     pub from: usize,
     /// Whether it is given its null class instead of the labels (unconditional denoising).
     pub null_labels: bool,
+    /// The condition images of an ANL model, one per sample.
+    pub condition: Option<&'a ConditionImages>,
 }
+
+impl<'a> Stage<'a> {
+    /// A network that denoises the whole chain with the asked labels and no condition.
+    pub fn new(network: &'a Network, params: &'a ParamStore) -> Stage<'a> {
+        Stage {
+            network,
+            params,
+            from: 0,
+            null_labels: false,
+            condition: None,
+        }
+    }
+}
+
+/// What an ANL model's samples are conditioned on: an image per sample, and the fraction of
+/// the embedding's tokens masked (masked sampling).
+#[derive(Clone, Debug)]
+pub struct ConditionImages {
+    /// `f32 [N, C, H, W]` in [-1, 1].
+    pub images: Tensor,
+    /// The fraction of tokens hidden, in [0, 1].
+    pub mask: f64,
+}
+
+impl ConditionImages {
+    /// For each label, an image of that class drawn at random (seeded) from `data` (e.g. the
+    /// target's training split), masked by `mask`. A class without images is an error naming it.
+    pub fn of_classes(data: &Dataset, labels: &[i64], mask: f64, seed: u64) -> Result<Self> {
+        models::anl::check_mask(mask, "mask")?;
+        let mut by_class = vec![Vec::new(); data.classes().len()];
+        for (i, &l) in data.labels().iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        let mut gen = Generator::new(seed);
+        let mut picks = Vec::with_capacity(labels.len());
+        for &l in labels {
+            let pool = usize::try_from(l)
+                .ok()
+                .and_then(|l| by_class.get(l))
+                .filter(|pool| !pool.is_empty())
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "condition images: class {l} has no image among the {} condition images",
+                        data.len()
+                    ))
+                })?;
+            picks.push(pool[rand::Rng::random_range(gen.rng(), 0..pool.len())]);
+        }
+        Self::new(&data.subset(&picks)?, mask)
+    }
+
+    /// The images of `data`, in order, masked by `mask`.
+    pub fn new(data: &Dataset, mask: f64) -> Result<Self> {
+        models::anl::check_mask(mask, "mask")?;
+        Ok(ConditionImages {
+            images: transform::scale(&data.images_tensor()?)?,
+            mask,
+        })
+    }
+
+    /// The images `start..start + len`.
+    fn part(&self, start: usize, len: usize) -> Result<ConditionImages> {
+        Ok(ConditionImages {
+            images: self.images.narrow(0, start, len)?.contiguous()?,
+            mask: self.mask,
+        })
+    }
+}
+
+/// Where the masking draws come from: a stream apart from the sampling noise, so that masked
+/// and unmasked samples of one seed start from the same noise.
+const MASK_STREAM: u64 = 0x6d61_736b;
 
 /// [`generate`] with the chain split between networks: at timestep `t` the stage with the
 /// largest `from <= t` denoises (e.g. Diff-Tuning's chain of forgetting: a fine-tuned model far
@@ -97,6 +167,30 @@ pub fn generate_in_stages(
         if stage.null_labels {
             null_class(stage.network, "unconditional denoising")?;
         }
+        if stage.network.needs_condition() {
+            if guided {
+                return Err(Error::msg(format!(
+                    "sample: {guidance} has nothing to act on in an ANL model, whose frozen \
+                     U-Net runs on its null class; sample with cfg_scale 1"
+                )));
+            }
+            match stage.condition {
+                Some(c) if c.images.shape().first() == Some(&labels.len()) => {}
+                Some(c) => {
+                    return Err(Error::msg(format!(
+                        "sample: {} condition images for {} samples",
+                        c.images.shape().first().copied().unwrap_or(0),
+                        labels.len()
+                    )))
+                }
+                None => {
+                    return Err(Error::msg(
+                        "sample: this ANL model is conditioned on an image; give condition \
+                         images (`--condition`, or the run's data by default)",
+                    ))
+                }
+            }
+        }
         if let Some(name) = stage.params.first_non_finite()? {
             return Err(Error::msg(format!(
                 "sample: the weights are not finite: parameter `{name}` holds NaN or infinite \
@@ -107,9 +201,23 @@ pub fn generate_in_stages(
     let respacing = settings.respacing()?;
     let diffusion = Diffusion::respaced(&respacing, process)?;
     let mut gen = Generator::new(seed);
+    let mut mask_gen = Generator::new(seed ^ MASK_STREAM);
     let mut chunks = Vec::new();
-    for chunk in labels.chunks(CHUNK) {
+    for (k, chunk) in labels.chunks(CHUNK).enumerate() {
         let n = chunk.len();
+        // Each stage's condition for this chunk (ANL models only).
+        let conditions = stages
+            .iter()
+            .map(
+                |s| match s.condition.filter(|_| s.network.needs_condition()) {
+                    Some(c) => {
+                        let part = c.part(k * CHUNK, n)?;
+                        s.network.condition(&part.images, part.mask, &mut mask_gen)
+                    }
+                    None => Ok(None),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
         let [c, h, w] = network.image_shape();
         let noise = Tensor::randn(
             &[n, c, h, w],
@@ -139,9 +247,13 @@ pub fn generate_in_stages(
             let k = stages.iter().position(|s| now >= s.from).unwrap_or(0);
             let (stage, y) = (&stages[k], &stage_y[k]);
             no_grad(|| {
-                stage
-                    .network
-                    .forward(stage.params, &Var::constant(x.clone()), t, y)
+                stage.network.forward_with(
+                    stage.params,
+                    &Var::constant(x.clone()),
+                    t,
+                    y,
+                    conditions[k].as_ref(),
+                )
             })
             .map(|v| v.value().clone())
         };
@@ -176,10 +288,32 @@ pub fn generate_chunked(
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<Tensor> {
     let mut parts = Vec::new();
-    for (i, part) in labels.chunks(chunk.max(1)).enumerate() {
+    let chunk = chunk.max(1);
+    for (i, part) in labels.chunks(chunk).enumerate() {
         let part_seed = seed.wrapping_add(i as u64);
+        // Each part's condition images.
+        let conditions = stages
+            .iter()
+            .map(|s| {
+                s.condition
+                    .map(|c| c.part(i * chunk, part.len()))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let part_stages: Vec<Stage> = stages
+            .iter()
+            .zip(&conditions)
+            .map(|(s, c)| Stage {
+                condition: c.as_ref(),
+                ..*s
+            })
+            .collect();
         parts.push(generate_in_stages(
-            stages, process, settings, part, part_seed,
+            &part_stages,
+            process,
+            settings,
+            part,
+            part_seed,
         )?);
         if let Some(bar) = bar {
             bar.inc(part.len() as u64);
@@ -330,6 +464,7 @@ mod tests {
             params,
             from,
             null_labels,
+            condition: None,
         };
         let settings = SampleSettings {
             sampler: "ddim4".into(),

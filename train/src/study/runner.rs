@@ -53,6 +53,9 @@ pub fn headline(report: &EvalReport) -> Map<String, Value> {
     if let Some(a) = report.class_accuracy {
         m.insert("class_accuracy".into(), a.into());
     }
+    if let Some(c) = &report.copying {
+        m.insert("copy_ratio".into(), c.ratio.into());
+    }
     m
 }
 
@@ -145,7 +148,9 @@ pub fn run_all(study: &Study, progress: bool) -> Result<RunCounts> {
         .collect();
     let is_done = |job: &Job| match job {
         Job::Train(v, c) => done(c, (!v.hidden).then_some(&study.eval)),
-        Job::Derive(v, s) => derived_done(v, &study.run_dir(&v.name, *s), &study.eval),
+        Job::Derive(v, s) => {
+            derived_done(v, &study.run_dir(&v.name, *s), &v.protocol(&study.eval)?)
+        }
     };
     let mut finished: Vec<bool> = jobs.iter().map(is_done).collect::<Result<_>>()?;
     let mut counts = RunCounts {
@@ -275,6 +280,12 @@ fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
         }
         write_atomic(&dir.join(VARIANT_FILE), definition.as_bytes())?;
     }
+    // A variant with its own `eval` is judged under it.
+    let own = match v.eval.is_empty() {
+        true => None,
+        false => Some(v.protocol(&study.eval)?.judge()?),
+    };
+    let judge = own.as_ref().unwrap_or(judge);
     let noise = eval_seed(judge, seed);
     let parts = |names: &[String]| -> Vec<PathBuf> {
         names.iter().map(|n| study.run_dir(n, seed)).collect()
@@ -296,6 +307,7 @@ fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
             let stages = ensemble(&models)?;
             judge.sample_in_stages(&stages, &models[0].1.state, &v.name, noise, false)?
         }
+        VariantKind::Of(of) => judge.sample(&study.run_dir(of, seed), noise, false)?,
         VariantKind::Trained => unreachable!("trained variants are not derived"),
     };
     evaluate(&dir, judge, seed, 0, images, labels)

@@ -60,6 +60,13 @@ pub struct Variant {
     /// seed, one per timestep range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<Vec<String>>,
+    /// Instead of training: the runs of this trained variant (of the same seed), evaluated
+    /// again under this variant's `eval` (e.g. ANL's masked sampling at another fraction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+    /// Keys merged onto the study's `eval` for this variant (a variant that is not trained).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub eval: Map<String, Value>,
     /// Trained, but neither evaluated nor reported (the range runs a merge is made of).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hidden: bool,
@@ -111,10 +118,7 @@ impl MergeSpec {
 
     /// The validation protocol of a grid search: `eval` with `validation`'s keys.
     pub fn validation(&self, eval: &Protocol) -> Result<Protocol> {
-        let mut json = serde_json::to_value(eval).expect("a protocol is plain JSON");
-        merge(&mut json, &Value::Object(self.validation.clone()));
-        let protocol: Protocol = serde_json::from_value(json)
-            .map_err(|e| Error::msg(format!("`merge.validation`: {e}")))?;
+        let protocol = with_overrides(eval, &self.validation, "`merge.validation`")?;
         if protocol.reference == eval.reference {
             return Err(Error::msg(format!(
                 "`merge.validation`: set a `reference` other than the evaluation's ({}): \
@@ -125,6 +129,13 @@ impl MergeSpec {
         protocol.validate("`merge.validation`")?;
         Ok(protocol)
     }
+}
+
+/// `eval` with the keys of `overrides` merged on, checked; `what` names the overrides in errors.
+fn with_overrides(eval: &Protocol, overrides: &Map<String, Value>, what: &str) -> Result<Protocol> {
+    let mut json = serde_json::to_value(eval).expect("a protocol is plain JSON");
+    merge(&mut json, &Value::Object(overrides.clone()));
+    serde_json::from_value(json).map_err(|e| Error::msg(format!("{what}: {e}")))
 }
 
 /// What a variant is.
@@ -138,17 +149,30 @@ pub enum VariantKind<'a> {
     Merge(&'a MergeSpec),
     /// An ensemble of trained variants.
     Ensemble(&'a [String]),
+    /// A trained variant's runs, evaluated again.
+    Of(&'a String),
 }
 
 impl Variant {
     /// What the variant is (checked by [`Study::validate`] to be one thing only).
     pub fn kind(&self) -> VariantKind<'_> {
-        match (&self.model, &self.merge, &self.ensemble) {
+        match (&self.model, &self.merge, &self.ensemble, &self.of) {
             (Some(m), ..) => VariantKind::Model(m),
-            (_, Some(m), _) => VariantKind::Merge(m),
-            (.., Some(e)) => VariantKind::Ensemble(e),
+            (_, Some(m), ..) => VariantKind::Merge(m),
+            (_, _, Some(e), _) => VariantKind::Ensemble(e),
+            (.., Some(of)) => VariantKind::Of(of),
             _ => VariantKind::Trained,
         }
+    }
+
+    /// The protocol this variant is evaluated under: the study's `eval` with the variant's.
+    pub fn protocol(&self, eval: &Protocol) -> Result<Protocol> {
+        if self.eval.is_empty() {
+            return Ok(eval.clone());
+        }
+        let protocol = with_overrides(eval, &self.eval, "`eval`")?;
+        protocol.validate("`eval`")?;
+        Ok(protocol)
     }
 
     /// The trained variants it is made of (a merge's or ensemble's; none otherwise).
@@ -156,6 +180,7 @@ impl Variant {
         match self.kind() {
             VariantKind::Merge(spec) => &spec.runs,
             VariantKind::Ensemble(parts) => parts,
+            VariantKind::Of(of) => std::slice::from_ref(of),
             _ => &[],
         }
     }
@@ -279,16 +304,32 @@ impl Study {
     /// Checks a variant that is not trained: one kind only, its model present, the variants
     /// it is made of trained ones of this study, its merge weights and validation protocol.
     fn check_derived(&self, v: &Variant, configs: &[(&Variant, RunConfig)]) -> Result<()> {
-        let kinds = [v.model.is_some(), v.merge.is_some(), v.ensemble.is_some()];
+        let kinds = [
+            v.model.is_some(),
+            v.merge.is_some(),
+            v.ensemble.is_some(),
+            v.of.is_some(),
+        ];
         match kinds.iter().filter(|k| **k).count() {
+            0 if !v.eval.is_empty() => {
+                return Err(Error::msg(
+                    "`eval` applies to variants that are not trained (`of`, `model`, `merge`, \
+                     `ensemble`); every trained run is evaluated under the study's `eval`",
+                ))
+            }
             0 => return Ok(()),
             1 => {}
-            _ => return Err(Error::msg("give one of `model`, `merge` and `ensemble`")),
+            _ => {
+                return Err(Error::msg(
+                    "give one of `model`, `merge`, `ensemble` and `of`",
+                ))
+            }
         }
+        v.protocol(&self.eval)?;
         if !v.overrides.is_empty() || v.hidden {
             return Err(Error::msg(
-                "`overrides` and `hidden` apply to trained variants, not to a model, merge or \
-                 ensemble",
+                "`overrides` and `hidden` apply to trained variants, not to a model, merge, \
+                 ensemble or `of`",
             ));
         }
         let parts = match v.kind() {
@@ -309,6 +350,7 @@ impl Study {
                 &spec.runs
             }
             VariantKind::Ensemble(parts) => parts,
+            VariantKind::Of(of) => std::slice::from_ref(of),
             VariantKind::Trained => unreachable!("counted above"),
         };
         if parts.is_empty() {

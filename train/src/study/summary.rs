@@ -183,6 +183,13 @@ fn made_of(v: &Variant) -> String {
             spec.weights
         ),
         VariantKind::Ensemble(parts) => format!("ensemble of {}", parts.join(", ")),
+        VariantKind::Of(of) => format!(
+            "the runs of {of}{}",
+            match v.eval.is_empty() {
+                true => String::new(),
+                false => format!(", evaluated with {}", Value::Object(v.eval.clone())),
+            }
+        ),
         VariantKind::Trained => String::new(),
     }
 }

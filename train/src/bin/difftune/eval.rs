@@ -162,6 +162,17 @@ pub struct ProtocolFlags {
     /// Splits of the Inception-style score.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub is_splits: u64,
+    /// ANL models: the fraction of condition tokens masked (masked sampling), in [0, 1].
+    #[arg(long, default_value_t = 0.0, value_parser = crate::sample::parse_mask)]
+    pub mask: f64,
+    /// ANL models: the data condition images are drawn from, one of the asked class per sample
+    /// (default: the run's training data).
+    #[arg(long)]
+    pub condition: Option<String>,
+    /// The copying check: the training images (e.g. `animal-mnist-train`) whose nearest
+    /// distance to each sample is compared with the reference images' (ratio below 1: copying).
+    #[arg(long)]
+    pub copying: Option<String>,
 }
 
 impl ProtocolFlags {
@@ -179,6 +190,9 @@ impl ProtocolFlags {
             kid_subset_size: self.kid_subset_size as usize,
             is_splits: self.is_splits as usize,
             seed,
+            mask: self.mask,
+            condition: self.condition.clone(),
+            copying: self.copying.clone(),
         }
     }
 }

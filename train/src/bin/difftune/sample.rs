@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensor::{Error, Result, Tensor};
-use train::data::{save_grid, save_image_folder};
+use train::data::{folder, save_grid, save_image_folder, transform, DataSource};
 use train::diffusion::{check_eta, Respacing};
-use train::run::{generate, grid_labels, load_model, repeat_labels, SampleSettings, Weights};
+use train::run::{
+    generate_in_stages, grid_labels, load_model, repeat_labels, ConditionImages, LoadedModel,
+    SampleSettings, Stage, Weights,
+};
 
 /// Draw samples from a checkpoint: a grid with one row per class.
 #[derive(Args, Debug)]
@@ -33,6 +36,80 @@ pub struct SampleArgs {
     /// `ema` (the moving average) or `raw` weights.
     #[arg(long, default_value = "ema", value_parser = ["ema", "raw"])]
     weights: String,
+    #[command(flatten)]
+    condition: ConditionFlags,
+}
+
+/// What an ANL model's samples are conditioned on.
+#[derive(Args, Debug)]
+pub struct ConditionFlags {
+    /// ANL models: the data the condition images are drawn from, an image of the asked class
+    /// per sample (`animal-mnist-test`, a folder of class folders, ...; default: the run's
+    /// training data).
+    #[arg(long)]
+    pub condition: Option<String>,
+    /// ANL models: one image (PNG or JPEG, the model's size and channels) that conditions every
+    /// sample, instead of `--condition`.
+    #[arg(long, conflicts_with = "condition")]
+    pub condition_image: Option<PathBuf>,
+    /// ANL models: the fraction of condition tokens masked, in [0, 1]; several (`0,0.5,1`)
+    /// draw the grid once per value, a row block each, from the same noise and conditions.
+    #[arg(long, value_delimiter = ',', default_value = "0", value_parser = parse_mask)]
+    pub mask: Vec<f64>,
+}
+
+/// A clap parser of a masking fraction in [0, 1].
+pub fn parse_mask(s: &str) -> std::result::Result<f64, String> {
+    number(|m| {
+        models::anl::check_mask(m, "--mask")
+            .map(|_| m)
+            .map_err(|e| e.to_string())
+    })(s)
+}
+
+impl ConditionFlags {
+    /// The condition images of `labels` for `model` masked by `mask`, or `None` for a model
+    /// that reads none (then a condition flag is an error).
+    pub fn images(
+        &self,
+        model: &LoadedModel,
+        labels: &[i64],
+        mask: f64,
+        seed: u64,
+    ) -> Result<Option<ConditionImages>> {
+        let given = self.condition.is_some() || self.condition_image.is_some();
+        if !model.network.needs_condition() {
+            return match given || self.mask != [0.0] {
+                true => Err(Error::msg(
+                    "--condition, --condition-image and --mask apply to ANL models with an \
+                     encoder; this model reads no condition image",
+                )),
+                false => Ok(None),
+            };
+        }
+        let shape = model.state.image_shape;
+        if let Some(file) = &self.condition_image {
+            let one = transform::scale(&folder::read_exact(file, shape)?)?;
+            let n = labels.len();
+            let images = one
+                .broadcast_as(&[n, shape[0], shape[1], shape[2]])?
+                .contiguous()?;
+            return Ok(Some(ConditionImages { images, mask }));
+        }
+        let (source, flag) = match &self.condition {
+            Some(c) => (c.as_str(), "--condition"),
+            None => (model.state.config.data.as_str(), "the run's `data`"),
+        };
+        let data = DataSource::parse(source, flag)?.reference(shape)?;
+        if data.classes() != model.state.classes {
+            return Err(Error::msg(format!(
+                "{flag} {source}: its classes ({}) are not the model's ({})",
+                data.classes().join(", "),
+                model.state.classes.join(", ")
+            )));
+        }
+        ConditionImages::of_classes(&data, labels, mask, seed).map(Some)
+    }
 }
 
 /// The sampler flags of `sample` and `eval`, over the run's own settings. Each is checked as it is
@@ -112,21 +189,50 @@ pub fn run(args: SampleArgs) -> Result<()> {
         settings.eta,
         settings.cfg_scale
     );
-    let images = generate(
-        &model.network,
-        &model.params,
-        &process,
-        &settings,
-        &labels,
-        args.seed,
-    )?;
+    if args.images.is_some() && args.condition.mask.len() > 1 {
+        return Err(Error::msg(
+            "--images writes the samples of one --mask value; give one",
+        ));
+    }
+    // One block of rows per masking fraction (a single block without an ANL model).
+    let mut blocks = Vec::new();
+    for &mask in &args.condition.mask {
+        let condition = args.condition.images(&model, &labels, mask, args.seed)?;
+        let stage = Stage {
+            condition: condition.as_ref(),
+            ..Stage::new(&model.network, &model.params)
+        };
+        blocks.push(generate_in_stages(
+            &[stage],
+            &process,
+            &settings,
+            &labels,
+            args.seed,
+        )?);
+    }
+    let images = Tensor::cat(&blocks.iter().collect::<Vec<_>>(), 0)?;
     let n = labels.len();
+    let rows: Vec<i64> = (0..blocks.len() as i64)
+        .flat_map(|b| labels.iter().map(move |&l| b * classes.len() as i64 + l))
+        .collect();
     save_grid(
         &args.out,
         &images,
-        Some(&Tensor::from_vec(labels.clone(), &[n])?),
+        Some(&Tensor::from_vec(rows, &[n * blocks.len()])?),
         2,
     )?;
+    if blocks.len() > 1 {
+        println!(
+            "rows: one block per --mask value ({}), each a row per class",
+            args.condition
+                .mask
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let images = blocks.swap_remove(0);
     println!("grid: {}", args.out.display());
     if let Some(dir) = args.images {
         save_image_folder(&dir, &images, &labels, classes)?;
