@@ -246,6 +246,70 @@ fn a_study_merges_and_ensembles_its_hidden_range_runs_and_shares_its_runs_betwee
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A variant `of` another evaluates that variant's runs again under its own `eval` keys (ANL's
+/// masked sampling at another fraction, here another sampler), without training anything.
+#[test]
+fn an_of_variant_evaluates_another_variants_runs_under_its_own_eval() {
+    let dir = scratch("of");
+    let data = image_folder(&dir, usize::MAX, 3);
+    let variants = json!([
+        {"name": "a", "x": 1},
+        {"name": "a-ddim2", "of": "a", "eval": {"sampler": "ddim2", "samples": 10}}
+    ]);
+    let file = study_file(&dir, &data, variants);
+    let study = Study::from_file(&file).unwrap();
+    let out = difftune_study(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for seed in [0, 1] {
+        let own = read_record(&study.run_dir("a-ddim2", seed))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (own.protocol.sampler.as_deref(), own.protocol.samples),
+            (Some("ddim2"), 10)
+        );
+        assert_eq!(own.report["images"], json!(10));
+        let base = read_record(&study.run_dir("a", seed)).unwrap().unwrap();
+        assert_eq!((base.protocol.sampler, base.protocol.samples), (None, 20));
+        assert!(
+            !study.run_dir("a-ddim2", seed).join("checkpoints").exists(),
+            "nothing is trained again"
+        );
+    }
+    let md = std::fs::read_to_string(study.out.join("results.md")).unwrap();
+    assert!(md.contains("the runs of a, evaluated with"), "{md}");
+    let again = train::study::run(&study, "again", false).unwrap();
+    assert_eq!(again.counts.ran, 0);
+
+    // `eval` on a trained variant, `of` a variant that is not a trained one: refused, named.
+    for (variant, message) in [
+        (
+            json!({"name": "m", "eval": {"samples": 10}}),
+            "`eval` applies to variants that are not trained",
+        ),
+        (
+            json!({"name": "m", "of": "nope"}),
+            "`nope` is not a trained variant",
+        ),
+        (
+            json!({"name": "m", "of": "a", "eval": {"mask": 2}}),
+            "`mask`",
+        ),
+    ] {
+        let file = study_file(&dir, &data, json!([{"name": "a"}, variant]));
+        let err = Study::from_file(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("variant `m`") && err.contains(message),
+            "{message}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn derived_variants_are_checked_before_anything_runs() {
     let dir = scratch("deme-bad");

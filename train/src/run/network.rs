@@ -264,15 +264,23 @@ impl Network {
             }
             Network::Unet(u) => {
                 let c = u.model.config();
+                let conditioning = match (u.model.anl(), &u.encoder) {
+                    (Some(_), Some(e)) => format!(
+                        "ANL modules over the null class, reading a {} encoder's {}",
+                        e.model.config().kind.name(),
+                        match e.tokens {
+                            AnlTokens::Sequence => "tokens",
+                            AnlTokens::Pooled => "pooled embedding",
+                        }
+                    ),
+                    (Some(_), None) => "unconditional ANL modules (self-attention)".into(),
+                    (None, _) if u.conditional => "class-conditional".into(),
+                    (None, _) => "unconditional".into(),
+                };
                 format!(
-                    "U-Net: channels {:?}, {} blocks per level, {}, {} parameters",
+                    "U-Net: channels {:?}, {} blocks per level, {conditioning}, {} parameters",
                     c.block_out_channels,
                     c.layers_per_block,
-                    if u.conditional {
-                        "class-conditional"
-                    } else {
-                        "unconditional"
-                    },
                     ps.param_count()
                 )
             }

@@ -45,7 +45,8 @@ pub struct Variant {
     /// A JSON merge onto the base config (see [`merge`]).
     #[serde(default)]
     pub overrides: Map<String, Value>,
-    /// The swept number this variant sets, if the study sweeps one.
+    /// The swept number this variant sets, if the study sweeps one: the variants with one are
+    /// drawn as a curve (`sweep.png`), the others only in the tables.
     #[serde(default)]
     pub x: Option<f64>,
     /// Instead of training: this model (an exported file, a run or checkpoint folder),
@@ -262,15 +263,6 @@ impl Study {
                 return Err(Error::msg(format!(
                     "study: two variants are named `{}`",
                     v.name
-                )));
-            }
-            if v.x.is_some() != self.variants[0].x.is_some() {
-                return Err(Error::msg(format!(
-                    "study: variant `{}` {} `x` and variant `{}` {}; give every variant one or none",
-                    v.name,
-                    if v.x.is_some() { "sets" } else { "lacks" },
-                    self.variants[0].name,
-                    if v.x.is_some() { "does not" } else { "does" },
                 )));
             }
             if v.x.is_some_and(|x| !x.is_finite()) {

@@ -108,7 +108,7 @@ pub fn write(study: &Study, results: &[VariantResult], command: &str) -> Result<
     write_markdown(study, results, &rows, command, &paths[1])?;
     let mut written = paths.to_vec();
     write_bars(results, &rows, &paths[2])?;
-    if results.iter().all(|r| r.x.is_some()) {
+    if results.iter().filter(|r| r.x.is_some()).count() >= 2 {
         let path = out.join("sweep.png");
         write_sweep(study, results, &rows, &path)?;
         written.push(path);
@@ -218,8 +218,9 @@ fn write_markdown(
         e.reference,
         e.classifier.display(),
     );
-    // The swept number (set on every variant or none) gets a column only in a sweep.
-    md += &match results.iter().any(|r| r.x.is_some()) {
+    // The swept number gets a column only in a sweep.
+    let swept = results.iter().any(|r| r.x.is_some());
+    md += &match swept {
         true => format!(
             "| variant | {} | trainable parameters | steps/s |\n| --- | --- | --- | --- |\n",
             study.x_label.as_deref().unwrap_or("x")
@@ -230,7 +231,11 @@ fn write_markdown(
         .iter()
         .zip(study.variants.iter().filter(|v| !v.hidden))
     {
-        let x = r.x.map_or(String::new(), |x| format!(" {x} |"));
+        let x = match (r.x, swept) {
+            (Some(x), _) => format!(" {x} |"),
+            (None, true) => " — |".into(),
+            (None, false) => String::new(),
+        };
         let trainable = match &r.trainable {
             Some(t) => format!("{} of {} ({:.2}%)", t.trainable, t.total, 100.0 * t.share()),
             None => format!("— ({})", made_of(v)),
@@ -316,7 +321,7 @@ fn write_sweep(
             let mut points: Vec<(f64, Interval)> = results
                 .iter()
                 .zip(&row.intervals)
-                .map(|(r, i)| (r.x.expect("every variant has x"), *i))
+                .filter_map(|(r, i)| Some((r.x?, *i)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Panel::new(&row.name, Axis::new(x_label), Axis::new(&row.name)).with(interval_line(
