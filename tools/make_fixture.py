@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Make a parity fixture from facebookresearch/DiT, diffusers' UNet2DModel or AutoencoderKL for any config, in the layout
+"""Make a parity fixture from facebookresearch/DiT, diffusers' UNet2DModel or AutoencoderKL, or transformers'
+CLIPVisionModelWithProjection, for any config, in the layout
 of ../shared/fixtures (see its README): float32 random weights `param/*`, inputs `input/*`, float64
 reference outputs `out/*`, random cotangents `cot/*`, float64 gradients `grad/*` of
 sum_k sum(out_k * cot_k), model type and config in the metadata. `difftune parity FILE` then checks
@@ -8,12 +9,17 @@ difftune's model against it.
     pip install torch diffusers
     python3 tools/make_fixture.py unet '{"block_out_channels": [16, 32, 32], "layers_per_block": 2, ...}' unet.safetensors
     python3 tools/make_fixture.py vae '{"block_out_channels": [16, 32], "latent_channels": 3, ...}' vae.safetensors
+    python3 tools/make_fixture.py clip '{"hidden_size": 16, "image_size": 12, "patch_size": 4, ...}' clip.safetensors
     DIT_REF=/path/to/DiT python3 tools/make_fixture.py dit '{"input_size": 8, "patch_size": 4, ...}' dit.safetensors
     DIT_REF=/path/to/DiT python3 tools/make_fixture.py dit_train '{"input_size": 8, ...}' dit_train.safetensors
 
 For `dit`, DIT_REF names a checkout of facebookresearch/DiT (its models.py, which needs timm); the
 model runs in float64 with the timestep features cast to it after the reference computes them in
 float32.
+
+For `clip` (pip install transformers) the config is a CLIPVisionConfig; the outputs are
+`last_hidden_state`, `pooler_output` and `image_embeds` of `input/pixel_values` (the vision tower's forward, as
+CLIPVisionModelWithProjection runs it).
 
 `dit_train` is a training run instead (see `make_train`; its train.py needs diffusers too): the
 float32 initial weights `param/*`; per step k the given inputs `input/step_k/{x0, noise}` (float32),
@@ -127,6 +133,54 @@ def make(kind, config, seed=0):
         "config": json.dumps(config),
         "loss": "sum over k of sum(out/k * cot/k)",
         "generated_by": f"tools/make_fixture.py, float64 reference from float32 weights, torch {torch.__version__}",
+    }
+    return {k: v.contiguous() for k, v in tensors.items()}, meta
+
+
+def make_clip(config, seed=0):
+    """`clip`: CLIPVisionModelWithProjection from a CLIPVisionConfig, random float32 weights, run in
+    float64 with PyTorch's sdpa attention (the eager path computes its softmax in float32). Its three outputs come from one pass through the vision tower, the
+    projection applied to the pooled output, as the model's own forward does (checked against it)."""
+    import transformers
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    gen = torch.Generator().manual_seed(seed)
+    cfg = CLIPVisionConfig(**config, attn_implementation="sdpa")
+    model32 = CLIPVisionModelWithProjection(cfg).eval()
+    randomize(model32, gen)
+    model = CLIPVisionModelWithProjection(cfg).double().eval()
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in model32.state_dict().items()})
+    # Parameters only: the position_ids buffer is not a weight.
+    tensors = {f"param/{k}": v.detach().contiguous() for k, v in model32.named_parameters()}
+    batch = 2
+    x = torch.randn(batch, cfg.num_channels, cfg.image_size, cfg.image_size, generator=gen)
+    tensors["input/pixel_values"] = x
+    pixels = x.double().requires_grad_()
+    vision = model.vision_model(pixel_values=pixels)
+    outs = {
+        "last_hidden_state": vision.last_hidden_state,
+        "pooler_output": vision.pooler_output,
+        "image_embeds": model.visual_projection(vision.pooler_output),
+    }
+    with torch.no_grad():
+        whole = model(pixel_values=x.double())
+        assert torch.equal(whole.image_embeds, outs["image_embeds"])
+        assert torch.equal(whole.last_hidden_state, outs["last_hidden_state"])
+    loss = 0
+    for name, out in outs.items():
+        cot = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+        tensors[f"out/{name}"] = out.detach()
+        tensors[f"cot/{name}"] = cot
+        loss = loss + (out * cot).sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        tensors[f"grad/{name}"] = p.grad
+    tensors["grad/input/pixel_values"] = pixels.grad
+    meta = {
+        "model": f"CLIPVisionModelWithProjection (transformers {transformers.__version__})",
+        "config": json.dumps(config),
+        "loss": "sum over k of sum(out/k * cot/k)",
+        "generated_by": f"tools/make_fixture.py clip, float64 reference from float32 weights, torch {torch.__version__}",
     }
     return {k: v.contiguous() for k, v in tensors.items()}, meta
 
@@ -246,13 +300,18 @@ def make_train(config, seed=0):
 
 
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("dit", "dit_train", "unet", "vae"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("dit", "dit_train", "unet", "vae", "clip"):
         sys.exit(__doc__)
     try:
         config = json.loads(sys.argv[2])
     except json.JSONDecodeError as e:
         sys.exit(f"error: the config is not JSON: {e}")
-    tensors, meta = make_train(config) if sys.argv[1] == "dit_train" else make(sys.argv[1], config)
+    if sys.argv[1] == "dit_train":
+        tensors, meta = make_train(config)
+    elif sys.argv[1] == "clip":
+        tensors, meta = make_clip(config)
+    else:
+        tensors, meta = make(sys.argv[1], config)
     save_file(tensors, sys.argv[3], metadata=meta)
     print(f"{sys.argv[3]}: {meta['model']}, {len(tensors)} tensors")
 

@@ -12,6 +12,7 @@ use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Error, Result, Tensor};
 
 use crate::dit::{Dit, DitConfig};
+use crate::encoder::{ClipConfig, EncoderConfig, ImageEncoder};
 use crate::unet::UNet2DModel;
 use crate::vae::AutoencoderKL;
 use crate::ParamStore;
@@ -154,7 +155,8 @@ fn input<'a>(inputs: &'a BTreeMap<String, Var>, name: &str) -> Result<&'a Var> {
         .ok_or_else(|| Error::msg(format!("the fixture has no `input/{name}`")))
 }
 
-/// Builds the model a fixture's metadata names (DiT, UNet2DModel or AutoencoderKL) from its
+/// Builds the model a fixture's metadata names (DiT, UNet2DModel, AutoencoderKL or
+/// CLIPVisionModelWithProjection, whose config is HuggingFace's CLIPVisionConfig) from its
 /// config, and returns its forward over the fixture's inputs.
 pub fn reference_model(model: &str, config: &str, ps: &mut ParamStore) -> Result<FixtureForward> {
     if model.starts_with("DiT") {
@@ -190,7 +192,22 @@ pub fn reference_model(model: &str, config: &str, ps: &mut ParamStore) -> Result
             ])
         }));
     }
-    Err(Error::msg(format!("unknown model `{model}` in the fixture metadata: expected DiT, UNet2DModel or AutoencoderKL")))
+    if model.starts_with("CLIPVisionModelWithProjection") {
+        let config = EncoderConfig::clip(ClipConfig::from_hf_json(config, true)?);
+        // The tower without CLIP's training-only temperature, which the reference lacks.
+        let mut all = ParamStore::new(ps.dtype(), ps.device(), 0);
+        let clip = ImageEncoder::new(&mut all, &config)?;
+        for (name, var) in all
+            .iter()
+            .filter(|(n, _)| *n != crate::encoder::clip::LOGIT_SCALE)
+        {
+            ps.insert(name, var.value().clone())?;
+        }
+        return Ok(Box::new(move |ps, inputs| {
+            clip.clip_outputs(ps, input(inputs, "pixel_values")?)
+        }));
+    }
+    Err(Error::msg(format!("unknown model `{model}` in the fixture metadata: expected DiT, UNet2DModel, AutoencoderKL or CLIPVisionModelWithProjection")))
 }
 
 /// Runs the fixture at `path` in `dtype` with the model `build` makes, and compares.

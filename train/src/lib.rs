@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod diffusion;
+pub mod encoders;
 pub mod eval;
 pub mod files;
 pub mod methods;

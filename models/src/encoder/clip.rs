@@ -14,7 +14,8 @@
 
 use autograd::Var;
 use serde::{Deserialize, Serialize};
-use tensor::Result;
+use serde_json::Value;
+use tensor::{Error, Result};
 
 use super::transformer::{Activation, EncoderStack, LayerSizes, PatchEmbeddings};
 use crate::nn::{LayerNorm, Linear};
@@ -53,6 +54,61 @@ pub struct ClipConfig {
     /// Width of `visual_projection` (`None`: no projection, as in `CLIPVisionModel`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projection_dim: Option<usize>,
+}
+
+impl ClipConfig {
+    /// Reads HuggingFace's `config.json` of a `CLIPVisionModel(WithProjection)` (a
+    /// `CLIPVisionConfig`) or of a whole `CLIPModel` (its `vision_config`, with the top level's
+    /// `projection_dim`), with HuggingFace's defaults for absent keys; other keys are ignored.
+    /// `projection`: whether the checkpoint has `visual_projection` (`CLIPVisionModel`'s has not).
+    pub fn from_hf_json(text: &str, projection: bool) -> Result<Self> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| Error::msg(format!("CLIP config: invalid JSON: {e}")))?;
+        let vision = root.get("vision_config").unwrap_or(&root);
+        if !vision.is_object() {
+            return Err(Error::msg(format!(
+                "CLIP config: expected a JSON object, found {vision}"
+            )));
+        }
+        let size = |key: &str, default: usize| -> Result<usize> {
+            match vision.get(key).or_else(|| root.get(key)) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| {
+                    Error::msg(format!("CLIP config: `{key}` = {v}: expected an integer"))
+                }),
+            }
+        };
+        let eps = match vision.get("layer_norm_eps") {
+            None => default_eps(),
+            Some(v) => v.as_f64().ok_or_else(|| {
+                Error::msg(format!(
+                    "CLIP config: `layer_norm_eps` = {v}: expected a number"
+                ))
+            })?,
+        };
+        let act = match vision.get("hidden_act") {
+            None => default_act(),
+            Some(v) => v.as_str().map(str::to_string).ok_or_else(|| {
+                Error::msg(format!(
+                    "CLIP config: `hidden_act` = {v}: expected a string"
+                ))
+            })?,
+        };
+        Ok(ClipConfig {
+            hidden_size: size("hidden_size", 768)?,
+            intermediate_size: size("intermediate_size", 3072)?,
+            num_hidden_layers: size("num_hidden_layers", 12)?,
+            num_attention_heads: size("num_attention_heads", 12)?,
+            image_size: size("image_size", 224)?,
+            patch_size: size("patch_size", 32)?,
+            num_channels: size("num_channels", 3)?,
+            layer_norm_eps: eps,
+            hidden_act: act,
+            projection_dim: projection
+                .then(|| size("projection_dim", 512))
+                .transpose()?,
+        })
+    }
 }
 
 fn default_eps() -> f64 {

@@ -162,8 +162,13 @@ impl EncoderConfig {
     }
 
     /// The small default of `kind` for `image` (`classes` for the head of `vit` and `cnn`):
-    /// the architectures of the trained encoders in data/encoders/.
+    /// the architectures of the trained encoders in data/encoders/. Patches are the largest of
+    /// 7, 4, 2, 1 dividing both sides (7 on 28x28: 16 patches and a class token).
     pub fn small(kind: EncoderKind, image: [usize; 3], classes: usize) -> Self {
+        let patch = [7, 4, 2, 1]
+            .into_iter()
+            .find(|p| image[1].is_multiple_of(*p) && image[2].is_multiple_of(*p))
+            .unwrap_or(1);
         match kind {
             EncoderKind::Clip => EncoderConfig {
                 image,
@@ -173,7 +178,7 @@ impl EncoderConfig {
                     num_hidden_layers: 3,
                     num_attention_heads: 4,
                     image_size: image[1],
-                    patch_size: 7,
+                    patch_size: patch,
                     num_channels: image[0],
                     layer_norm_eps: 1e-5,
                     hidden_act: "quick_gelu".into(),
@@ -187,7 +192,7 @@ impl EncoderConfig {
                     intermediate_size: 128,
                     num_hidden_layers: 3,
                     num_attention_heads: 4,
-                    patch_size: 7,
+                    patch_size: patch,
                     layer_norm_eps: 1e-6,
                     num_classes: classes,
                 },

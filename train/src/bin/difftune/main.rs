@@ -3,6 +3,7 @@
 mod bank;
 mod classifier;
 mod demo;
+mod encoder;
 mod eval;
 mod export;
 mod forgetting;
@@ -41,6 +42,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
     Classifier(classifier::ClassifierArgs),
+    Encoder(encoder::EncoderArgs),
     Study(study::StudyArgs),
     Info(info::InfoArgs),
     Parity(parity::ParityArgs),
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample::run(args),
         Command::Info(args) => info::run(args),
         Command::Classifier(args) => classifier::run(args),
+        Command::Encoder(args) => encoder::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),

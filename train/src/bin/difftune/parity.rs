@@ -6,8 +6,9 @@ use clap::Args;
 use models::parity::{check_fixture, reference_model};
 use tensor::DType;
 
-/// Run a reference fixture (DiT, UNet2DModel or AutoencoderKL: model and config from its
-/// metadata) forward and backward and print the relative error of every output and gradient.
+/// Run a reference fixture (DiT, UNet2DModel, AutoencoderKL or CLIPVisionModelWithProjection:
+/// model and config from its metadata) forward and backward and print the relative error of every
+/// output and gradient.
 /// Exits non-zero above tolerance.
 #[derive(Args)]
 pub struct ParityArgs {
