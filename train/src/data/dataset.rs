@@ -319,6 +319,27 @@ fn require(files: &[&Path], what: &str) -> Result<()> {
     }
 }
 
+/// Two classes told apart by brightness: `n` dark and light 8x8 images, alternating, with a
+/// little texture varied by `seed` (the unit tests' easy task).
+#[cfg(test)]
+pub(crate) fn two_tone(n: usize, seed: u8) -> Dataset {
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let label = i % 2;
+        let base = if label == 0 { 40u8 } else { 200 };
+        pixels.extend((0..64).map(|j| base.wrapping_add(((i * 7 + j) as u8 ^ seed) % 30)));
+        labels.push(label as i64);
+    }
+    Dataset::from_raw(
+        pixels,
+        [n, 1, 8, 8],
+        labels,
+        vec!["dark".into(), "light".into()],
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

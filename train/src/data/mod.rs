@@ -28,6 +28,8 @@ pub mod loader;
 pub mod source;
 pub mod transform;
 
+#[cfg(test)]
+pub(crate) use dataset::two_tone;
 pub use dataset::{Dataset, Split, ANIMAL_MNIST_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
 pub use folder::{ColorMode, FolderOptions};
 pub use grid::{save_grid, save_image_folder};

@@ -1,6 +1,8 @@
 use super::*;
 use tensor::Generator;
 
+use crate::data::two_tone;
+
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(
         shape,
@@ -85,25 +87,6 @@ fn augment_keeps_the_shape_and_without_shift_or_noise_only_flips() {
     assert!(shifted.max_abs_diff(&x).unwrap() > 0.0);
     let again = augment(&x, 2, 0.1, &mut StdRng::seed_from_u64(1)).unwrap();
     assert_eq!(shifted.max_abs_diff(&again).unwrap(), 0.0, "seeded");
-}
-
-/// Two classes told apart by brightness, 8x8.
-fn two_tone(n: usize, seed: u8) -> Dataset {
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for i in 0..n {
-        let label = i % 2;
-        let base = if label == 0 { 40u8 } else { 200 };
-        pixels.extend((0..64).map(|j| base.wrapping_add(((i * 7 + j) as u8 ^ seed) % 40)));
-        labels.push(label as i64);
-    }
-    Dataset::from_raw(
-        pixels,
-        [n, 1, 8, 8],
-        labels,
-        vec!["dark".into(), "light".into()],
-    )
-    .unwrap()
 }
 
 #[test]

@@ -204,25 +204,7 @@ pub fn run(model: &Classifier, images: &Tensor) -> Result<ClassifierOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Two classes told apart by brightness: a bright and a dark 8x8 image set.
-    fn two_tone(n: usize, seed: u8) -> Dataset {
-        let mut pixels = Vec::new();
-        let mut labels = Vec::new();
-        for i in 0..n {
-            let label = i % 2;
-            let base = if label == 0 { 40u8 } else { 200 };
-            pixels.extend((0..64).map(|j| base.wrapping_add(((i * 7 + j) as u8 ^ seed) % 30)));
-            labels.push(label as i64);
-        }
-        Dataset::from_raw(
-            pixels,
-            [n, 1, 8, 8],
-            labels,
-            vec!["dark".into(), "light".into()],
-        )
-        .unwrap()
-    }
+    use crate::data::two_tone;
 
     #[test]
     fn learns_an_easy_task_and_is_seeded() {
