@@ -13,56 +13,72 @@ use crate::eval::interval::{markdown_table, Interval};
 use crate::files::write_atomic;
 use crate::plot::{colour, interval_line, Axis, Figure, Panel};
 
-/// One metric over the variants: its name and each variant's interval, in study order.
+/// One metric over the variants that report it (an unconditional model has no class
+/// accuracy): its name, those variants and each one's interval, in study order.
 struct MetricRow {
     name: String,
+    /// The variants (indices into the results) that report the metric.
+    variants: Vec<usize>,
+    /// Their intervals, in the order of `variants`.
     intervals: Vec<Interval>,
-    /// The variant with the best mean; `None` when several share it.
+    /// The variant (an index into the results) with the best mean; `None` when several share it.
     best: Option<usize>,
-    /// With the study's `paired_with`: each variant's per-seed differences from that variant,
-    /// and their interval.
+    /// With the study's `paired_with` (when it reports the metric): each variant's per-seed
+    /// differences from that variant, and their interval, in the order of `variants`.
     paired: Option<Vec<(Vec<f64>, Interval)>>,
 }
 
-/// The metrics every variant reports, with their intervals and the best variant of each, and
-/// with `paired_with` (a variant's index) each variant's seed-by-seed difference from it.
+impl MetricRow {
+    /// Where variant `v` (an index into the results) stands in the row, if it reports the metric.
+    fn position(&self, v: usize) -> Option<usize> {
+        self.variants.iter().position(|&w| w == v)
+    }
+}
+
+/// The metrics the variants report (each with the variants that report it), with their
+/// intervals and the best variant of each, and with `paired_with` (a variant's index) each
+/// variant's seed-by-seed difference from it.
 fn metric_rows(results: &[VariantResult], paired_with: Option<usize>) -> Result<Vec<MetricRow>> {
-    let first = results.first().map_or(&[][..], |r| &r.metrics[..]);
-    first
-        .iter()
-        .map(|(name, _)| {
-            let intervals = results
+    let mut names: Vec<&String> = Vec::new();
+    for (name, _) in results.iter().flat_map(|r| &r.metrics) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let values = |r: &VariantResult, name: &str| {
+        r.metrics
+            .iter()
+            .find(|(m, _)| m == name)
+            .map(|(_, v)| v.clone())
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let variants: Vec<usize> = (0..results.len())
+                .filter(|&v| values(&results[v], name).is_some())
+                .collect();
+            let intervals = variants
                 .iter()
-                .map(|r| {
-                    let values = r.metrics.iter().find(|(m, _)| m == name).map(|(_, v)| v);
-                    let values = values.ok_or_else(|| {
-                        Error::msg(format!(
-                            "study variant `{}` has no `{name}`; the first has",
-                            r.name
-                        ))
-                    })?;
-                    Interval::of(values).map_err(|e| {
+                .map(|&v| {
+                    let r = &results[v];
+                    Interval::of(&values(r, name).unwrap_or_default()).map_err(|e| {
                         Error::msg(format!("study variant `{}` `{name}`: {e}", r.name))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let sign = if higher_is_better(name) { -1.0 } else { 1.0 };
-            let score = |v: usize| sign * intervals[v].mean;
+            let score = |i: usize| sign * intervals[i].mean;
             let top = (0..intervals.len()).min_by(|&a, &b| score(a).total_cmp(&score(b)));
-            let best = top.filter(|&t| (0..intervals.len()).all(|v| v == t || score(v) > score(t)));
-            let values = |r: &VariantResult| {
-                r.metrics
-                    .iter()
-                    .find(|(m, _)| m == name)
-                    .map(|(_, v)| v.clone())
-            };
+            let best = top
+                .filter(|&t| (0..intervals.len()).all(|i| i == t || score(i) > score(t)))
+                .map(|t| variants[t]);
             let paired = paired_with
-                .map(|p| {
-                    let reference = values(&results[p]).unwrap_or_default();
-                    results
+                .and_then(|p| values(&results[p], name))
+                .map(|reference| {
+                    variants
                         .iter()
-                        .map(|r| {
-                            let own = values(r).unwrap_or_default();
+                        .map(|&v| {
+                            let own = values(&results[v], name).unwrap_or_default();
                             let gaps: Vec<f64> =
                                 own.iter().zip(&reference).map(|(a, b)| a - b).collect();
                             Ok((gaps.clone(), Interval::of(&gaps)?))
@@ -72,6 +88,7 @@ fn metric_rows(results: &[VariantResult], paired_with: Option<usize>) -> Result<
                 .transpose()?;
             Ok(MetricRow {
                 name: name.clone(),
+                variants,
                 intervals,
                 best,
                 paired,
@@ -135,9 +152,10 @@ fn write_json(
                         .iter()
                         .find(|row| &row.name == name)
                         .expect("every metric");
-                    let mut cell = interval_json(values, &row.intervals[v]);
+                    let at = row.position(v).expect("the variant reports it");
+                    let mut cell = interval_json(values, &row.intervals[at]);
                     if let Some(paired) = &row.paired {
-                        let (gaps, interval) = &paired[v];
+                        let (gaps, interval) = &paired[at];
                         cell["paired_difference"] = interval_json(gaps, interval);
                     }
                     (name.clone(), cell)
@@ -250,19 +268,22 @@ fn write_markdown(
             "lower is better"
         };
         md += &format!("\n## {} ({direction})\n\n", row.name);
-        let labels: Vec<String> = results
+        if row.variants.len() < results.len() {
+            md += "Only the variants that report it.\n\n";
+        }
+        let labels: Vec<String> = row
+            .variants
             .iter()
-            .enumerate()
-            .map(|(v, r)| match row.best == Some(v) {
-                true => format!("**{}** (best)", r.name),
-                false => r.name.clone(),
+            .map(|&v| match row.best == Some(v) {
+                true => format!("**{}** (best)", results[v].name),
+                false => results[v].name.clone(),
             })
             .collect();
-        let cells: Vec<Vec<Interval>> = (0..results.len())
-            .map(|v| {
-                let own = row.intervals[v];
+        let cells: Vec<Vec<Interval>> = (0..row.variants.len())
+            .map(|at| {
+                let own = row.intervals[at];
                 std::iter::once(own)
-                    .chain(row.paired.as_ref().map(|p| p[v].1))
+                    .chain(row.paired.as_ref().map(|p| p[at].1))
                     .collect()
             })
             .collect();
@@ -274,6 +295,7 @@ fn write_markdown(
         let paired_column = study
             .paired_with
             .as_ref()
+            .filter(|_| row.paired.is_some())
             .map(|p| format!("minus {p}, seed by seed"));
         let columns: Vec<&str> = ["variant", row.name.as_str()]
             .into_iter()
@@ -297,10 +319,11 @@ fn write_bars(results: &[VariantResult], rows: &[MetricRow], path: &Path) -> Res
     let panels = rows
         .iter()
         .map(|row| {
-            let variants: Vec<(&str, &[Interval])> = results
+            let variants: Vec<(&str, &[Interval])> = row
+                .variants
                 .iter()
                 .zip(&row.intervals)
-                .map(|(r, i)| (r.name.as_str(), std::slice::from_ref(i)))
+                .map(|(&v, i)| (results[v].name.as_str(), std::slice::from_ref(i)))
                 .collect();
             Panel::grouped_bars(&row.name, "", &row.name, &[row.name.as_str()], &variants)
         })
@@ -318,10 +341,11 @@ fn write_sweep(
     let panels = rows
         .iter()
         .map(|row| {
-            let mut points: Vec<(f64, Interval)> = results
+            let mut points: Vec<(f64, Interval)> = row
+                .variants
                 .iter()
                 .zip(&row.intervals)
-                .filter_map(|(r, i)| Some((r.x?, *i)))
+                .filter_map(|(&v, i)| Some((results[v].x?, *i)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Panel::new(&row.name, Axis::new(x_label), Axis::new(&row.name)).with(interval_line(
@@ -367,5 +391,34 @@ mod tests {
             variant("b", [1.0, 1.0], [0.5, 0.7]),
         ];
         assert_eq!(metric_rows(&higher, None).unwrap()[1].best, Some(1));
+    }
+
+    /// A variant without a metric (an unconditional model's class accuracy) leaves that row
+    /// to the others; the best and the paired differences index the variants that have it.
+    #[test]
+    fn a_metric_some_variants_lack_is_reported_for_the_others() {
+        let mut unconditional = variant("u", [0.5, 0.5], [0.0, 0.0]);
+        unconditional.metrics.pop();
+        let results = [
+            variant("a", [1.0, 3.0], [0.5, 0.5]),
+            unconditional,
+            variant("c", [5.0, 1.0], [0.6, 0.8]),
+        ];
+        let rows = metric_rows(&results, Some(0)).unwrap();
+        assert_eq!(
+            (rows[0].variants.clone(), rows[0].best),
+            (vec![0, 1, 2], Some(1))
+        );
+        let accuracy = &rows[1];
+        assert_eq!(accuracy.variants, [0, 2]);
+        assert_eq!(accuracy.best, Some(2));
+        let paired = accuracy.paired.as_ref().unwrap();
+        let gaps = &paired[1].0;
+        assert!(
+            (gaps[0] - 0.1).abs() < 1e-12 && (gaps[1] - 0.3).abs() < 1e-12,
+            "{gaps:?}"
+        );
+        assert_eq!(accuracy.position(2), Some(1));
+        assert_eq!(accuracy.position(1), None);
     }
 }
