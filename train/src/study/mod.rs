@@ -35,13 +35,17 @@
 //!   their `init` (DeMe, see [`crate::methods::merge`]; `grid` scores every combination on the
 //!   validation protocol, the `eval` with `validation`'s keys, whose `reference` must differ from
 //!   the evaluation's); `"ensemble": [...]` samples with the named `deme` runs, each timestep by
-//!   its range's run. `"hidden": true` trains a variant without evaluating or reporting it (the
-//!   range runs of a merge).
-//! - `x` (every variant or none) and `x_label`: a swept number, plotted on the horizontal axis.
+//!   its range's run; `"of": NAME` evaluates the trained variant's runs again. Such a variant
+//!   may carry `"eval": {...}`, keys merged onto the study's `eval` for it alone (e.g. ANL's
+//!   `mask`). `"hidden": true` trains a variant without evaluating or reporting it (the range
+//!   runs of a merge).
+//! - `x` and `x_label`: a swept number, plotted on the horizontal axis (the variants that set
+//!   one; the others are in the tables only).
 //! - `seeds`: every variant trains once per seed.
 //! - `eval`: the protocol ([`crate::eval::protocol::Protocol`]: `samples`, `sampler`,
 //!   `cfg_scale`, `reference`, `classifier`, `kid_subsets`, `kid_subset_size`, `is_splits`,
-//!   `seed`, `cache`); an absent `sampler` or `cfg_scale` is each run's own. A run is sampled
+//!   `seed`, `cache`; for ANL models `mask` and `condition`; `copying`: the training images of
+//!   the copying check); an absent `sampler` or `cfg_scale` is each run's own. A run is sampled
 //!   from its moving average with noise seeded by `eval.seed` plus its seed, so the intervals
 //!   cover the sampling noise as well as the training's.
 //! - `paired_with` (optional): a variant every other is also compared with seed by seed (each
