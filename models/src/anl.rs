@@ -284,15 +284,7 @@ mod tests {
     use tensor::{DType, Device};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        Tensor::randn(
-            shape,
-            0.0,
-            1.0,
-            DType::F32,
-            Device::Cpu,
-            &mut Generator::new(seed),
-        )
-        .unwrap()
+        Tensor::standard_normal(shape, seed).unwrap()
     }
 
     fn unet(ps: &mut ParamStore) -> UNet2DModel {

@@ -170,6 +170,25 @@ impl Tensor {
             .to_dtype(dtype)
     }
 
+    /// `f32` samples of N(0, 1) on the CPU from a generator seeded by `seed`: the random inputs
+    /// of examples and tests.
+    ///
+    /// ```
+    /// let x = tensor::Tensor::standard_normal(&[2, 3], 7).unwrap();
+    /// assert_eq!(x.shape(), &[2, 3]);
+    /// assert_eq!(x.to_vec::<f32>().unwrap(), tensor::Tensor::standard_normal(&[2, 3], 7).unwrap().to_vec::<f32>().unwrap());
+    /// ```
+    pub fn standard_normal(shape: &[usize], seed: u64) -> Result<Tensor> {
+        Tensor::randn(
+            shape,
+            0.0,
+            1.0,
+            DType::F32,
+            Device::Cpu,
+            &mut Generator::new(seed),
+        )
+    }
+
     /// A copy on `device` (the same tensor when it is already there). Copying to the host waits
     /// for the device's queued work.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {

@@ -1,7 +1,7 @@
 //! What the CUDA parity tests of every op family share: the device (or a visible skip), random
 //! inputs, and comparison against the CPU.
 
-use crate::{DType, Device, Generator, Tensor};
+use crate::{DType, Device, Tensor};
 
 /// `cuda:0`, or `None` (with a note) where this machine has no usable GPU.
 pub(crate) fn cuda() -> Option<Device> {
@@ -15,15 +15,7 @@ pub(crate) fn cuda() -> Option<Device> {
 }
 
 pub(crate) fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::randn(
-        shape,
-        0.0,
-        1.0,
-        DType::F32,
-        Device::Cpu,
-        &mut Generator::new(seed),
-    )
-    .unwrap()
+    Tensor::standard_normal(shape, seed).unwrap()
 }
 
 /// Asserts `|got - want| <= tol · (1 + |want|)` elementwise (and equal shapes).

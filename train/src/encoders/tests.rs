@@ -1,18 +1,9 @@
 use super::*;
-use tensor::Generator;
 
 use crate::data::two_tone;
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::randn(
-        shape,
-        0.0,
-        1.0,
-        DType::F32,
-        Device::Cpu,
-        &mut Generator::new(seed),
-    )
-    .unwrap()
+    Tensor::standard_normal(shape, seed).unwrap()
 }
 
 fn scalar(v: f64) -> Var {
