@@ -235,19 +235,25 @@ impl Judge {
         let labels: Vec<i64> = (0..self.protocol.samples)
             .map(|i| (i % classes.len()) as i64)
             .collect();
-        // ANL models: a condition image of the asked class per sample.
-        let conditions = stages
-            .iter()
-            .map(|s| match s.network.needs_condition() {
-                true => self.condition_images(state, &labels, seed).map(Some),
-                false => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // ANL models: a condition image of the asked class per sample, drawn once for every
+        // stage that reads one.
+        let condition = match stages.iter().any(|s| s.network.needs_condition()) {
+            true => Some(ConditionImages::of_source(
+                self.protocol.condition.as_deref().map(|c| (c, "condition")),
+                state,
+                &labels,
+                self.protocol.mask,
+                seed,
+            )?),
+            false => None,
+        };
         let stages: Vec<Stage> = stages
             .iter()
-            .zip(&conditions)
-            .map(|(s, c)| Stage {
-                condition: c.as_ref().or(s.condition),
+            .map(|s| Stage {
+                condition: condition
+                    .as_ref()
+                    .filter(|_| s.network.needs_condition())
+                    .or(s.condition),
                 ..*s
             })
             .collect();
@@ -274,28 +280,5 @@ impl Judge {
         }
         let conditional = stages.first().is_some_and(|s| s.network.conditional());
         Ok((images, conditional.then_some(labels)))
-    }
-
-    /// For each of `labels`, an image of its class from [`Protocol::condition`] (else the
-    /// run's training data), drawn with `seed`, masked by [`Protocol::mask`].
-    fn condition_images(
-        &self,
-        state: &CheckpointState,
-        labels: &[i64],
-        seed: u64,
-    ) -> Result<ConditionImages> {
-        let (source, key) = match &self.protocol.condition {
-            Some(c) => (c.as_str(), "condition"),
-            None => (state.config.data.as_str(), "the run's `data`"),
-        };
-        let data = DataSource::parse(source, key)?.reference(state.image_shape)?;
-        if data.classes() != state.classes {
-            return Err(Error::msg(format!(
-                "{key} {source}: its classes ({}) are not the run's ({})",
-                data.classes().join(", "),
-                state.classes.join(", ")
-            )));
-        }
-        ConditionImages::of_classes(&data, labels, self.protocol.mask, seed)
     }
 }

@@ -5,9 +5,10 @@ use autograd::{no_grad, Var};
 use models::ParamStore;
 use tensor::{DType, Error, Generator, Result, Tensor};
 
+use super::checkpoint::CheckpointState;
 use super::config::SampleSettings;
 use super::Network;
-use crate::data::{transform, Dataset};
+use crate::data::{transform, DataSource, Dataset};
 use crate::diffusion::{classifier_free_guidance, Diffusion, DiffusionConfig, Respacing};
 
 /// Images per model call: bounds the memory of a large request.
@@ -69,10 +70,31 @@ pub struct ConditionImages {
 }
 
 impl ConditionImages {
+    /// For each label, an image of its class drawn at random (seeded) from the data source
+    /// `source` (`(value, what names it in errors)`), else from the training data of the run of
+    /// `state`, masked by `mask`. The source's classes must be the run's.
+    pub fn of_source(
+        source: Option<(&str, &str)>,
+        state: &CheckpointState,
+        labels: &[i64],
+        mask: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let (source, what) = source.unwrap_or((state.config.data.as_str(), "the run's `data`"));
+        let data = DataSource::parse(source, what)?.reference(state.image_shape)?;
+        if data.classes() != state.classes {
+            return Err(Error::msg(format!(
+                "{what} {source}: its classes ({}) are not the run's ({})",
+                data.classes().join(", "),
+                state.classes.join(", ")
+            )));
+        }
+        Self::of_classes(&data, labels, mask, seed)
+    }
+
     /// For each label, an image of that class drawn at random (seeded) from `data` (e.g. the
     /// target's training split), masked by `mask`. A class without images is an error naming it.
     pub fn of_classes(data: &Dataset, labels: &[i64], mask: f64, seed: u64) -> Result<Self> {
-        models::anl::check_mask(mask, "mask")?;
         let mut by_class = vec![Vec::new(); data.classes().len()];
         for (i, &l) in data.labels().iter().enumerate() {
             by_class[l as usize].push(i);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensor::{Error, Result, Tensor};
-use train::data::{folder, save_grid, save_image_folder, transform, DataSource};
+use train::data::{folder, save_grid, save_image_folder, transform};
 use train::diffusion::{check_eta, Respacing};
 use train::run::{
     generate_in_stages, grid_labels, load_model, repeat_labels, ConditionImages, LoadedModel,
@@ -68,13 +68,12 @@ pub fn parse_mask(s: &str) -> std::result::Result<f64, String> {
 }
 
 impl ConditionFlags {
-    /// The condition images of `labels` for `model` masked by `mask`, or `None` for a model
-    /// that reads none (then a condition flag is an error).
+    /// The condition images of `labels` for `model` (unmasked; each `--mask` value is set on a
+    /// copy), or `None` for a model that reads none (then a condition flag is an error).
     pub fn images(
         &self,
         model: &LoadedModel,
         labels: &[i64],
-        mask: f64,
         seed: u64,
     ) -> Result<Option<ConditionImages>> {
         let given = self.condition.is_some() || self.condition_image.is_some();
@@ -87,28 +86,17 @@ impl ConditionFlags {
                 false => Ok(None),
             };
         }
-        let shape = model.state.image_shape;
         if let Some(file) = &self.condition_image {
+            let shape = model.state.image_shape;
             let one = transform::scale(&folder::read_exact(file, shape)?)?;
             let n = labels.len();
             let images = one
                 .broadcast_as(&[n, shape[0], shape[1], shape[2]])?
                 .contiguous()?;
-            return Ok(Some(ConditionImages { images, mask }));
+            return Ok(Some(ConditionImages { images, mask: 0.0 }));
         }
-        let (source, flag) = match &self.condition {
-            Some(c) => (c.as_str(), "--condition"),
-            None => (model.state.config.data.as_str(), "the run's `data`"),
-        };
-        let data = DataSource::parse(source, flag)?.reference(shape)?;
-        if data.classes() != model.state.classes {
-            return Err(Error::msg(format!(
-                "{flag} {source}: its classes ({}) are not the model's ({})",
-                data.classes().join(", "),
-                model.state.classes.join(", ")
-            )));
-        }
-        ConditionImages::of_classes(&data, labels, mask, seed).map(Some)
+        let source = self.condition.as_deref().map(|c| (c, "--condition"));
+        ConditionImages::of_source(source, &model.state, labels, 0.0, seed).map(Some)
     }
 }
 
@@ -196,8 +184,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     }
     // One block of rows per masking fraction (a single block without an ANL model).
     let mut blocks = Vec::new();
+    let unmasked = args.condition.images(&model, &labels, args.seed)?;
     for &mask in &args.condition.mask {
-        let condition = args.condition.images(&model, &labels, mask, args.seed)?;
+        let condition = unmasked.clone().map(|c| ConditionImages { mask, ..c });
         let stage = Stage {
             condition: condition.as_ref(),
             ..Stage::new(&model.network, &model.params)
