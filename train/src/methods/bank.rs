@@ -97,13 +97,7 @@ pub fn make_bank(
         );
         crate::progress::bar(size as u64, "sample")
     });
-    let stage = Stage {
-        network,
-        params: &model.params,
-        from: 0,
-        null_labels: false,
-        condition: None,
-    };
+    let stage = Stage::new(network, &model.params);
     // Noise seeds from `seed + 1`: `seed` drew the classes.
     let images = generate_chunked(
         &[stage],

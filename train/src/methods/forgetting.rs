@@ -57,18 +57,12 @@ pub fn chain_of_forgetting(
     let mut table = Vec::new();
     for &switch in switches {
         let fine = Stage {
-            network: &finetuned.network,
-            params: &finetuned.params,
             from: switch,
-            null_labels: false,
-            condition: None,
+            ..Stage::new(&finetuned.network, &finetuned.params)
         };
         let pre = Stage {
-            network: &pretrained.network,
-            params: &pretrained.params,
-            from: 0,
             null_labels: true,
-            condition: None,
+            ..Stage::new(&pretrained.network, &pretrained.params)
         };
         let stages = if switch == 0 {
             vec![fine]

@@ -206,13 +206,7 @@ impl Merge {
     /// `seed`.
     pub fn score(&mut self, weights: &[f64], judge: &Judge, seed: u64) -> Result<f64> {
         self.set_weights(weights)?;
-        let stage = Stage {
-            network: &self.model.network,
-            params: &self.model.params,
-            from: 0,
-            null_labels: false,
-            condition: None,
-        };
+        let stage = Stage::new(&self.model.network, &self.model.params);
         let what = format!("merge with weights {weights:?}");
         let (images, labels) =
             judge.sample_in_stages(&[stage], &self.model.state, &what, seed, false)?;
@@ -362,11 +356,8 @@ pub fn ensemble<'a>(models: &'a [(PathBuf, LoadedModel)]) -> Result<Vec<Stage<'a
         .zip(&placed)
         .map(|((_, model), p)| {
             let stage = Stage {
-                network: &model.network,
-                params: &model.params,
                 from: p.3,
-                null_labels: false,
-                condition: None,
+                ..Stage::new(&model.network, &model.params)
             };
             (p.3, stage)
         })
