@@ -163,6 +163,14 @@ impl JsonConfig {
         self.required(key, v, "a list of integers")
     }
 
+    /// A list of numbers.
+    pub fn f64_list(&self, key: &str, default: &[f64]) -> Result<Vec<f64>> {
+        let v = self.typed(key, Some(default.to_vec()), "a list of numbers", |v| {
+            v.as_array()?.iter().map(|x| x.as_f64()).collect()
+        })?;
+        self.required(key, v, "a list of numbers")
+    }
+
     /// A list of strings.
     pub fn string_list(&self, key: &str, default: &[&str]) -> Result<Vec<String>> {
         let default = default.iter().map(|s| s.to_string()).collect();

@@ -67,7 +67,7 @@ fn dit_samples_with_guidance_deterministically() {
         let out = dit.forward(&ps, &Var::constant(x.clone()), t, &labels, None)?;
         Ok(out.value().clone())
     };
-    let guided = classifier_free_guidance(model, 4.0, Some(3));
+    let guided = classifier_free_guidance(model, &[4.0], Some(3));
     let x_t = |seed| {
         Tensor::randn(
             &[2, 4, 8, 8],
@@ -94,7 +94,7 @@ fn dit_samples_with_guidance_deterministically() {
         .unwrap();
     assert!(a.max_abs_diff(&c).unwrap() > 1e-3);
     // Guidance changes the samples (scale 1 is the conditional model).
-    let plain = classifier_free_guidance(model, 1.0, Some(3));
+    let plain = classifier_free_guidance(model, &[1.0], Some(3));
     let p = d
         .ddim_sample_loop(&plain, x_t(1), false, 0.0, &mut Generator::new(1))
         .unwrap();

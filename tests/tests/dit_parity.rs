@@ -136,7 +136,7 @@ fn the_fixture_pos_embed_is_the_fixed_sincos_table() {
     let file = fixture();
     let cfg = fixture_config(&file);
     let ours = Tensor::from_vec(
-        sincos_pos_embed_2d(cfg.hidden_size, cfg.grid_size()),
+        sincos_pos_embed_2d(cfg.hidden_size, cfg.grid_size(), 1.0),
         &[1, cfg.num_patches(), cfg.hidden_size],
     )
     .unwrap();

@@ -291,42 +291,57 @@ fn nonzero_mask(t: &Tensor, x: &Tensor) -> Result<Tensor> {
         .to_dtype(x.dtype())
 }
 
-/// Classifier-free guidance around a model that is run on a doubled batch: `model` receives
-/// `[x; x]` and `[t; t]` and must condition the first half and not the second (its closure holds
-/// the labels `[y; null]`, as DiT's `forward_with_cfg`). The guided output
-/// `uncond + scale · (cond − uncond)` replaces the first `guided_channels` channels (all when
-/// `None`; DiT guides 3); the other channels (e.g. learned variance values) are the conditional
-/// half's. Scale 1 gives the conditional model.
+/// Classifier-free guidance around a model that is run on a stacked batch: `model` receives K
+/// copies `[x; x; ...]` and `[t; t; ...]`, K = `scales.len() + 1`, conditioned from most to least
+/// (its closure holds the conditions: for one scale the labels `[y; null]`, as DiT's
+/// `forward_with_cfg`), and the guided output walks the chain from the least conditioned copy:
+///
+/// ```text
+/// eps = e_{K-1} + s_{K-2} (e_{K-2} - e_{K-1}) + ... + s_0 (e_0 - e_1)
+/// ```
+///
+/// One scale is the usual `uncond + s · (cond − uncond)`; two are the class and control scales
+/// of arXiv 2411.03177, copies `[(c, m), (c, ∅), (∅, ∅)]` and scales `[s_m, s_c]`:
+/// `e(∅,∅) + s_c (e(c,∅) − e(∅,∅)) + s_m (e(c,m) − e(c,∅))`. The guided output replaces the first
+/// `guided_channels` channels (all when `None`; DiT guides 3); the other channels (e.g. learned
+/// variance values) are the most conditioned copy's. Scales of 1 give that copy.
 pub fn classifier_free_guidance<M>(
     model: M,
-    scale: f64,
+    scales: &[f64],
     guided_channels: Option<usize>,
 ) -> impl Fn(&Tensor, &Tensor) -> Result<Tensor>
 where
     M: Fn(&Tensor, &Tensor) -> Result<Tensor>,
 {
+    let scales = scales.to_vec();
     move |x: &Tensor, t: &Tensor| {
         let n = x.shape().first().copied().unwrap_or(0);
-        let out = no_grad(|| model(&Tensor::cat(&[x, x], 0)?, &Tensor::cat(&[t, t], 0)?))?;
-        if out.shape().first() != Some(&(2 * n)) || out.rank() < 2 {
+        let copies = scales.len() + 1;
+        let (xs, ts) = (vec![x; copies], vec![t; copies]);
+        let out = no_grad(|| model(&Tensor::cat(&xs, 0)?, &Tensor::cat(&ts, 0)?))?;
+        if out.shape().first() != Some(&(copies * n)) || out.rank() < 2 {
             return Err(Error::shape(
                 "classifier_free_guidance",
                 format!(
-                    "the model returned {:?} for a doubled batch of {}",
+                    "the model returned {:?} for {copies} stacked copies of a batch of {n}",
                     out.shape(),
-                    2 * n
                 ),
             ));
         }
         let channels = out.shape()[1];
         let k = guided_channels.unwrap_or(channels).min(channels);
-        let cond = out.narrow(0, 0, n)?;
-        let uncond = out.narrow(0, n, n)?;
-        let (ce, ue) = (cond.narrow(1, 0, k)?, uncond.narrow(1, 0, k)?);
-        let guided = ue.add(&ce.sub(&ue)?.mul_scalar(scale)?)?;
+        let eps = |i: usize| out.narrow(0, i * n, n)?.narrow(1, 0, k);
+        let mut guided = eps(copies - 1)?;
+        let mut less = guided.clone();
+        for (i, scale) in scales.iter().enumerate().rev() {
+            let more = eps(i)?;
+            guided = guided.add(&more.sub(&less)?.mul_scalar(*scale)?)?;
+            less = more;
+        }
         if k == channels {
             Ok(guided)
         } else {
+            let cond = out.narrow(0, 0, n)?;
             Tensor::cat(&[&guided, &cond.narrow(1, k, channels - k)?], 1)
         }
     }
@@ -522,14 +537,32 @@ mod tests {
         let x = noise(3).narrow(1, 0, 2).unwrap().contiguous().unwrap();
         let t = Diffusion::timesteps(&[1, 2, 3, 4]).unwrap();
         for scale in [0.0, 1.0, 4.0] {
-            let g = classifier_free_guidance(model, scale, Some(1))(&x, &t).unwrap();
+            let g = classifier_free_guidance(model, &[scale], Some(1))(&x, &t).unwrap();
             let want0 = x.narrow(1, 0, 1).unwrap().mul_scalar(1.0 + scale).unwrap();
             assert!(g.narrow(1, 0, 1).unwrap().max_abs_diff(&want0).unwrap() < 1e-15);
             let want1 = x.narrow(1, 1, 1).unwrap().mul_scalar(2.0).unwrap();
             assert!(g.narrow(1, 1, 1).unwrap().max_abs_diff(&want1).unwrap() < 1e-15);
         }
-        let all = classifier_free_guidance(model, 3.0, None)(&x, &t).unwrap();
+        let all = classifier_free_guidance(model, &[3.0], None)(&x, &t).unwrap();
         assert!(all.max_abs_diff(&x.mul_scalar(4.0).unwrap()).unwrap() < 1e-15);
+    }
+
+    #[test]
+    fn two_scales_walk_from_unconditional_to_class_to_control() {
+        // Copies (c, m), (c, 0), (0, 0) answer 7x, 3x and x.
+        let model = |x: &Tensor, _t: &Tensor| -> Result<Tensor> {
+            let n = x.shape()[0] / 3;
+            let part = |i: usize, k: f64| x.narrow(0, i * n, n)?.mul_scalar(k);
+            Tensor::cat(&[&part(0, 7.0)?, &part(1, 3.0)?, &part(2, 1.0)?], 0)
+        };
+        let x = noise(4).narrow(1, 0, 1).unwrap().contiguous().unwrap();
+        let t = Diffusion::timesteps(&[1, 2, 3, 4]).unwrap();
+        for (s_m, s_c) in [(1.0, 1.0), (2.0, 1.0), (0.0, 4.0), (1.5, 0.5)] {
+            let g = classifier_free_guidance(model, &[s_m, s_c], None)(&x, &t).unwrap();
+            // e00 + s_c (e_c0 - e00) + s_m (e_cm - e_c0) = (1 + 2 s_c + 4 s_m) x
+            let want = x.mul_scalar(1.0 + 2.0 * s_c + 4.0 * s_m).unwrap();
+            assert!(g.max_abs_diff(&want).unwrap() < 1e-14, "{s_m} {s_c}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod data;
 pub mod inception_score;
 pub mod interval;
 pub mod kid;
+pub mod leakage;
 pub mod precision_recall;
 pub mod protocol;
 pub mod reference;

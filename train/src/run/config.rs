@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use models::dit::DitConfig;
+use models::dit::{Conditioning, DitConfig};
 use serde::{Deserialize, Serialize};
 use tensor::{limits, DType, Device, Error, Result};
 
+use crate::data::CONTROL_KINDS;
 use crate::diffusion::{BetaSchedule, DiffusionConfig, MeanType, Respacing, VarType};
 use crate::methods::{Method, Trainable};
 use crate::optim::ParamGroup;
@@ -238,6 +239,44 @@ pub struct DitSettings {
     pub class_dropout_prob: f64,
     /// Whether the model also predicts the variance (DiT's hybrid loss).
     pub learn_sigma: bool,
+    /// How the class reaches the blocks: `adaln` (the reference's sum), `cross_attention` or
+    /// `joint_attention` (class tokens behind attention; see [`models::dit::Conditioning`]).
+    #[serde(skip_serializing_if = "DitSettings::is_adaln")]
+    pub conditioning: String,
+    /// Tokens per class in the attention modes.
+    #[serde(skip_serializing_if = "DitSettings::is_default_tokens")]
+    pub class_tokens: usize,
+    /// Whether the model is told the loader's augmentation of each image (control metadata:
+    /// crop scale and offsets, flip; see [`crate::data::CONTROL_KINDS`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub control: bool,
+    /// The shape α of the control schedule γ(t) in the attention modes: one value, or one per
+    /// control kind (see [`models::dit::control::gamma`]).
+    #[serde(skip_serializing_if = "DitSettings::is_default_alpha")]
+    pub control_alpha: Vec<f64>,
+    /// Probability of dropping an image's control metadata in training (the null control of
+    /// the control guidance scale), independently of its label.
+    #[serde(skip_serializing_if = "DitSettings::is_default_control_dropout")]
+    pub control_dropout_prob: f64,
+    /// Resolution transfer: the image side the position grid was made for; positions are
+    /// interpolated (scaled by `positions_from / side`) instead of extended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positions_from: Option<usize>,
+}
+
+impl DitSettings {
+    fn is_adaln(v: &str) -> bool {
+        v == "adaln"
+    }
+    fn is_default_tokens(v: &usize) -> bool {
+        *v == DitSettings::default().class_tokens
+    }
+    fn is_default_alpha(v: &[f64]) -> bool {
+        v == DitSettings::default().control_alpha
+    }
+    fn is_default_control_dropout(v: &f64) -> bool {
+        *v == DitSettings::default().control_dropout_prob
+    }
 }
 
 /// The diffusion process of training and sampling.
@@ -250,6 +289,11 @@ pub struct DiffusionSettings {
     pub steps: usize,
     /// `epsilon`, `velocity` or `x0`.
     pub prediction: String,
+    /// Resolution transfer: the image side the schedule was made for; every step's logSNR is
+    /// shifted by `2 ln(shift_from / side)` (more noise at a larger side; see
+    /// [`BetaSchedule::ResolutionShifted`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shift_from: Option<usize>,
 }
 
 /// How sample grids are drawn.
@@ -265,6 +309,15 @@ pub struct SampleSettings {
     pub cfg_scale: f64,
     /// Images per class in a grid.
     pub per_class: usize,
+    /// The control guidance scale s_m of a model with control metadata (see
+    /// [`crate::diffusion::classifier_free_guidance`]; 1: none).
+    #[serde(skip_serializing_if = "SampleSettings::is_one")]
+    pub control_scale: f64,
+    /// The control metadata samples are drawn with, one value per kind of
+    /// [`crate::data::CONTROL_KINDS`]; empty (the default): the identity augmentation (scale 1,
+    /// no offset, no flip).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<f64>,
 }
 
 impl Default for RunConfig {
@@ -312,6 +365,12 @@ impl Default for DitSettings {
             mlp_ratio: 4.0,
             class_dropout_prob: 0.1,
             learn_sigma: false,
+            conditioning: "adaln".into(),
+            class_tokens: 4,
+            control: false,
+            control_alpha: vec![1.0],
+            control_dropout_prob: 0.1,
+            positions_from: None,
         }
     }
 }
@@ -322,6 +381,7 @@ impl Default for DiffusionSettings {
             schedule: "linear".into(),
             steps: 1000,
             prediction: "epsilon".into(),
+            shift_from: None,
         }
     }
 }
@@ -333,6 +393,8 @@ impl Default for SampleSettings {
             eta: 0.0,
             cfg_scale: 2.0,
             per_class: 8,
+            control_scale: 1.0,
+            control: Vec::new(),
         }
     }
 }
@@ -350,6 +412,10 @@ fn check_image_size(what: &str, size: usize) -> Result<()> {
 }
 
 impl SampleSettings {
+    fn is_one(v: &f64) -> bool {
+        *v == 1.0
+    }
+
     /// The largest guidance scale accepted, in size. Scales in use are 1 to about 10 (DiT: 1.5
     /// and 4; Imagen's highest, with dynamic thresholding, 30); far beyond, the guided output
     /// `uncond + s · (cond − uncond)` is the scaled difference alone, every predicted x̂₀ is
@@ -383,6 +449,11 @@ impl SampleSettings {
             .map_err(|e| invalid("sample.sampler", e))?;
         crate::diffusion::check_eta(self.eta).map_err(|e| invalid("sample.eta", e))?;
         Self::check_cfg_scale(self.cfg_scale).map_err(|e| invalid("sample.cfg_scale", e))?;
+        Self::check_cfg_scale(self.control_scale)
+            .map_err(|e| invalid("sample.control_scale", e))?;
+        if let Some(bad) = self.control.iter().find(|v| !v.is_finite()) {
+            return Err(invalid("sample.control", format!("values must be finite, got {bad}")));
+        }
         Ok(())
     }
 }
@@ -557,6 +628,15 @@ impl RunConfig {
         if d.steps < 2 {
             return Err(invalid("diffusion.steps", "must be at least 2"));
         }
+        let schedule = match d.shift_from {
+            None => schedule,
+            Some(0) => return Err(invalid("diffusion.shift_from", "must be at least 1")),
+            Some(n_old) => BetaSchedule::ResolutionShifted {
+                base: Box::new(schedule),
+                n_old,
+                n_new: self.image_size,
+            },
+        };
         limits::DIFFUSION_STEPS.check(d.steps as u128, "config `diffusion.steps`")?;
         Ok(DiffusionConfig {
             schedule,
@@ -580,6 +660,17 @@ impl RunConfig {
                 format!("is a {}, not a DiT", self.model.kind()),
             ));
         };
+        let position_scale = match m.positions_from {
+            None => 1.0,
+            Some(0) => return Err(invalid("model.positions_from", "must be at least 1")),
+            Some(from) => from as f64 / size as f64,
+        };
+        if !(0.0..1.0).contains(&m.control_dropout_prob) {
+            return Err(invalid(
+                "model.control_dropout_prob",
+                format!("must lie in [0, 1), got {}", m.control_dropout_prob),
+            ));
+        }
         let cfg = DitConfig {
             input_size: size,
             patch_size: m.patch_size,
@@ -591,6 +682,13 @@ impl RunConfig {
             class_dropout_prob: m.class_dropout_prob,
             num_classes: classes,
             learn_sigma: m.learn_sigma,
+            conditioning: Conditioning::parse(&m.conditioning, "model.conditioning")
+                .map_err(|e| Error::msg(format!("config {e}")))?,
+            class_tokens: m.class_tokens,
+            control_dim: if m.control { CONTROL_KINDS.len() } else { 0 },
+            control_alpha: m.control_alpha.clone(),
+            num_timesteps: self.diffusion.steps,
+            position_scale,
         };
         cfg.validate().map_err(|e| invalid("model", e))?;
         Ok(cfg)

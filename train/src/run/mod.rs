@@ -33,7 +33,7 @@ pub use config::{
     DiffusionSettings, DitSettings, ModelConfig, RunConfig, SampleSettings, UnetSettings,
 };
 pub use export::export;
-pub use network::{Network, Unet};
+pub use network::{Inputs, Network, Unet};
 pub use sample::{
     generate, generate_chunked, generate_in_stages, grid_labels, repeat_labels, ConditionImages,
     Stage,
@@ -174,7 +174,11 @@ pub fn load_model(path: &Path, weights: Weights) -> Result<LoadedModel> {
     let added = (state.config.method)
         .prepare(&state.config.trainable, &network, &mut params)?
         .added;
-    load_weights(&mut params, &files, None, &added)?;
+    let leeway = Leeway {
+        missing: added,
+        ..Leeway::default()
+    };
+    load_weights(&mut params, &files, &leeway)?;
     if params.device().is_cuda() {
         params.set_compute_dtype(state.config.compute_dtype()?);
     }
@@ -196,33 +200,44 @@ fn checkpoint_files(dir: &Path, weights: Weights) -> Vec<PathBuf> {
     files
 }
 
-/// Loads weight `files` into `ps` in order: the first holds the whole model but for exactly the
-/// parameters the run's method `added` (they keep their initialisation); later ones (moving
-/// averages) hold any part of it. With `labels` = (class table, source classes, target
-/// classes), that table may differ in size (a domain with other classes): see
-/// [`reuse_label_rows`]. Anything else that does not fit is an error naming the file and the
-/// tensors.
-fn load_weights(
-    ps: &mut ParamStore,
-    files: &[PathBuf],
-    labels: Option<(&str, usize, usize)>,
-    added: &[String],
-) -> Result<()> {
+/// What the first of a checkpoint's weight files may hold differently from the model it loads
+/// into; anything else that does not fit is an error.
+#[derive(Default)]
+struct Leeway<'a> {
+    /// The class table, which may have other rows (a domain with other classes): (name, source
+    /// classes, target classes), see [`reuse_label_rows`].
+    labels: Option<(&'a str, usize, usize)>,
+    /// Parameters it may lack: they keep their initialisation (what a method or a conditioning
+    /// mode adds).
+    missing: Vec<String>,
+    /// Its tensors the model has no use for (another mode's class table), ignored.
+    unused: Vec<String>,
+    /// Parameters it holds in another shape, whose fresh values are kept (the position table
+    /// of another resolution, which the model computes for its own).
+    own: Vec<String>,
+}
+
+/// Loads weight `files` into `ps` in order: the first holds the whole model but for what
+/// `leeway` allows; later ones (moving averages) hold any part of it. Anything else that does
+/// not fit is an error naming the file and the tensors.
+fn load_weights(ps: &mut ParamStore, files: &[PathBuf], leeway: &Leeway) -> Result<()> {
     for (i, path) in files.iter().enumerate() {
         let report = ps.load(path, "", false)?;
-        let fits = (i > 0 || report.missing.iter().all(|m| added.contains(m)))
-            && report.unexpected.is_empty()
+        let table = leeway.labels.map(|(table, ..)| table);
+        let fits = (i > 0 || report.missing.iter().all(|m| leeway.missing.contains(m)))
+            && report.unexpected.iter().all(|u| leeway.unused.contains(u))
             && report
                 .mismatched
                 .iter()
-                .all(|(name, ..)| matches!(labels, Some((table, ..)) if name == table));
+                .all(|(name, ..)| Some(name.as_str()) == table || leeway.own.contains(name));
         if !fits {
             return Err(Error::msg(format!(
                 "{}: the checkpoint does not fit this model: {report}",
                 path.display()
             )));
         }
-        if let (Some((name, source, target)), false) = (labels, report.mismatched.is_empty()) {
+        let table_differs = report.mismatched.iter().any(|(name, ..)| Some(name.as_str()) == table);
+        if let (Some((name, source, target)), true) = (leeway.labels, table_differs) {
             let pretrained = SafeTensorsFile::open(path)?.tensor(name)?;
             let table = reuse_label_rows(&ps.tensor(name)?, &pretrained, source, target)
                 .map_err(|e| Error::msg(format!("{}: `{name}`: {e}", path.display())))?;
@@ -273,21 +288,34 @@ pub fn reuse_label_rows(
     Tensor::cat(&parts, 0)?.to_dtype(fresh.dtype())
 }
 
+/// The state of a pretrained `init` (an exported weights file, a run or checkpoint folder) and
+/// the weight files a run starting from it loads (the moving average of a checkpoint).
+fn init_files(init: &Path) -> Result<(CheckpointState, Vec<PathBuf>)> {
+    if init.is_file() {
+        Ok((export::read_state(init)?, vec![init.to_path_buf()]))
+    } else {
+        let dir = checkpoint::resolve(init)?;
+        Ok((
+            checkpoint::load_state(&dir)?,
+            checkpoint_files(&dir, Weights::Ema),
+        ))
+    }
+}
+
+/// The `[C, H, W]` of the images a pretrained `init` was trained on (see [`init_files`]).
+pub fn init_image_shape(init: &Path) -> Result<[usize; 3]> {
+    Ok(init_files(init)?.0.image_shape)
+}
+
 /// Starts the weights from `init`: a pretrained run or checkpoint (its moving average), or a
 /// weights file written by [`export`]. It may lack exactly the parameters the run's method
 /// `added`, and its classes may differ from the `classes` of the data.
 fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[String]) -> Result<()> {
     let (image_shape, classes) = (network.image_shape(), network.classes());
-    let (state, files) = if init.is_file() {
-        (export::read_state(init)?, vec![init.to_path_buf()])
-    } else {
-        let dir = checkpoint::resolve(init)?;
-        (
-            checkpoint::load_state(&dir)?,
-            checkpoint_files(&dir, Weights::Ema),
-        )
-    };
-    if state.image_shape != image_shape {
+    let (state, files) = init_files(init)?;
+    // Resolution transfer: a DiT computes its position table for its own grid.
+    let resized = state.image_shape[0] == image_shape[0] && matches!(network, Network::Dit(_));
+    if state.image_shape != image_shape && !resized {
         return Err(Error::msg(format!(
             "init {}: the checkpoint's images are {:?}, the data's {:?}",
             init.display(),
@@ -295,10 +323,20 @@ fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[Strin
             image_shape
         )));
     }
-    let labels = network
-        .label_table()
-        .map(|table| (table, state.classes.len(), classes));
-    load_weights(ps, &files, labels, added)
+    let table = network.label_table();
+    let leeway = Leeway {
+        labels: table
+            .as_deref()
+            .map(|table| (table, state.classes.len(), classes)),
+        missing: added.iter().cloned().chain(network.new_parameters(ps)).collect(),
+        // An adaLN checkpoint's class table, in a model that reads class tokens instead.
+        unused: vec!["y_embedder.embedding_table.weight".to_string()]
+            .into_iter()
+            .filter(|name| matches!(network, Network::Dit(_)) && table.as_ref() != Some(name))
+            .collect(),
+        own: vec!["pos_embed".to_string()],
+    };
+    load_weights(ps, &files, &leeway)
 }
 
 /// The network of a checkpoint's `state` with fresh weights, on the device of its config (the
@@ -394,6 +432,10 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         }
     };
     let other_data = stream_data(&streams, &data)?;
+    let control_dropout = match &config.model {
+        ModelConfig::Dit(d) => d.control_dropout_prob,
+        ModelConfig::Unet(_) => 0.0,
+    };
     // The frozen starting model, where a loss term compares with it.
     let consistency = (config.method.terms().into_iter())
         .map(|Term::Consistency { weight }| weight)
@@ -532,10 +574,16 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         let labels = network.drop_labels(&batch.labels, &mut gen)?;
         // ANL: the modules read the embedding of the very image being denoised.
         let condition = network.condition(&x0, 0.0, &mut gen)?;
+        // Control metadata: the loader's augmentation of each image, dropped apart from labels.
+        let control = network.drop_control(&batch.control, control_dropout, &mut gen)?;
+        let inputs = Inputs {
+            condition: condition.as_ref(),
+            control: control.as_ref(),
+        };
         let mut gap = None;
         let terms = diffusion.training_losses_with(
             |x_t: &Var, t: &Tensor| {
-                let prediction = network.forward_with(&ps, x_t, t, &labels, condition.as_ref())?;
+                let prediction = network.forward_with(&ps, x_t, t, &labels, &inputs)?;
                 if let Some((teacher, _)) = &teacher {
                     let frozen = teacher.predict(x_t, t, &labels)?;
                     gap = Some(teacher::consistency(&prediction, &frozen, image_shape[0])?);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use autograd::{no_grad, Var};
 use models::anl::{Anl, AnlOptions, Condition};
-use models::dit::{drop_labels, Dit};
+use models::dit::{drop_labels, Control, Dit};
 use models::encoder::ImageEncoder;
 use models::unet::{UNet2DConfig, UNet2DModel};
 use models::ParamStore;
@@ -24,6 +24,15 @@ pub enum Network {
     /// diffusers' `UNet2DModel`, class-conditional (a class table added to the time embedding)
     /// or unconditional.
     Unet(Unet),
+}
+
+/// What a network reads besides `x_t`, the timesteps and the labels.
+#[derive(Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// An ANL model's condition (see [`Network::condition`]).
+    pub condition: Option<&'a Condition>,
+    /// A DiT's control metadata (see [`Network::drop_control`]); `None`: the null control.
+    pub control: Option<&'a Control>,
 }
 
 /// A U-Net with what the run adds around it: label dropout and the image shape.
@@ -134,22 +143,24 @@ impl Network {
     /// The prediction for `x_t` `[N, C, H, W]` at timesteps `t` `[N]` with labels `y` `[N]`
     /// (the null class among them where the model has one; ignored by an unconditional U-Net).
     pub fn forward(&self, ps: &ParamStore, x_t: &Var, t: &Tensor, y: &Tensor) -> Result<Var> {
-        self.forward_with(ps, x_t, t, y, None)
+        self.forward_with(ps, x_t, t, y, &Inputs::default())
     }
 
-    /// [`Network::forward`] with the `condition` an ANL model reads (see
-    /// [`Network::condition`]). An ANL model's U-Net runs on its null class whatever `y` asks:
-    /// its frozen class table knows the source's classes.
+    /// [`Network::forward`] with what some networks read besides the labels (see [`Inputs`]).
+    /// An ANL model's U-Net runs on its null class whatever `y` asks: its frozen class table
+    /// knows the source's classes. A DiT with control metadata given none runs on the null
+    /// control.
     pub fn forward_with(
         &self,
         ps: &ParamStore,
         x_t: &Var,
         t: &Tensor,
         y: &Tensor,
-        condition: Option<&Condition>,
+        inputs: &Inputs,
     ) -> Result<Var> {
+        let condition = inputs.condition;
         match self {
-            Network::Dit(dit) => dit.forward(ps, x_t, t, y, None),
+            Network::Dit(dit) => dit.forward_with(ps, x_t, t, y, inputs.control),
             Network::Unet(u) if !u.conditional => u.model.forward_with(ps, x_t, t, None, condition),
             Network::Unet(u) if u.model.anl().is_some() => {
                 let null = match self.null_class() {
@@ -182,6 +193,32 @@ impl Network {
                 u.model.forward_with(ps, x_t, t, Some(y), condition)
             }
         }
+    }
+
+    /// Kinds of control metadata the network reads (0: none).
+    pub fn control_dim(&self) -> usize {
+        match self {
+            Network::Dit(dit) => dit.config().control_dim,
+            Network::Unet(_) => 0,
+        }
+    }
+
+    /// Training's control dropout: the control metadata `values` `[N, K]` of a batch, each
+    /// image's dropped with the model's `control_dropout_prob` (drawn from `gen`, nothing drawn
+    /// for a network without control); `None` for a network that reads none.
+    pub fn drop_control(
+        &self,
+        values: &Tensor,
+        dropout_prob: f64,
+        gen: &mut Generator,
+    ) -> Result<Option<Control>> {
+        if self.control_dim() == 0 {
+            return Ok(None);
+        }
+        let n = values.shape().first().copied().unwrap_or(0);
+        let u = Tensor::rand(&[n], 0.0, 1.0, tensor::DType::F64, tensor::Device::Cpu, gen)?;
+        let keep = u.to_vec::<f64>()?.into_iter().map(|u| u >= dropout_prob).collect();
+        Control::new(values.clone(), keep).map(Some)
     }
 
     /// Training's label dropout: each label replaced by the null class with the model's
@@ -241,10 +278,20 @@ impl Network {
 
     /// The name of the class table (a row per class, then the null class's row where the model
     /// has one); `None` for an unconditional model.
-    pub fn label_table(&self) -> Option<&'static str> {
+    pub fn label_table(&self) -> Option<String> {
         match self {
-            Network::Dit(_) => Some("y_embedder.embedding_table.weight"),
-            Network::Unet(u) => u.conditional.then_some("class_embedding.weight"),
+            Network::Dit(dit) => Some(dit.label_table()),
+            Network::Unet(u) => u.conditional.then(|| "class_embedding.weight".into()),
+        }
+    }
+
+    /// The parameters of `ps` a pretrained checkpoint may lack (they keep their
+    /// initialisation): what a DiT's conditioning mode and control metadata add to the reference
+    /// model (see [`Dit::new_parameters`]).
+    pub fn new_parameters(&self, ps: &ParamStore) -> Vec<String> {
+        match self {
+            Network::Dit(dit) => dit.new_parameters(ps.names()),
+            Network::Unet(_) => Vec::new(),
         }
     }
 

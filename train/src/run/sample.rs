@@ -7,8 +7,10 @@ use tensor::{DType, Error, Generator, Result, Tensor};
 
 use super::checkpoint::CheckpointState;
 use super::config::SampleSettings;
+use super::network::Inputs;
 use super::Network;
-use crate::data::{transform, DataSource, Dataset};
+use models::dit::Control;
+use crate::data::{identity_control, transform, DataSource, Dataset, CONTROL_KINDS};
 use crate::diffusion::{classifier_free_guidance, Diffusion, DiffusionConfig, Respacing};
 
 /// Images per model call: bounds the memory of a large request.
@@ -167,7 +169,22 @@ pub fn generate_in_stages(
         )));
     }
     settings.validate(process.steps)?;
-    let guided = settings.cfg_scale != 1.0;
+    let control = sampling_control(network, settings)?;
+    // The copies of each chunk the guidance combines, most conditioned first: (labels dropped,
+    // control dropped), with the scale of each step down the chain (see
+    // `classifier_free_guidance`). A last step of scale 1 only returns the copy above it.
+    let (mut copies, mut scales) = match &control {
+        Some(_) => (
+            vec![(false, false), (false, true), (true, true)],
+            vec![settings.control_scale, settings.cfg_scale],
+        ),
+        None => (vec![(false, false), (true, false)], vec![settings.cfg_scale]),
+    };
+    while scales.last() == Some(&1.0) {
+        scales.pop();
+        copies.pop();
+    }
+    let guided = !scales.is_empty();
     let null_class = |network: &Network, why: &str| match network.null_class() {
         Some(null) => Ok(null),
         None => Err(Error::msg(format!(
@@ -176,8 +193,12 @@ pub fn generate_in_stages(
         ))),
     };
     let guidance = format!("guidance {}", settings.cfg_scale);
-    // The unconditional half of a guided batch.
-    let guided_null = guided.then(|| null_class(network, &guidance)).transpose()?;
+    // The label of the copies without a class.
+    let guided_null = copies
+        .iter()
+        .any(|c| c.0)
+        .then(|| null_class(network, &guidance))
+        .transpose()?;
     for stage in stages {
         if stage.network.image_shape() != network.image_shape() {
             return Err(Error::msg(format!(
@@ -249,12 +270,22 @@ pub fn generate_in_stages(
             first.params.device(),
             &mut gen,
         )?;
-        let mut y = chunk.to_vec();
-        if let Some(null) = guided_null {
-            y.extend(std::iter::repeat_n(null as i64, n));
-        }
+        let y: Vec<i64> = copies
+            .iter()
+            .flat_map(|&(drop_label, _)| match (drop_label, guided_null) {
+                (true, Some(null)) => vec![null as i64; n],
+                _ => chunk.to_vec(),
+            })
+            .collect();
         let len = y.len();
         let y = Tensor::from_vec(y, &[len])?;
+        let control = control
+            .as_ref()
+            .map(|value| {
+                let keep = copies.iter().flat_map(|c| vec![!c.1; n]).collect();
+                Control::repeat(value, len)?.with_keep(keep)
+            })
+            .transpose()?;
         // Each stage's labels for this chunk: the asked ones, or all its null class.
         let stage_y = stages
             .iter()
@@ -268,19 +299,19 @@ pub fn generate_in_stages(
             let now = t.to_vec::<i64>()?.first().copied().unwrap_or(0).max(0) as usize;
             let k = stages.iter().position(|s| now >= s.from).unwrap_or(0);
             let (stage, y) = (&stages[k], &stage_y[k]);
+            let inputs = Inputs {
+                condition: conditions[k].as_ref(),
+                control: control.as_ref().filter(|_| stage.network.control_dim() > 0),
+            };
             no_grad(|| {
-                stage.network.forward_with(
-                    stage.params,
-                    &Var::constant(x.clone()),
-                    t,
-                    y,
-                    conditions[k].as_ref(),
-                )
+                stage
+                    .network
+                    .forward_with(stage.params, &Var::constant(x.clone()), t, y, &inputs)
             })
             .map(|v| v.value().clone())
         };
         let x = if guided {
-            let model = classifier_free_guidance(net, settings.cfg_scale, Some(c));
+            let model = classifier_free_guidance(net, &scales, Some(c));
             run_chain(
                 &diffusion,
                 &model,
@@ -296,6 +327,33 @@ pub fn generate_in_stages(
     }
     let refs: Vec<&Tensor> = chunks.iter().collect();
     Tensor::cat(&refs, 0)
+}
+
+/// The control metadata a network with control is sampled with: `settings.control`, or the
+/// identity augmentation (no crop, no flip) when that is empty; `None` for a network without
+/// control, which refuses a control setting.
+fn sampling_control(network: &Network, settings: &SampleSettings) -> Result<Option<Vec<f64>>> {
+    let k = network.control_dim();
+    if k == 0 {
+        if !settings.control.is_empty() || settings.control_scale != 1.0 {
+            return Err(Error::msg(
+                "sample: `sample.control` and `sample.control_scale` need a model with control \
+                 metadata (`model.control`); this one has none",
+            ));
+        }
+        return Ok(None);
+    }
+    if settings.control.is_empty() {
+        return Ok(Some(identity_control().iter().map(|&v| v as f64).collect()));
+    }
+    if settings.control.len() != k {
+        return Err(Error::msg(format!(
+            "sample: `sample.control` has {} values; the model reads {k} ({})",
+            settings.control.len(),
+            CONTROL_KINDS.join(", ")
+        )));
+    }
+    Ok(Some(settings.control.clone()))
 }
 
 /// [`generate_in_stages`] over `labels` in chunks of `chunk` images, chunk `i` with the noise

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod forgetting;
 mod info;
+mod leakage;
 mod merge;
 mod parity;
 mod sample;
@@ -44,6 +45,7 @@ enum Command {
     Classifier(classifier::ClassifierArgs),
     Encoder(encoder::EncoderArgs),
     Study(study::StudyArgs),
+    Leakage(leakage::LeakageArgs),
     Info(info::InfoArgs),
     Parity(parity::ParityArgs),
     Demo(demo::DemoArgs),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => merge::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Info(args) => info::run(args),
+        Command::Leakage(args) => leakage::run(args),
         Command::Classifier(args) => classifier::run(args),
         Command::Encoder(args) => encoder::run(args),
         Command::Demo(args) => demo::run(args),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tensor::{Error, Result};
 use train::methods::Method;
-use train::run::{train, RunConfig, TrainOptions};
+use train::run::{init_image_shape, train, ModelConfig, RunConfig, TrainOptions};
 
 /// The flags of a training run: a config file, and flags that override it.
 #[derive(Args, Debug)]
@@ -67,6 +67,14 @@ pub struct FinetuneArgs {
     /// weights), bitfit or difffit (a config file sets the options).
     #[arg(long, value_parser = ["full", "lora", "bitfit", "difffit"])]
     trainable: Option<String>,
+    /// Resolution transfer (a DiT): interpolate the checkpoint's position grid over the new
+    /// resolution (positions scaled by its side over the data's) instead of extending it.
+    #[arg(long)]
+    interpolate_positions: bool,
+    /// Resolution transfer: shift the noise schedule toward more noise at a larger side
+    /// (logSNR + 2 ln(old side / new side)).
+    #[arg(long)]
+    shift_schedule: bool,
     #[command(flatten)]
     run: TrainArgs,
 }
@@ -174,10 +182,24 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
         config.trainable = serde_json::from_value(serde_json::json!({ "kind": kind }))
             .map_err(|e| Error::msg(format!("--trainable {kind}: {e}")))?;
     }
-    if config.init.is_none() {
+    let Some(init) = &config.init else {
         return Err(Error::msg(
             "finetune: no pretrained checkpoint; pass --init RUN_FOLDER or set `init` in the config",
         ));
+    };
+    if args.interpolate_positions || args.shift_schedule {
+        let [_, side, _] = init_image_shape(init)?;
+        if args.shift_schedule {
+            config.diffusion.shift_from = Some(side);
+        }
+        if args.interpolate_positions {
+            let ModelConfig::Dit(dit) = &mut config.model else {
+                return Err(Error::msg(
+                    "--interpolate-positions: the model is a U-Net, which has no position grid",
+                ));
+            };
+            dit.positions_from = Some(side);
+        }
     }
     config.validate()?;
     run(config, &args.run)
