@@ -393,6 +393,50 @@ fn bad_configs_and_flags_are_named() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A run with `pad` (and random crops) is a model of the padded size everywhere: its
+/// checkpoint, its export, a run that starts from it; one without the pad is refused, naming
+/// both shapes. `image_size` downsamples a named set.
+#[test]
+fn a_padded_run_is_a_model_of_the_padded_size_and_named_sets_resize() {
+    let dir = scratch("pad");
+    let data = image_folder(&dir, 2, 4);
+    let padded = |name: &str, pad: usize| {
+        let mut c = tiny_config(&data, &dir.join(name));
+        dit(&mut c).patch_size = 4;
+        (c.pad, c.crop_scale, c.hflip, c.steps) = (pad, 0.5, true, 2);
+        c
+    };
+    let config = padded("padded", 2);
+    train(&config, &TrainOptions::default()).unwrap();
+    let model = load_model(&config.out, Weights::Ema).unwrap();
+    assert_eq!(model.state.image_shape, [1, 32, 32]);
+    assert_eq!(model.network.image_shape(), [1, 32, 32]);
+    let file = dir.join("padded.safetensors");
+    train::run::export(&config.out, &file).unwrap();
+    let exported = train::run::export::read_state(&file).unwrap();
+    assert_eq!(exported.image_shape, [1, 32, 32]);
+    let mut tune = padded("tuned", 2);
+    tune.init = Some(file.clone());
+    train(&tune, &TrainOptions::default()).unwrap();
+    let mut bare = padded("bare", 0);
+    bare.init = Some(file);
+    let err = train(&bare, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"),
+        "{err}"
+    );
+
+    let mut small = tiny_config(Path::new("animal-mnist"), &dir.join("small"));
+    dit(&mut small).patch_size = 4;
+    (small.image_size, small.steps) = (16, 1);
+    train(&small, &TrainOptions::default()).unwrap();
+    let model = load_model(&small.out, Weights::Ema).unwrap();
+    assert_eq!(model.state.image_shape, [1, 16, 16]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn a_diverged_run_writes_no_checkpoint_of_non_finite_weights() {
     let dir = scratch("diverged");

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use rand::seq::SliceRandom;
 use tensor::{DType, Error, Generator, Result, Tensor};
 
+use super::folder::{resize, Image};
 use super::idx;
 
 /// Where the Debian package `dataset-fashion-mnist` installs Fashion-MNIST.
@@ -277,6 +278,31 @@ impl Dataset {
         }
         let indices: Vec<usize> = (0..self.len()).filter(|&i| keep[i]).collect();
         self.subset(&indices)
+    }
+
+    /// The images resized to `height` x `width` (antialiased bilinear, see [`resize`]), labels
+    /// and classes unchanged; the same data set when it already has that size.
+    pub fn resized(&self, height: usize, width: usize) -> Result<Dataset> {
+        let [n, c, h, w] = self.shape;
+        if (h, w) == (height, width) {
+            return Ok(self.clone());
+        }
+        if height == 0 || width == 0 {
+            return Err(Error::msg(format!(
+                "Dataset::resized: {height}x{width}, expected at least 1x1"
+            )));
+        }
+        let mut pixels = Vec::with_capacity(n * c * height * width);
+        for i in 0..n {
+            resize(&Image::from_planar(self.image(i), [c, h, w]), width, height)
+                .extend_planar(&mut pixels);
+        }
+        Dataset::from_raw(
+            pixels,
+            [n, c, height, width],
+            self.labels.clone(),
+            self.classes.clone(),
+        )
     }
 
     /// A fixed train/held-out split, stratified by class: from each class, a seeded random

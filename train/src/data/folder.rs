@@ -278,6 +278,30 @@ fn weights(from: usize, to: usize, outputs: Range<usize>) -> Vec<(usize, Vec<f32
         .collect()
 }
 
+impl Image {
+    /// The image of planar pixels `[C, H, W]` (`shape`), as a data set holds them.
+    pub fn from_planar(pixels: &[u8], shape: [usize; 3]) -> Image {
+        let [c, h, w] = shape;
+        debug_assert_eq!(pixels.len(), c * h * w);
+        let plane = h * w;
+        Image {
+            width: w,
+            height: h,
+            channels: c,
+            pixels: (0..plane * c)
+                .map(|i| pixels[(i % c) * plane + i / c])
+                .collect(),
+        }
+    }
+
+    /// Appends the pixels to `out` planar (`[C, H, W]`), as a data set holds them.
+    pub fn extend_planar(&self, out: &mut Vec<u8>) {
+        for ch in 0..self.channels {
+            out.extend(self.pixels.iter().skip(ch).step_by(self.channels));
+        }
+    }
+}
+
 /// Resizes to `width` x `height` (antialiased bilinear).
 pub fn resize(image: &Image, width: usize, height: usize) -> Image {
     resize_window(image, (width, height), (0, 0), (width, height))
@@ -463,11 +487,8 @@ impl Dataset {
                 if options.exact {
                     check_exact(file, &image, [c, options.size, options.size])?;
                 }
-                let image = resize_and_crop(&convert(image, options.color), options.size);
-                // [H, W, C] to [C, H, W].
-                for ch in 0..c {
-                    pixels.extend(image.pixels.iter().skip(ch).step_by(c));
-                }
+                resize_and_crop(&convert(image, options.color), options.size)
+                    .extend_planar(&mut pixels);
                 labels.push(label as i64);
             }
             classes.push(

@@ -1,9 +1,10 @@
 //! Seeded shuffling and batching that can be saved and resumed.
 //!
 //! Every random choice is a pure function of the seed and the position in the stream: the order
-//! of epoch `e` comes from a generator seeded with `(seed, e)`, and the flips of the batch that
-//! starts at position `p` from one seeded with `(seed, e, p)`. So a [`LoaderState`] (epoch and
-//! position) is all a resumed run needs to continue with exactly the batches it would have seen.
+//! of epoch `e` comes from a generator seeded with `(seed, e)`, and the crops and flips of the
+//! batch that starts at position `p` from one seeded with `(seed, e, p)`. So a [`LoaderState`]
+//! (epoch and position) is all a resumed run needs to continue with exactly the batches it would
+//! have seen.
 
 use std::collections::HashMap;
 
@@ -11,8 +12,18 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tensor::{Error, Generator, Result, Tensor};
 
-use super::transform::prepare_into;
+use super::transform::{crop_resized, prepare_into, Crop};
 use super::Dataset;
+
+/// What each entry of an image's control vector ([`Batch::control`]) records: the side of its
+/// crop as a fraction of the image's, the crop's first row and column as fractions of the
+/// image's height and width, and 1 when it was mirrored (else 0).
+pub const CONTROL_KINDS: [&str; 4] = ["scale", "crop_top", "crop_left", "flip"];
+
+/// The control vector of an image neither cropped nor flipped.
+pub fn identity_control() -> [f32; 4] {
+    [1.0, 0.0, 0.0, 0.0]
+}
 
 /// How a [`Batches`] stream draws its batches.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,10 +40,14 @@ pub struct LoaderConfig {
     pub pad: usize,
     /// Mirror each image left to right with probability 1/2.
     pub hflip: bool,
+    /// Random resized crops of square images: the smallest side of a crop as a fraction of the
+    /// image's, in (0, 1]; 1 crops nothing. A crop's side fraction is drawn uniformly from
+    /// `[crop_scale, 1]`, its place uniformly, and the window is resized back to the image's size.
+    pub crop_scale: f64,
 }
 
 impl LoaderConfig {
-    /// Shuffled batches of `batch_size`, the last short one dropped, no padding and no flips.
+    /// Shuffled batches of `batch_size`, the last short one dropped, no padding, crops or flips.
     pub fn new(batch_size: usize, seed: u64) -> Self {
         LoaderConfig {
             batch_size,
@@ -41,7 +56,14 @@ impl LoaderConfig {
             drop_last: true,
             pad: 0,
             hflip: false,
+            crop_scale: 1.0,
         }
+    }
+
+    /// The same with random resized crops down to `scale` of the side (1: none).
+    pub fn crop_scale(mut self, scale: f64) -> Self {
+        self.crop_scale = scale;
+        self
     }
 
     /// The same with `pad` pixels of padding.
@@ -224,10 +246,13 @@ impl Sampler {
 /// One batch: images `f32 [B, C, H + 2 pad, W + 2 pad]` in `[-1, 1]`, labels `i64 [B]`.
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// The images, scaled to `[-1, 1]`, padded and flipped as configured.
+    /// The images, scaled to `[-1, 1]`, cropped, padded and flipped as configured.
     pub images: Tensor,
     /// The labels.
     pub labels: Tensor,
+    /// `f32 [B, 4]`: each image's crop and flip, as [`CONTROL_KINDS`] says
+    /// ([`identity_control`] for an image left as it is).
+    pub control: Tensor,
     /// The data set indices of the images.
     pub indices: Vec<usize>,
     /// Which images were flipped.
@@ -256,6 +281,18 @@ impl<'a> Batches<'a> {
         config: LoaderConfig,
         state: LoaderState,
     ) -> Result<Batches<'a>> {
+        let scale = config.crop_scale;
+        if !(scale > 0.0 && scale <= 1.0) {
+            return Err(Error::msg(format!(
+                "loader: crop scale {scale}, expected a fraction in (0, 1] (1: no crops)"
+            )));
+        }
+        let [_, h, w] = data.image_shape();
+        if scale < 1.0 && h != w {
+            return Err(Error::msg(format!(
+                "loader: random crops need square images, these are {h}x{w}"
+            )));
+        }
         let sampler = Sampler::new(
             data.len(),
             config.batch_size,
@@ -287,6 +324,22 @@ impl<'a> Batches<'a> {
         [c, h + 2 * self.config.pad, w + 2 * self.config.pad]
     }
 
+    /// A random crop of a square image of side `side` (`None` without crops), drawn from `gen`.
+    /// Nothing is drawn without crops, so the flips are those of a loader without them.
+    fn draw_crop(&self, gen: &mut Generator, side: usize) -> Option<Crop> {
+        if self.config.crop_scale >= 1.0 {
+            return None;
+        }
+        let rng = gen.rng();
+        let fraction = rng.random_range(self.config.crop_scale..=1.0);
+        let k = ((fraction * side as f64).round() as usize).clamp(1, side);
+        Some(Crop {
+            top: rng.random_range(0..=side - k),
+            left: rng.random_range(0..=side - k),
+            side: k,
+        })
+    }
+
     /// The next batch.
     pub fn next_batch(&mut self) -> Result<Batch> {
         let (at, indices) = self.sampler.next_indices();
@@ -296,15 +349,31 @@ impl<'a> Batches<'a> {
         let size = c * ph * pw;
         let mut images = vec![0f32; indices.len() * size];
         let mut flipped = Vec::with_capacity(indices.len());
+        let mut control = Vec::with_capacity(indices.len() * CONTROL_KINDS.len());
         for (out, &i) in images.chunks_exact_mut(size).zip(&indices) {
+            let crop = self.draw_crop(&mut gen, h);
             let flip = self.config.hflip && gen.rng().random_bool(0.5);
-            prepare_into(self.data.image(i), (h, w), self.config.pad, flip, out);
+            let cropped = crop.map(|crop| crop_resized(self.data.image(i), [c, h, w], crop));
+            let src = cropped.as_deref().unwrap_or(self.data.image(i));
+            prepare_into(src, (h, w), self.config.pad, flip, out);
+            let [scale, top, left, _] = match crop {
+                Some(crop) => [
+                    crop.side as f32 / h as f32,
+                    crop.top as f32 / h as f32,
+                    crop.left as f32 / w as f32,
+                    0.0,
+                ],
+                None => identity_control(),
+            };
+            control.extend([scale, top, left, if flip { 1.0 } else { 0.0 }]);
             flipped.push(flip);
         }
         let labels: Vec<i64> = indices.iter().map(|&i| self.data.labels()[i]).collect();
+        let n = indices.len();
         Ok(Batch {
-            images: Tensor::from_vec(images, &[indices.len(), c, ph, pw])?,
-            labels: Tensor::from_vec(labels, &[indices.len()])?,
+            images: Tensor::from_vec(images, &[n, c, ph, pw])?,
+            labels: Tensor::from_vec(labels, &[n])?,
+            control: Tensor::from_vec(control, &[n, CONTROL_KINDS.len()])?,
             indices,
             flipped,
             at,
@@ -332,11 +401,22 @@ mod tests {
         Dataset::from_raw(pixels, [n, 1, 2, 3], labels, names).unwrap()
     }
 
-    fn summary(b: &Batch) -> (Vec<usize>, Vec<bool>, Vec<f32>) {
+    /// `n` square `side` x `side` images of distinct-looking pixels (labels as `data`'s).
+    fn square(n: usize, side: usize) -> Dataset {
+        let pixels: Vec<u8> = (0..n * side * side).map(|i| (i * 37 % 251) as u8).collect();
+        let labels = (0..n).map(|i| (i % 3) as i64).collect();
+        let names = vec!["a".into(), "b".into(), "c".into()];
+        Dataset::from_raw(pixels, [n, 1, side, side], labels, names).unwrap()
+    }
+
+    type Summary = (Vec<usize>, Vec<bool>, Vec<f32>, Vec<f32>);
+
+    fn summary(b: &Batch) -> Summary {
         (
             b.indices.clone(),
             b.flipped.clone(),
             b.images.to_vec().unwrap(),
+            b.control.to_vec().unwrap(),
         )
     }
 
@@ -397,27 +477,96 @@ mod tests {
 
     #[test]
     fn a_restored_state_continues_the_same_order() {
-        let d = data(10);
         let config = LoaderConfig::new(4, 7).hflip(true).drop_last(false);
-        let mut full = Batches::new(&d, config.clone()).unwrap();
-        assert_eq!(full.batches_per_epoch(), 3);
-        let all: Vec<_> = (0..8)
-            .map(|_| summary(&full.next_batch().unwrap()))
-            .collect();
-        // The short last batch of an epoch is kept.
-        assert_eq!(all[2].0.len(), 2);
-        for stop in [1, 3, 5] {
-            let mut first = Batches::new(&d, config.clone()).unwrap();
-            for _ in 0..stop {
-                first.next_batch().unwrap();
-            }
-            let saved = LoaderState::from_metadata(&first.state().to_metadata()).unwrap();
-            let mut resumed = Batches::resume(&d, config.clone(), saved).unwrap();
-            let rest: Vec<_> = (stop..8)
-                .map(|_| summary(&resumed.next_batch().unwrap()))
+        let (flat, square) = (data(10), square(10, 5));
+        for (d, config) in [(&flat, config.clone()), (&square, config.crop_scale(0.4))] {
+            let mut full = Batches::new(d, config.clone()).unwrap();
+            assert_eq!(full.batches_per_epoch(), 3);
+            let all: Vec<_> = (0..8)
+                .map(|_| summary(&full.next_batch().unwrap()))
                 .collect();
-            assert_eq!(rest, all[stop..], "resumed after {stop} batches");
+            // The short last batch of an epoch is kept.
+            assert_eq!(all[2].0.len(), 2);
+            for stop in [1, 3, 5] {
+                let mut first = Batches::new(d, config.clone()).unwrap();
+                for _ in 0..stop {
+                    first.next_batch().unwrap();
+                }
+                let saved = LoaderState::from_metadata(&first.state().to_metadata()).unwrap();
+                let mut resumed = Batches::resume(d, config.clone(), saved).unwrap();
+                let rest: Vec<_> = (stop..8)
+                    .map(|_| summary(&resumed.next_batch().unwrap()))
+                    .collect();
+                assert_eq!(rest, all[stop..], "{config:?} resumed after {stop} batches");
+            }
         }
+    }
+
+    /// A loader without crops draws what it drew before crops existed: one flip per image from
+    /// the batch's augment generator and nothing else, so existing runs keep their batches.
+    #[test]
+    fn without_crops_the_stream_is_the_one_before_crops_existed() {
+        let d = square(10, 4);
+        let config = LoaderConfig::new(3, 42).hflip(true).pad(1);
+        assert_eq!(config.crop_scale, 1.0);
+        let sampler = Sampler::new(10, 3, 42, true, true, LoaderState::default()).unwrap();
+        let mut batches = Batches::new(&d, config).unwrap();
+        for _ in 0..6 {
+            let b = batches.next_batch().unwrap();
+            let mut gen = sampler.augment_generator(b.at);
+            let images = b.images.to_vec::<f32>().unwrap();
+            let control = b.control.to_vec::<f32>().unwrap();
+            for (k, &i) in b.indices.iter().enumerate() {
+                let flip = gen.rng().random_bool(0.5);
+                assert_eq!(b.flipped[k], flip);
+                let mut want = vec![0f32; 36];
+                prepare_into(d.image(i), (4, 4), 1, flip, &mut want);
+                assert_eq!(images[k * 36..(k + 1) * 36], want);
+                let mut identity = identity_control();
+                identity[3] = if flip { 1.0 } else { 0.0 };
+                assert_eq!(control[k * 4..(k + 1) * 4], identity);
+            }
+        }
+    }
+
+    /// Crops are recorded in range, and each image is the recorded window of its data set
+    /// image, resized back, then padded and flipped as recorded.
+    #[test]
+    fn each_image_is_its_recorded_crop() {
+        let side = 6;
+        let d = square(12, side);
+        let config = LoaderConfig::new(4, 3).hflip(true).pad(1).crop_scale(0.5);
+        let mut batches = Batches::new(&d, config).unwrap();
+        assert_eq!(batches.image_shape(), [1, 8, 8]);
+        let mut sides = Vec::new();
+        for _ in 0..9 {
+            let b = batches.next_batch().unwrap();
+            assert_eq!(b.control.shape(), &[4, CONTROL_KINDS.len()]);
+            let images = b.images.to_vec::<f32>().unwrap();
+            let control = b.control.to_vec::<f32>().unwrap();
+            for (k, &i) in b.indices.iter().enumerate() {
+                let [scale, top, left, flip] = control[k * 4..(k + 1) * 4] else {
+                    unreachable!("four entries")
+                };
+                // Sides from round(0.5 * 6) = 3 to 6 pixels, the window inside the image.
+                let crop = Crop {
+                    side: (scale * side as f32).round() as usize,
+                    top: (top * side as f32).round() as usize,
+                    left: (left * side as f32).round() as usize,
+                };
+                assert!((3..=side).contains(&crop.side), "{crop:?}");
+                assert_eq!(scale, crop.side as f32 / side as f32);
+                assert!(crop.top + crop.side <= side && crop.left + crop.side <= side);
+                assert_eq!(flip, if b.flipped[k] { 1.0 } else { 0.0 });
+                let window = crop_resized(d.image(i), [1, side, side], crop);
+                let mut want = vec![0f32; 64];
+                prepare_into(&window, (side, side), 1, b.flipped[k], &mut want);
+                assert_eq!(images[k * 64..(k + 1) * 64], want, "{crop:?}");
+                sides.push(crop.side);
+            }
+        }
+        // The smallest crop occurs among the 36.
+        assert!(sides.contains(&3), "{sides:?}");
     }
 
     #[test]
@@ -431,6 +580,15 @@ mod tests {
             position: 4,
         };
         assert!(Batches::resume(&d, LoaderConfig::new(1, 0), late).is_err());
+        for scale in [0.0, -0.5, 1.5, f64::NAN] {
+            let config = LoaderConfig::new(1, 0).crop_scale(scale);
+            let err = Batches::new(&square(3, 2), config).err().expect("refused");
+            assert!(err.to_string().contains("crop scale"), "{scale}");
+        }
+        // `d`'s images are 2x3: crops are square.
+        let config = LoaderConfig::new(1, 0).crop_scale(0.5);
+        let err = Batches::new(&d, config).err().expect("refused");
+        assert!(err.to_string().contains("square"), "{err}");
         let meta = HashMap::from([("loader.epoch".to_string(), "x".to_string())]);
         assert!(LoaderState::from_metadata(&meta).is_err());
     }

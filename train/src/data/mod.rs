@@ -3,8 +3,10 @@
 //! - [`Dataset`]: images `u8 [N, C, H, W]`, labels `i64 [N]` and class names, read from IDX files
 //!   ([`idx`]), from folders of PNG/JPEG images with one sub-folder per class ([`folder`]), or
 //!   built by hand with [`Dataset::new`].
-//! - [`Batches`] ([`loader`]): seeded shuffling and batching, padding, random horizontal flips and
-//!   scaling to `[-1, 1]`, with a [`LoaderState`] that a resumed run restores to continue exactly.
+//! - [`Batches`] ([`loader`]): seeded shuffling and batching, random resized crops, padding,
+//!   random horizontal flips and scaling to `[-1, 1]`, each image's crop and flip recorded as
+//!   its control vector ([`CONTROL_KINDS`]), with a [`LoaderState`] that a resumed run restores
+//!   to continue exactly.
 //! - [`Latents`] ([`latents`]): a dataset encoded once through a caller's encoder, saved as
 //!   safetensors.
 //! - [`save_grid`] ([`grid`]): a batch of images as one PNG, rows by class.
@@ -34,5 +36,7 @@ pub use dataset::{Dataset, Split, ANIMAL_MNIST_CLASSES, FASHION_MNIST_CLASSES, F
 pub use folder::{ColorMode, FolderOptions};
 pub use grid::{save_grid, save_image_folder};
 pub use latents::Latents;
-pub use loader::{Batch, Batches, LoaderConfig, LoaderState, Sampler};
+pub use loader::{
+    identity_control, Batch, Batches, LoaderConfig, LoaderState, Sampler, CONTROL_KINDS,
+};
 pub use source::DataSource;

@@ -134,8 +134,10 @@ impl DataSource {
         }
     }
 
-    /// The whole set generated images are compared with: Fashion-MNIST's training images, its
-    /// test images, all of Animal-MNIST, or the whole folder.
+    /// The whole set generated images are compared with (or a run trains on): Fashion-MNIST's
+    /// training images, its test images, all of Animal-MNIST, or the whole folder. Folder images
+    /// are read as `input` (`[C, H, W]`); the named sets keep their one channel and are resized
+    /// (antialiased) to `input`'s height and width where those differ from their 28.
     pub fn reference(&self, input: [usize; 3]) -> Result<Dataset> {
         self.read(input, false)
     }
@@ -148,22 +150,22 @@ impl DataSource {
     }
 
     fn read(&self, input: [usize; 3], exact: bool) -> Result<Dataset> {
-        match self {
-            DataSource::FashionMnist => Dataset::fashion_mnist(Split::Train),
-            DataSource::FashionMnistTest => Dataset::fashion_mnist(Split::Test),
-            DataSource::AnimalMnist => Dataset::animal_mnist(),
-            DataSource::AnimalMnistTrain => {
-                Ok(Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.0)
+        let named = match self {
+            DataSource::FashionMnist => Dataset::fashion_mnist(Split::Train)?,
+            DataSource::FashionMnistTest => Dataset::fashion_mnist(Split::Test)?,
+            DataSource::AnimalMnist => Dataset::animal_mnist()?,
+            DataSource::AnimalMnistTrain => Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.0,
+            DataSource::AnimalMnistTest => Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.1,
+            DataSource::Folder(root) => return Self::folder(root, input, exact),
+            DataSource::PerClass { of, count } => {
+                return of
+                    .read(input, exact)?
+                    .per_class(*count, SPLIT_SEED)
+                    .map_err(|e| Error::msg(format!("{self}: {e}")))
             }
-            DataSource::AnimalMnistTest => {
-                Ok(Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED)?.1)
-            }
-            DataSource::Folder(root) => Self::folder(root, input, exact),
-            DataSource::PerClass { of, count } => of
-                .read(input, exact)?
-                .per_class(*count, SPLIT_SEED)
-                .map_err(|e| Error::msg(format!("{self}: {e}"))),
-        }
+        };
+        let [_, h, w] = input;
+        named.resized(h, w)
     }
 }
 
@@ -195,6 +197,7 @@ pub(crate) fn color_mode(channels: usize) -> Result<ColorMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::folder::{resize, Image};
 
     #[test]
     fn the_low_data_split_is_fixed_and_inside_the_training_split() {
@@ -221,6 +224,33 @@ mod tests {
             let err = DataSource::parse(bad, "--data").unwrap_err().to_string();
             assert!(err.contains("--data") && err.contains(bad), "{err}");
         }
+    }
+
+    /// A named set is resized to the asked side (each image as `folder::resize` makes it), and
+    /// kept as it is at its own 28.
+    #[test]
+    fn named_sets_are_resized_to_the_asked_side() {
+        let native = Dataset::animal_mnist().unwrap();
+        let same = DataSource::AnimalMnist.reference([1, 28, 28]).unwrap();
+        assert_eq!(same.pixels(), native.pixels());
+        let small = DataSource::AnimalMnist.reference([3, 16, 16]).unwrap();
+        assert_eq!(small.shape(), [native.len(), 1, 16, 16]);
+        assert_eq!(
+            (small.labels(), small.classes()),
+            (native.labels(), native.classes())
+        );
+        for i in [0, 4321] {
+            let image = Image::from_planar(native.image(i), [1, 28, 28]);
+            let want = resize(&image, 16, 16).pixels;
+            assert_eq!(small.image(i), &want[..]);
+        }
+        // A fixed subset of a resized set holds the same images, resized.
+        let few = DataSource::parse("animal-mnist:3", "--data").unwrap();
+        let (a, b) = (few.reference([1, 28, 28]), few.reference([1, 16, 16]));
+        assert_eq!(
+            b.unwrap().pixels(),
+            a.unwrap().resized(16, 16).unwrap().pixels()
+        );
     }
 
     #[test]

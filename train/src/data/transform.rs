@@ -1,7 +1,9 @@
-//! Per-image transforms of the loader: zero padding, horizontal flip and scaling of `u8` pixels to
-//! `[-1, 1]` (and back, for pictures).
+//! Per-image transforms of the loader: random resized crops, zero padding, horizontal flip and
+//! scaling of `u8` pixels to `[-1, 1]` (and back, for pictures).
 
 use tensor::{DType, Device, Error, Result, Tensor};
+
+use super::folder::{resize, Image};
 
 /// `0..=255` to `[-1, 1]`: `v / 127.5 - 1`.
 pub fn to_signed_unit(v: u8) -> f32 {
@@ -32,6 +34,35 @@ pub fn prepare_into(src: &[u8], hw: (usize, usize), pad: usize, flip: bool, out:
             }
         }
     }
+}
+
+/// A square window of an image: `side` pixels from row `top` and column `left`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    /// The first row.
+    pub top: usize,
+    /// The first column.
+    pub left: usize,
+    /// Rows and columns.
+    pub side: usize,
+}
+
+/// The `crop` window of one image `src` (`u8 [C, H, W]`, `shape`), resized back to `H x W`
+/// (antialiased bilinear, [`resize`]): a random resized crop. The window must lie inside the
+/// image.
+pub fn crop_resized(src: &[u8], shape: [usize; 3], crop: Crop) -> Vec<u8> {
+    let [c, h, w] = shape;
+    let Crop { top, left, side } = crop;
+    debug_assert!(top + side <= h && left + side <= w && src.len() == c * h * w);
+    let mut window = Vec::with_capacity(c * side * side);
+    for plane in src.chunks_exact(h * w) {
+        for row in plane.chunks_exact(w).skip(top).take(side) {
+            window.extend_from_slice(&row[left..left + side]);
+        }
+    }
+    let mut out = Vec::with_capacity(src.len());
+    resize(&Image::from_planar(&window, [c, side, side]), w, h).extend_planar(&mut out);
+    out
 }
 
 fn nchw(op: &'static str, images: &Tensor) -> Result<[usize; 4]> {
@@ -137,6 +168,37 @@ mod tests {
             0, 0, 0, 0, 0,
         ];
         assert_eq!(y.to_vec::<u8>().unwrap(), want);
+    }
+
+    #[test]
+    fn a_crop_is_its_window_resized_back() {
+        // 4x4, two channels; the window rows 1..3, columns 2..4 of channel 0 is
+        //   0 255
+        //   0 255
+        // which upsamples (bilinear, pixel centres) to columns 0, 64, 191, 255 on every row.
+        let mut src = vec![7u8; 2 * 16];
+        for y in 1..3 {
+            src[y * 4 + 2] = 0;
+            src[y * 4 + 3] = 255;
+            src[16 + y * 4 + 2] = 90;
+            src[16 + y * 4 + 3] = 90;
+        }
+        let crop = Crop {
+            top: 1,
+            left: 2,
+            side: 2,
+        };
+        let out = crop_resized(&src, [2, 4, 4], crop);
+        assert_eq!(&out[..16], [0, 64, 191, 255].repeat(4));
+        // A constant window stays constant.
+        assert_eq!(&out[16..], [90; 16]);
+        // The whole image as the window is the image.
+        let whole = Crop {
+            top: 0,
+            left: 0,
+            side: 4,
+        };
+        assert_eq!(crop_resized(&src, [2, 4, 4], whole), src);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub(crate) struct StepData {
     pub images: Tensor,
     /// `i64 [B]`: the data's labels, or `null_class` for a stream with null labels.
     pub labels: Tensor,
+    /// `f32 [B, 4]`: each image's crop and flip (see [`crate::data::CONTROL_KINDS`]).
+    // For a model conditioned on them; no network of the loop reads them yet.
+    #[allow(dead_code)]
+    pub control: Tensor,
     /// `i64 [B]`: each stream's draws from its own sampler.
     pub timesteps: Tensor,
     /// Images of each stream, in order (an epoch's last batch may be short).
@@ -59,7 +63,8 @@ impl<'a> Feed<'a> {
 
     /// The next step's data; the timesteps are drawn from `gen`, stream after stream.
     pub fn next(&mut self, gen: &mut Generator, null_class: usize) -> Result<StepData> {
-        let (mut images, mut labels, mut timesteps, mut counts) = (vec![], vec![], vec![], vec![]);
+        let (mut images, mut labels, mut control) = (vec![], vec![], vec![]);
+        let (mut timesteps, mut counts) = (vec![], vec![]);
         for (stream, batches) in &mut self.parts {
             let batch = batches.next_batch()?;
             let n = batch.labels.elem_count();
@@ -69,6 +74,7 @@ impl<'a> Feed<'a> {
                 batch.labels
             });
             images.push(batch.images);
+            control.push(batch.control);
             timesteps.push(stream.timesteps.sample(n, gen)?.0);
             counts.push(n);
         }
@@ -79,6 +85,7 @@ impl<'a> Feed<'a> {
         Ok(StepData {
             images: cat(images)?,
             labels: cat(labels)?,
+            control: cat(control)?,
             timesteps: cat(timesteps)?,
             counts,
         })
@@ -136,6 +143,48 @@ fn weighted_mean(losses: &Var, timesteps: &Tensor, weights: Option<&[f64]>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::two_tone;
+    use crate::diffusion::TimestepSampler;
+    use crate::methods::StreamData;
+
+    /// The step's control rows are each stream's batch's, stream after stream, as its images are.
+    #[test]
+    fn control_is_concatenated_like_the_images() {
+        let stream = |name, images| Stream {
+            name,
+            data: StreamData::Target,
+            images,
+            timesteps: TimestepSampler::uniform(10).unwrap(),
+            null_labels: false,
+            weight: 1.0,
+            timestep_weights: None,
+        };
+        let (target, bank) = (two_tone(8, 1), two_tone(6, 2));
+        let base = LoaderConfig::new(0, 5).hflip(true).crop_scale(0.5);
+        let states = [LoaderState::default(); 2];
+        let streams = vec![stream("target", 3), stream("bank", 2)];
+        let mut feed = Feed::new(streams, vec![&target, &bank], &base, &states).unwrap();
+        let step = feed.next(&mut Generator::new(0), 2).unwrap();
+        assert_eq!(step.control.shape(), &[5, 4]);
+        assert_eq!(step.counts, [3, 2]);
+        let alone = |data, images, seed| {
+            let config = LoaderConfig {
+                batch_size: images,
+                seed,
+                ..base.clone()
+            };
+            Batches::new(data, config).unwrap().next_batch().unwrap()
+        };
+        let parts = [
+            alone(&target, 3, base.seed),
+            alone(&bank, 2, mix(base.seed ^ mix(1))),
+        ];
+        let want: Vec<f32> = parts
+            .iter()
+            .flat_map(|b| b.control.to_vec::<f32>().unwrap())
+            .collect();
+        assert_eq!(step.control.to_vec::<f32>().unwrap(), want);
+    }
 
     #[test]
     fn each_loss_is_weighted_by_its_timestep_before_the_mean() {

@@ -102,8 +102,9 @@ pub enum Weights {
     Raw,
 }
 
-/// Reads the training images of `config.data`: the whole named set (Fashion-MNIST's training
-/// images, all of Animal-MNIST) or folder, see [`DataSource::reference`].
+/// Reads the training images of `config.data` at `config.image_size` (before the loader's
+/// `pad`): the whole named set (Fashion-MNIST's training images, all of Animal-MNIST) or folder,
+/// see [`DataSource::reference`].
 pub fn load_data(config: &RunConfig) -> Result<Dataset> {
     let channels = if config.color == "gray" { 1 } else { 3 };
     DataSource::parse(&config.data, "data")?.reference([
@@ -146,14 +147,21 @@ fn step_generator(seed: u64, step: u64) -> Generator {
     Generator::new(mix(mix(seed ^ 0x7472_6169_6e00).wrapping_add(step)))
 }
 
-/// Builds the network of `config` for `data` with freshly initialised weights.
+/// `[C, H, W]` of the images a run of `config` trains on: `data`'s, padded by `config.pad`.
+fn padded_shape(config: &RunConfig, data: &Dataset) -> [usize; 3] {
+    let [c, h, w] = data.image_shape();
+    [c, h + 2 * config.pad, w + 2 * config.pad]
+}
+
+/// Builds the network of `config` for `data` (padded) with freshly initialised weights.
 fn build_model(
     config: &RunConfig,
     data: &Dataset,
     device: Device,
 ) -> Result<(Network, ParamStore)> {
     let mut ps = ParamStore::new(DType::F32, device, config.seed);
-    let network = Network::new(&mut ps, config, data.image_shape(), data.classes().len())
+    let classes = data.classes().len();
+    let network = Network::new(&mut ps, config, padded_shape(config, data), classes)
         .map_err(|e| Error::msg(format!("data `{}`: {e}", config.data)))?;
     ps.set_compute_dtype(config.compute_dtype()?);
     Ok((network, ps))
@@ -414,7 +422,8 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     let trainable = config
         .method
         .prepare(&config.trainable, &network, &mut ps)?;
-    let image_shape = data.image_shape();
+    // What the model sees: the data padded by the loader.
+    let image_shape = padded_shape(config, &data);
     let process = config.diffusion_config()?;
     let diffusion = create_diffusion("", &process)?;
     let streams = config
@@ -442,7 +451,7 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         .next();
     let teacher = consistency
         .map(|weight| {
-            let teacher = teacher::Teacher::load(config, data.image_shape(), data.classes().len())?;
+            let teacher = teacher::Teacher::load(config, image_shape, data.classes().len())?;
             Ok::<_, Error>((teacher, weight))
         })
         .transpose()?;
@@ -515,7 +524,10 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     }
     let started_at = step;
 
-    let loader_config = LoaderConfig::new(config.batch_size, config.seed).hflip(config.hflip);
+    let loader_config = LoaderConfig::new(config.batch_size, config.seed)
+        .hflip(config.hflip)
+        .crop_scale(config.crop_scale)
+        .pad(config.pad);
     let stream_sets = std::iter::once(&data).chain(&other_data).collect();
     let mut feed = Feed::new(streams, stream_sets, &loader_config, &loaders)?;
     let mut log = MetricLog::open(&out.join("metrics.jsonl"), step)?;
@@ -551,7 +563,9 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
         // ANL: each row's condition an image of its class from the training data.
         let condition = network
             .needs_condition()
-            .then(|| ConditionImages::of_classes(&data, &labels, 0.0, config.seed))
+            .then(|| {
+                ConditionImages::of_classes(&data, &labels, 0.0, config.seed)?.padded(config.pad)
+            })
             .transpose()?;
         let stage = Stage {
             condition: condition.as_ref(),

@@ -83,7 +83,11 @@ impl ConditionImages {
         seed: u64,
     ) -> Result<Self> {
         let (source, what) = source.unwrap_or((state.config.data.as_str(), "the run's `data`"));
-        let data = DataSource::parse(source, what)?.reference(state.image_shape)?;
+        // The model's images are its data padded by the run's `pad`.
+        let pad = state.config.pad;
+        let [c, h, w] = state.image_shape;
+        let unpadded = [c, h.saturating_sub(2 * pad), w.saturating_sub(2 * pad)];
+        let data = DataSource::parse(source, what)?.reference(unpadded)?;
         if data.classes() != state.classes {
             return Err(Error::msg(format!(
                 "{what} {source}: its classes ({}) are not the run's ({})",
@@ -91,7 +95,7 @@ impl ConditionImages {
                 state.classes.join(", ")
             )));
         }
-        Self::of_classes(&data, labels, mask, seed)
+        Self::of_classes(&data, labels, mask, seed)?.padded(pad)
     }
 
     /// For each label, an image of that class drawn at random (seeded) from `data` (e.g. the
@@ -125,6 +129,18 @@ impl ConditionImages {
         Ok(ConditionImages {
             images: transform::scale(&data.images_tensor()?)?,
             mask,
+        })
+    }
+
+    /// The same images padded by `pad` zero pixels (-1) on every side, as the loader pads a
+    /// run's training images.
+    pub fn padded(self, pad: usize) -> Result<Self> {
+        if pad == 0 {
+            return Ok(self);
+        }
+        Ok(ConditionImages {
+            images: (self.images).pad(&[(0, 0), (0, 0), (pad, pad), (pad, pad)], -1.0)?,
+            mask: self.mask,
         })
     }
 
