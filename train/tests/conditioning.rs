@@ -107,7 +107,7 @@ fn a_checkpoint_starts_a_run_of_another_resolution_and_mode() {
 #[test]
 fn bad_conditioning_settings_are_refused_naming_the_key() {
     let dir = scratch("conditioning-bad");
-    let data = image_folder(&dir, 3, 2);
+    let data = image_folder(&dir, 3, 4);
     let refused = |edit: &dyn Fn(&mut RunConfig), key: &str| {
         let mut c = tiny_config(&data, &dir.join("bad"));
         c.steps = 1;

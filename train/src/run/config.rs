@@ -575,6 +575,26 @@ impl RunConfig {
         self.lr_schedule()?;
         self.diffusion_config()?;
         self.sample.validate(self.diffusion.steps)?;
+        let kinds = match &self.model {
+            ModelConfig::Dit(d) if d.control => CONTROL_KINDS.len(),
+            _ => 0,
+        };
+        if kinds == 0 && (!self.sample.control.is_empty() || self.sample.control_scale != 1.0) {
+            return Err(invalid(
+                "sample.control",
+                "and `sample.control_scale` need a DiT with control metadata (`model.control`)",
+            ));
+        }
+        if !self.sample.control.is_empty() && self.sample.control.len() != kinds {
+            return Err(invalid(
+                "sample.control",
+                format!(
+                    "has {} values; expected one per control kind ({})",
+                    self.sample.control.len(),
+                    CONTROL_KINDS.join(", ")
+                ),
+            ));
+        }
         let device = self
             .device
             .parse::<Device>()
@@ -669,7 +689,7 @@ impl RunConfig {
             Some(n_old) => BetaSchedule::ResolutionShifted {
                 base: Box::new(schedule),
                 n_old,
-                n_new: self.image_size,
+                n_new: self.padded_size()?,
             },
         };
         limits::DIFFUSION_STEPS.check(d.steps as u128, "config `diffusion.steps`")?;
