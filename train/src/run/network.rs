@@ -300,12 +300,22 @@ impl Network {
         match self {
             Network::Dit(dit) => {
                 let c = dit.config();
+                let control = match c.control_dim {
+                    0 => String::new(),
+                    k => format!(", {k} kinds of control metadata"),
+                };
+                let positions = match c.position_scale {
+                    1.0 => String::new(),
+                    s => format!(", positions scaled by {s}"),
+                };
                 format!(
-                    "DiT: patch {}, hidden {}, depth {}, heads {}, {} parameters",
+                    "DiT: patch {}, hidden {}, depth {}, heads {}, class by {}{control}\
+                     {positions}, {} parameters",
                     c.patch_size,
                     c.hidden_size,
                     c.depth,
                     c.num_heads,
+                    c.conditioning.name(),
                     ps.param_count()
                 )
             }

@@ -353,8 +353,9 @@ fn sampling_control(network: &Network, settings: &SampleSettings) -> Result<Opti
     if k == 0 {
         if !settings.control.is_empty() || settings.control_scale != 1.0 {
             return Err(Error::msg(
-                "sample: `sample.control` and `sample.control_scale` need a model with control \
-                 metadata (`model.control`); this one has none",
+                "sample: `sample.control` and `sample.control_scale` (--control, \
+                 --control-scale) need a model with control metadata (`model.control`); this one \
+                 has none",
             ));
         }
         return Ok(None);
@@ -364,7 +365,7 @@ fn sampling_control(network: &Network, settings: &SampleSettings) -> Result<Opti
     }
     if settings.control.len() != k {
         return Err(Error::msg(format!(
-            "sample: `sample.control` has {} values; the model reads {k} ({})",
+            "sample: `sample.control` (--control) has {} values; the model reads {k} ({})",
             settings.control.len(),
             CONTROL_KINDS.join(", ")
         )));

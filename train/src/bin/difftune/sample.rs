@@ -114,6 +114,15 @@ pub struct SamplerFlags {
     /// Classifier-free guidance scale, 1 for none, within ±100 (default: the run's).
     #[arg(long, value_parser = number(SampleSettings::check_cfg_scale))]
     pub cfg_scale: Option<f64>,
+    /// A DiT with control metadata: the control guidance scale, 1 for none, within ±100
+    /// (default: the run's).
+    #[arg(long, value_parser = number(SampleSettings::check_cfg_scale))]
+    pub control_scale: Option<f64>,
+    /// A DiT with control metadata: the control to sample with, a value per kind (scale,
+    /// crop_top, crop_left, flip), e.g. `0.6,0.2,0.2,0` (default: the run's, else no crop and no
+    /// flip).
+    #[arg(long, value_delimiter = ',')]
+    pub control: Option<Vec<f64>>,
 }
 
 /// A clap parser of a number that `check` accepts.
@@ -137,6 +146,10 @@ impl SamplerFlags {
         }
         settings.eta = self.eta.unwrap_or(settings.eta);
         settings.cfg_scale = self.cfg_scale.unwrap_or(settings.cfg_scale);
+        settings.control_scale = self.control_scale.unwrap_or(settings.control_scale);
+        if let Some(control) = &self.control {
+            settings.control = control.clone();
+        }
         settings.validate(steps)
     }
 }
