@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tensor::safetensors;
 use train::methods::{DiffTuningForm, Method, Trainable, TrainableReport};
 use train::run::checkpoint::{self, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
-use train::run::{load_model, metrics, train, RunConfig, TrainOptions, Weights, TRAINABLE_FILE};
+use train::run::{
+    load_model, metrics, snapshot_path, train, RunConfig, TrainOptions, Weights, TRAINABLE_FILE,
+};
 
 use common::{difftune, dit, image_folder, run_ok, scratch, tiny_config, write_config};
 
@@ -434,6 +436,71 @@ fn a_padded_run_is_a_model_of_the_padded_size_and_named_sets_resize() {
     train(&small, &TrainOptions::default()).unwrap();
     let model = load_model(&small.out, Weights::Ema).unwrap();
     assert_eq!(model.state.image_shape, [1, 16, 16]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `snapshots`: at each listed step the moving average is written as `difftune export` writes
+/// it (LoRA merged, for a LoRA run tuning the first run's export), once: a run that passes the
+/// step again keeps the file. A run resumed with other snapshots is refused, naming the key.
+#[test]
+fn snapshots_are_exported_models_written_once() {
+    let dir = scratch("snapshots");
+    let data = image_folder(&dir, 2, 4);
+    let lora = Trainable::Lora {
+        rank: 2,
+        alpha: 2.0,
+        targets: vec![],
+    };
+    // LoRA's factors learn nothing from scratch (a fresh DiT's zeroed modulation hides the
+    // attention and MLP from the loss): it tunes the first run.
+    let mut init = None;
+    for (name, trainable) in [("full", Trainable::Full {}), ("lora", lora)] {
+        let mut config = tiny_config(&data, &dir.join(name));
+        (config.steps, config.checkpoint_every, config.snapshots) = (4, 4, vec![4, 1]);
+        (config.trainable, config.init) = (trainable, init.take());
+        train(&config, &TrainOptions::default()).unwrap();
+        let snapshots = std::fs::read_dir(config.out.join("snapshots")).unwrap();
+        assert_eq!(snapshots.count(), 2);
+        let (first, last) = (snapshot_path(&config.out, 1), snapshot_path(&config.out, 4));
+        let exported = dir.join(format!("{name}.safetensors"));
+        train::run::export(&config.out, &exported).unwrap();
+        assert!(tensors(&last) == tensors(&exported), "{name}");
+        let early = load_model(&first, Weights::Ema).unwrap();
+        assert_eq!(early.state.step, 1);
+        // The LoRA run's snapshots differ in its merged weights, not only its class table.
+        let moved = |a: &Path, b: &Path| -> Vec<String> {
+            let (a, b) = (tensors(a), tensors(b));
+            let pairs = a.into_iter().zip(b);
+            pairs.filter(|(a, b)| a != b).map(|(a, _)| a.0).collect()
+        };
+        let changed = moved(&first, &last);
+        assert!(
+            changed.iter().any(|n| n.ends_with("attn.qkv.weight")),
+            "{name}: {changed:?}"
+        );
+
+        // Started again from step 0 (its checkpoints lost), the run leaves both files alone.
+        std::fs::write(&first, b"written at step 1").unwrap();
+        std::fs::remove_dir_all(config.out.join("checkpoints")).unwrap();
+        let resume = TrainOptions {
+            resume: true,
+            progress: false,
+        };
+        train(&config, &resume).unwrap();
+        assert_eq!(std::fs::read(&first).unwrap(), b"written at step 1");
+        assert!(tensors(&last) == tensors(&exported), "{name}");
+
+        // Other snapshots (or none, a key the saved config leaves out) are another run.
+        for other in [vec![2], vec![]] {
+            let changed = RunConfig {
+                snapshots: other,
+                ..config.clone()
+            };
+            let err = train(&changed, &resume).unwrap_err().to_string();
+            assert!(err.contains("snapshots (saved [4,1]"), "{err}");
+        }
+        init = Some(exported);
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -80,6 +80,11 @@ pub struct RunConfig {
     pub pad: usize,
     /// Steps between checkpoints (and at the end).
     pub checkpoint_every: u64,
+    /// Steps (each in 1..=steps) at which the moving-average weights are also written as an
+    /// exported model, `snapshots/step-NNNNNNNN.safetensors` in the run folder (the format of
+    /// `difftune export`), e.g. to evaluate a run against its training steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<u64>,
     /// Steps between sample grids (0: only at the end).
     pub sample_every: u64,
     /// Steps between metric lines.
@@ -355,6 +360,7 @@ impl Default for RunConfig {
             crop_scale: 1.0,
             pad: 0,
             checkpoint_every: 500,
+            snapshots: Vec::new(),
             sample_every: 0,
             log_every: 10,
             sample: SampleSettings::default(),
@@ -505,6 +511,12 @@ impl RunConfig {
             if v == 0 {
                 return Err(invalid(name, "must be at least 1"));
             }
+        }
+        if let Some(bad) = self.snapshots.iter().find(|&&s| s == 0 || s > self.steps) {
+            return Err(invalid(
+                "snapshots",
+                format!("step {bad} is outside 1..={} (`steps`)", self.steps),
+            ));
         }
         for (name, v) in [
             ("batch_size", self.batch_size),
@@ -772,6 +784,17 @@ mod tests {
         let ok = RunConfig::from_json_str(r#"{ "crop_scale": 0.5, "pad": 2 }"#).unwrap();
         ok.validate().unwrap();
         assert_eq!(ok.padded_size().unwrap(), 32);
+        let err = error_of(r#"{ "steps": 10, "snapshots": [5, 11] }"#);
+        assert!(err.contains("`snapshots`") && err.contains("11"), "{err}");
+        let err = error_of(r#"{ "steps": 10, "snapshots": [0] }"#);
+        assert!(
+            err.contains("`snapshots`") && err.contains("step 0"),
+            "{err}"
+        );
+        let listed = RunConfig::from_json_str(r#"{ "steps": 10, "snapshots": [10, 3] }"#);
+        listed.unwrap().validate().unwrap();
+        // A config without snapshots saves no `snapshots` key (as before the key existed).
+        assert!(!RunConfig::default().to_json().contains("snapshots"));
         // The defaults crop and pad nothing.
         let plain = RunConfig::default();
         assert_eq!((plain.crop_scale, plain.pad), (1.0, 0));

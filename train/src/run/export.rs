@@ -54,12 +54,22 @@ pub fn refuse_existing(out: &Path) -> Result<()> {
 /// adds to it (DeMe's projections, which are part of the model), with LoRA merged and
 /// DiffFit's scales folded in: what [`export`] writes.
 pub(crate) fn plain_weights(model: &mut LoadedModel) -> Result<Vec<(String, Tensor)>> {
-    merge_lora(&mut model.params)?;
-    model.network.fold_difffit(&mut model.params)?;
-    plain_names(&model.state)?
+    plain_weights_of(&model.network, &mut model.params, &model.state)
+}
+
+/// [`plain_weights`] of the weights `params` of `network`, a model of the run of `state`
+/// (LoRA is merged and DiffFit folded into `params` itself).
+pub(crate) fn plain_weights_of(
+    network: &Network,
+    params: &mut ParamStore,
+    state: &CheckpointState,
+) -> Result<Vec<(String, Tensor)>> {
+    merge_lora(params)?;
+    network.fold_difffit(params)?;
+    plain_names(state)?
         .into_iter()
         .map(|name| {
-            let value = model.params.tensor(&name)?;
+            let value = params.tensor(&name)?;
             Ok((name, value))
         })
         .collect()

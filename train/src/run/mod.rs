@@ -3,7 +3,8 @@
 //! sample grids and a loss-curve picture.
 //!
 //! A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/` (see [`checkpoint`]),
-//! `samples/step-N.png` grids, `samples.png` (the final grid, one row per class) and `loss.png`.
+//! `samples/step-N.png` grids, `samples.png` (the final grid, one row per class), `loss.png`
+//! and, for the config's `snapshots`, `snapshots/step-N.safetensors` (see [`snapshot_path`]).
 //!
 //! Exact resumption: everything random in step `s` comes from a generator seeded by
 //! `(seed, s)`, and the loader's position is saved with the weights, the moving average and the
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 use autograd::Var;
 use models::ParamStore;
+use serde_json::Value;
 use tensor::safetensors::SafeTensorsFile;
 use tensor::{DType, Device, Error, Generator, Result, Tensor};
 
@@ -138,6 +140,13 @@ fn stream_data(streams: &[Stream], target: &Dataset) -> Result<Vec<Dataset>> {
             Ok(data)
         })
         .collect()
+}
+
+/// The exported model (the moving average, as [`export`] writes it) a run in `run` writes at
+/// `step` when its config lists the step in `snapshots`: `run/snapshots/step-NNNNNNNN.safetensors`.
+pub fn snapshot_path(run: &Path, step: u64) -> PathBuf {
+    run.join("snapshots")
+        .join(format!("step-{step:08}.safetensors"))
 }
 
 /// The generator of step `step`: a pure function of the seed and the step, so a resumed run
@@ -394,15 +403,22 @@ fn same_run(saved: &RunConfig, config: &RunConfig) -> bool {
     differing_keys(&resumable_view(saved), &resumable_view(config)).is_empty()
 }
 
-/// Names the top-level config keys whose values differ.
+/// Names the top-level config keys whose values differ (a key left out of one, such as empty
+/// `snapshots`, is null there).
 fn differing_keys(a: &RunConfig, b: &RunConfig) -> Vec<String> {
     let (a, b) = (serde_json::to_value(a), serde_json::to_value(b));
     match (a, b) {
-        (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => a
-            .iter()
-            .filter(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k} (saved {v}, now {})", b[k]))
-            .collect(),
+        (Ok(Value::Object(a)), Ok(Value::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            let null = Value::Null;
+            keys.into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| {
+                    let (saved, now) = (a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null));
+                    format!("{k} (saved {saved}, now {now})")
+                })
+                .collect()
+        }
         _ => vec!["(unreadable)".into()],
     }
 }
@@ -537,11 +553,10 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
     if let Some(bar) = &bar {
         bar.set_position(step);
     }
-    let save = |step: u64, ps: &ParamStore, ema: &Ema, opt: &AdamW, feed: &Feed| {
-        guard::check_state(step, ps, ema, opt)?;
+    let state_at = |step: u64, feed: &Feed| {
         let mut at = feed.states().into_iter();
         let (_, target) = at.next().expect("a method has a target stream");
-        let state = CheckpointState {
+        CheckpointState {
             step,
             loader_epoch: target.epoch,
             loader_position: target.position,
@@ -550,8 +565,11 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
             image_shape,
             config: config.clone(),
             checksums: vec![],
-        };
-        checkpoint::save(out, state, |dir| {
+        }
+    };
+    let save = |step: u64, ps: &ParamStore, ema: &Ema, opt: &AdamW, feed: &Feed| {
+        guard::check_state(step, ps, ema, opt)?;
+        checkpoint::save(out, state_at(step, feed), |dir| {
             ps.save(dir.join(MODEL_FILE), None)?;
             ema.save(dir.join(EMA_FILE))?;
             opt.save(dir.join(OPTIMIZER_FILE))
@@ -659,6 +677,19 @@ fn train_on_pool(config: &RunConfig, options: &TrainOptions) -> Result<RunReport
                 bar.set_message(format!("loss {:.4}", line.loss));
             }
             (sum, grad_sum, count, since) = (0.0, 0.0, 0, Instant::now());
+        }
+        if config.snapshots.contains(&step) {
+            // A resumed run that passes a snapshot step again keeps the snapshot it wrote then.
+            let snapshot = snapshot_path(out, step);
+            if !snapshot.exists() {
+                guard::check_state(step, &ps, &ema, &opt)?;
+                let mut weights = ema.store(&ps)?;
+                let state = state_at(step, &feed);
+                let values = export::plain_weights_of(&network, &mut weights, &state)?;
+                let dir = snapshot.parent().expect("a snapshot is in a folder");
+                std::fs::create_dir_all(dir).map_err(crate::files::io_error(dir))?;
+                export::write_weights(&snapshot, state, &values, &[])?;
+            }
         }
         if step % config.checkpoint_every == 0 || step == config.steps {
             last_checkpoint = Some(save(step, &ps, &ema, &opt, &feed)?);
