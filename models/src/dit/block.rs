@@ -39,7 +39,7 @@ pub(super) struct DitBlock {
     fc1: Linear,
     fc2: Linear,
     pub(super) ada: Linear,
-    /// `<prefix>.difffit_scale`: read when the store has it (see [`Dit::difffit_scales`]).
+    /// `<prefix>.difffit_scale`: read when the store has it (see [`Dit::difffit_scales`](super::Dit::difffit_scales)).
     pub(super) scale: String,
     num_heads: usize,
 }

@@ -203,7 +203,7 @@ pub fn drop_labels(
 
 /// The reference's `token_drop` with `force_drop_ids`: label n is replaced by `null_class` where
 /// `drop[n]`. A training step with a given dropout mask feeds these labels to
-/// [`Dit::forward`] without a generator. `labels`: `[N]` i64, `drop`: N flags.
+/// [`Dit::forward`](super::Dit::forward) without a generator. `labels`: `[N]` i64, `drop`: N flags.
 pub fn force_drop_labels(labels: &Tensor, drop: &[bool], null_class: usize) -> Result<Tensor> {
     if labels.shape() != [drop.len()] {
         return Err(Error::shape(

@@ -22,6 +22,17 @@
 //! (`norm1`, `norm2` and `final_layer.norm_final` are LayerNorms without affine parameters, so
 //! they own no tensors.)
 //!
+//! Beyond the reference (arXiv 2411.03177, see [`Conditioning`] and [`control`]), all off by
+//! default: the class may reach the blocks as tokens through attention instead of the adaLN sum
+//! (`y_embedder.token_table.weight`, `blocks.{i}.cross_attn.{q,kv,proj}.*`), control metadata
+//! (how a training image was cropped and flipped) may join the adaLN vector
+//! (`control_embedder.{k}.mlp.{0,2}.*`, scheduled over t in the attention modes), and the
+//! position grid may be interpolated for another resolution (`position_scale`).
+//!
+//! The files: `config` (the arguments), `embed` (patches, timesteps, labels, positions),
+//! `control` (control metadata), `block` (the transformer blocks and the final layer), and this
+//! one (the model).
+//!
 //! ```
 //! use models::dit::{Dit, DitConfig};
 //! use models::ParamStore;
