@@ -142,7 +142,7 @@ fn stream_data(streams: &[Stream], target: &Dataset) -> Result<Vec<Dataset>> {
         .collect()
 }
 
-/// The exported model (the moving average, as [`export`] writes it) a run in `run` writes at
+/// The exported model (the moving average, as [`export()`] writes it) a run in `run` writes at
 /// `step` when its config lists the step in `snapshots`: `run/snapshots/step-NNNNNNNN.safetensors`.
 pub fn snapshot_path(run: &Path, step: u64) -> PathBuf {
     run.join("snapshots")
