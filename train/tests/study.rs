@@ -310,6 +310,79 @@ fn an_of_variant_evaluates_another_variants_runs_under_its_own_eval() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A model trained on its 28x28 images padded by 2 is a 32x32 model, judged through the 28x28
+/// classifier by the centre of its samples; `at_step` variants evaluate its snapshots (and are
+/// evaluated again when they name another step), drawn with its final weights as one named
+/// curve of `sweep.png`.
+#[test]
+fn at_step_variants_evaluate_snapshots_of_a_padded_run_on_a_named_curve() {
+    let dir = scratch("at-step");
+    let data = image_folder(&dir, usize::MAX, 3);
+    let padded = json!({"pad": 2, "model": {"patch_size": 4}, "snapshots": [4, 6]});
+    let mut fast = padded.clone();
+    fast["lr"] = json!(0.003);
+    let variants = json!([
+        {"name": "a", "overrides": padded, "x": STEPS, "curve": "a"},
+        {"name": "a-early", "of": "a", "at_step": 4, "x": 4, "curve": "a"},
+        {"name": "b", "overrides": fast, "x": STEPS}
+    ]);
+    let file = study_file(&dir, &data, variants);
+    let study = Study::from_file(&file).unwrap();
+    let out = difftune_study(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fd = |r: &train::study::runner::EvalRecord| r.metrics["FD-animal-mnist"].as_f64();
+    for seed in [0, 1] {
+        let run = study.run_dir("a", seed);
+        let last = checkpoint::latest(&run).unwrap().unwrap();
+        assert_eq!(
+            checkpoint::load_state(&last).unwrap().image_shape,
+            [1, 32, 32]
+        );
+        assert!(train::run::snapshot_path(&run, 4).is_file());
+        let early = read_record(&study.run_dir("a-early", seed))
+            .unwrap()
+            .unwrap();
+        let final_ = read_record(&run).unwrap().unwrap();
+        assert_eq!((early.step, final_.step), (4, STEPS));
+        assert_eq!(early.report["images"], json!(20));
+        assert_ne!(
+            fd(&early),
+            fd(&final_),
+            "the snapshot is not the final model"
+        );
+    }
+    let md = std::fs::read_to_string(study.out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| variant | learning rate | curve | trainable parameters | steps/s |")
+            && md.contains("| a-early | 4 | a | — (the runs of a at step 4) | — |")
+            && md.contains("| b | 8 | — |"),
+        "{md}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(study.out.join("results.json")).unwrap())
+            .unwrap();
+    let curves: Vec<&Value> = (0..3).map(|v| &report["variants"][v]["curve"]).collect();
+    assert_eq!(curves, [&json!("a"), &json!("a"), &Value::Null]);
+    assert!(study.out.join("sweep.png").is_file());
+    let again = train::study::run(&study, "again", false).unwrap();
+    assert_eq!((again.counts.ran, again.counts.skipped), (0, 6));
+
+    // Another step is another evaluation; nothing is trained again.
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    json["variants"][1]["at_step"] = json!(6);
+    std::fs::write(&file, json.to_string()).unwrap();
+    let study = Study::from_file(&file).unwrap();
+    let moved = train::study::run(&study, "at 6", false).unwrap();
+    assert_eq!((moved.counts.ran, moved.counts.skipped), (2, 4));
+    let record = read_record(&study.run_dir("a-early", 0)).unwrap().unwrap();
+    assert_eq!(record.step, 6);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn derived_variants_are_checked_before_anything_runs() {
     let dir = scratch("deme-bad");

@@ -17,7 +17,8 @@ use super::Dataset;
 
 /// What each entry of an image's control vector ([`Batch::control`]) records: the side of its
 /// crop as a fraction of the image's, the crop's first row and column as fractions of the
-/// image's height and width, and 1 when it was mirrored (else 0).
+/// image's height and width (in the data set's image: the crop comes before the flip and the
+/// padding), and 1 when it was mirrored (else 0).
 pub const CONTROL_KINDS: [&str; 4] = ["scale", "crop_top", "crop_left", "flip"];
 
 /// The control vector of an image neither cropped nor flipped.

@@ -173,10 +173,31 @@ pub struct Judge {
 /// Real images the copying check measures its yardstick on.
 const COPYING_REAL: usize = 1000;
 
+/// `images` (`[N, C, H, W]`) cut to the classifier's `input` (`[C, h, w]`): their centre
+/// `h x w` when they have its channels and are larger by an even margin on each axis (the
+/// samples of a model trained on images padded by the run's `pad`, so the padding comes off
+/// again); otherwise as they are, for [`evaluate_with`] to take or refuse, naming both shapes.
+pub fn centre_crop_to(images: &Tensor, input: [usize; 3]) -> Result<Tensor> {
+    let [c, h, w] = input;
+    let margins = match *images.shape() {
+        [_, ic, ih, iw] if ic == c && ih >= h && iw >= w => Some((ih - h, iw - w)),
+        _ => None,
+    };
+    match margins {
+        Some((dh, dw)) if dh % 2 == 0 && dw % 2 == 0 && (dh, dw) != (0, 0) => images
+            .narrow(2, dh / 2, h)?
+            .narrow(3, dw / 2, w)?
+            .contiguous(),
+        _ => Ok(images.clone()),
+    }
+}
+
 impl Judge {
     /// Every metric of `images` (`[N, C, H, W]` in `[-1, 1]`), with the class accuracy when the
-    /// `labels` they were asked for are known.
+    /// `labels` they were asked for are known. Images larger than the classifier's input by an
+    /// even margin are judged by their centre (see [`centre_crop_to`]).
     pub fn evaluate(&self, images: &Tensor, labels: Option<&[i64]>) -> Result<EvalReport> {
+        let images = &centre_crop_to(images, self.classifier.config.input)?;
         let options = self.protocol.options();
         let mut report =
             evaluate_with(images, labels, &self.reference, &self.classifier, &options)?;
@@ -280,5 +301,38 @@ impl Judge {
         }
         let conditional = stages.first().is_some_and(|s| s.network.conditional());
         Ok((images, conditional.then_some(labels)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_samples_are_cut_to_the_classifier_and_other_shapes_left_alone() {
+        // Two 1-channel 6x6 images, pixel value 100 n + 10 y + x.
+        let values: Vec<f32> = (0..2 * 36)
+            .map(|i| (100 * (i / 36) + 10 * (i % 36 / 6) + i % 6) as f32)
+            .collect();
+        let images = Tensor::from_vec(values, &[2, 1, 6, 6]).unwrap();
+        let cut = centre_crop_to(&images, [1, 4, 4]).unwrap();
+        assert_eq!(cut.shape(), &[2, 1, 4, 4]);
+        let want: Vec<f32> = (0..2)
+            .flat_map(|n| {
+                (1..5).flat_map(move |y| (1..5).map(move |x| (100 * n + 10 * y + x) as f32))
+            })
+            .collect();
+        assert_eq!(cut.to_vec::<f32>().unwrap(), want);
+        // Only height's margin: the rows come off.
+        let rows = centre_crop_to(&images, [1, 2, 6]).unwrap();
+        assert_eq!(
+            rows.to_vec::<f32>().unwrap()[..6],
+            [20.0, 21.0, 22.0, 23.0, 24.0, 25.0]
+        );
+        // Odd margins, other channels, smaller images: left as they are.
+        for input in [[1, 5, 5], [3, 4, 4], [1, 8, 8], [1, 6, 6]] {
+            let same = centre_crop_to(&images, input).unwrap();
+            assert_eq!(same.shape(), images.shape(), "{input:?}");
+        }
     }
 }

@@ -35,12 +35,16 @@
 //!   their `init` (DeMe, see [`crate::methods::merge`]; `grid` scores every combination on the
 //!   validation protocol, the `eval` with `validation`'s keys, whose `reference` must differ from
 //!   the evaluation's); `"ensemble": [...]` samples with the named `deme` runs, each timestep by
-//!   its range's run; `"of": NAME` evaluates the trained variant's runs again. Such a variant
-//!   may carry `"eval": {...}`, keys merged onto the study's `eval` for it alone (e.g. ANL's
-//!   `mask`). `"hidden": true` trains a variant without evaluating or reporting it (the range
+//!   its range's run; `"of": NAME` evaluates the trained variant's runs again, and with
+//!   `"at_step": N` the snapshot they wrote at step N instead of their final weights (N must be
+//!   in that variant's `snapshots`, see [`crate::run::RunConfig::snapshots`]; its `eval.json`
+//!   records step N), e.g. a metric against training steps. Such a variant may carry
+//!   `"eval": {...}`, keys merged onto the study's `eval` for it alone (e.g. ANL's `mask`). `"hidden": true` trains a variant without evaluating or reporting it (the range
 //!   runs of a merge).
 //! - `x` and `x_label`: a swept number, plotted on the horizontal axis (the variants that set
-//!   one; the others are in the tables only).
+//!   one; the others are in the tables only). `"curve": NAME` (with `x`): the line of the plot
+//!   the variant is a point of, one per name with a legend; the variants with `x` and no
+//!   `curve` make one line.
 //! - `seeds`: every variant trains once per seed.
 //! - `eval`: the protocol ([`crate::eval::protocol::Protocol`]: `samples`, `sampler`,
 //!   `cfg_scale`, `reference`, `classifier`, `kid_subsets`, `kid_subset_size`, `is_splits`,
@@ -64,7 +68,7 @@
 //! `results.json` and `results.md` (per metric, each variant's per-seed values, mean and 95%
 //! Student-t interval, the best variant marked; its trainable parameters and steps/s),
 //! `metrics.png` (bars with error bars) and, with `x`, `sweep.png` (each metric against `x` with
-//! its band); `samples.png` shows the first seed's evaluation samples of every variant side by
+//! its band, a line per `curve`); `samples.png` shows the first seed's evaluation samples of every variant side by
 //! side (a column block per variant, in the study's order).
 
 pub mod results;

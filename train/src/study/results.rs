@@ -19,6 +19,8 @@ pub struct VariantResult {
     pub name: String,
     /// Its swept number, if the study has one.
     pub x: Option<f64>,
+    /// The line of `sweep.png` its `x` is a point of (`None`: the unnamed line).
+    pub curve: Option<String>,
     /// Per metric (in the order `eval.json` lists them) the value of each seed, in seed order.
     pub metrics: Vec<(String, Vec<f64>)>,
     /// Which parameters train (the first seed's run; the seed does not change it); `None` for a
@@ -107,6 +109,7 @@ pub fn gather(study: &Study) -> Result<Vec<VariantResult>> {
             Ok(VariantResult {
                 name: v.name.clone(),
                 x: v.x,
+                curve: v.curve.clone(),
                 metrics,
                 trainable: match v.is_trained() {
                     true => Some(read_trainable(&study.run_dir(&v.name, study.seeds[0]))?),

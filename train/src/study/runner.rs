@@ -14,7 +14,9 @@ use crate::eval::protocol::{Judge, Protocol};
 use crate::eval::EvalReport;
 use crate::files::write_atomic;
 use crate::methods::merge::{ensemble, Merge, MergeWeights};
-use crate::run::{checkpoint, folder, load_model, train, RunConfig, TrainOptions, Weights};
+use crate::run::{
+    checkpoint, folder, load_model, snapshot_path, train, RunConfig, TrainOptions, Weights,
+};
 
 /// A run's evaluation, beside it as `eval.json`.
 pub const EVAL_FILE: &str = "eval.json";
@@ -28,7 +30,8 @@ const GRID_PER_CLASS: usize = 4;
 /// What `eval.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
-    /// The step of the checkpoint evaluated.
+    /// The step of the weights evaluated: a trained run's last, an `at_step` variant's
+    /// snapshot's, 0 for another variant that is not trained.
     pub step: u64,
     /// The protocol it was evaluated under.
     pub protocol: Protocol,
@@ -96,11 +99,17 @@ fn done(config: &RunConfig, protocol: Option<&Protocol>) -> Result<bool> {
 const VARIANT_FILE: &str = "variant.json";
 
 /// Whether a variant that is not trained is evaluated in `dir` under `protocol` as it is
-/// defined now.
+/// defined now (at the step it names).
 fn derived_done(variant: &Variant, dir: &Path, protocol: &Protocol) -> Result<bool> {
     let same = std::fs::read_to_string(dir.join(VARIANT_FILE))
         .is_ok_and(|text| text == variant_json(variant));
-    Ok(same && read_record(dir)?.is_some_and(|r| r.protocol == *protocol))
+    let step = derived_step(variant);
+    Ok(same && read_record(dir)?.is_some_and(|r| r.protocol == *protocol && r.step == step))
+}
+
+/// The step a variant that is not trained records: its `at_step`, else 0.
+fn derived_step(variant: &Variant) -> u64 {
+    variant.at_step.unwrap_or(0)
 }
 
 fn variant_json(variant: &Variant) -> String {
@@ -307,10 +316,16 @@ fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
             let stages = ensemble(&models)?;
             judge.sample_in_stages(&stages, &models[0].1.state, &v.name, noise, false)?
         }
-        VariantKind::Of(of) => judge.sample(&study.run_dir(of, seed), noise, false)?,
+        VariantKind::Of(of) => {
+            let run = study.run_dir(of, seed);
+            match v.at_step {
+                Some(step) => judge.sample(&snapshot_path(&run, step), noise, false)?,
+                None => judge.sample(&run, noise, false)?,
+            }
+        }
         VariantKind::Trained => unreachable!("trained variants are not derived"),
     };
-    evaluate(&dir, judge, seed, 0, images, labels)
+    evaluate(&dir, judge, seed, derived_step(v), images, labels)
 }
 
 /// Merges the `runs` of one seed as `spec` says into `out`; a grid search scores on the
@@ -339,7 +354,7 @@ fn merge_runs(
 }
 
 /// Scores a run's evaluation samples under the judge's protocol, writing `eval.json` (`step`:
-/// the run's last step, 0 for a variant that is not trained) and a grid of the first samples of
+/// the run's last step; for a variant that is not trained its `at_step`, else 0) and a grid of the first samples of
 /// each class into `dir`.
 fn evaluate(
     dir: &Path,

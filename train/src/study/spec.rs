@@ -65,6 +65,14 @@ pub struct Variant {
     /// again under this variant's `eval` (e.g. ANL's masked sampling at another fraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of: Option<String>,
+    /// With `of`: the snapshot those runs wrote at this step (their config lists it in
+    /// `snapshots`) is evaluated instead of their final weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_step: Option<u64>,
+    /// The line of `sweep.png` this variant's `x` is a point of: one line per curve name, with
+    /// a legend; the variants with `x` and no `curve` make one line of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<String>,
     /// Keys merged onto the study's `eval` for this variant (a variant that is not trained).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub eval: Map<String, Value>,
@@ -271,6 +279,22 @@ impl Study {
                     v.name
                 )));
             }
+            match (&v.curve, v.x) {
+                (Some(c), _) if c.is_empty() => {
+                    return Err(Error::msg(format!(
+                        "study: variant `{}`: `curve` is empty; name the line",
+                        v.name
+                    )))
+                }
+                (Some(c), None) => {
+                    return Err(Error::msg(format!(
+                        "study: variant `{}`: `curve` `{c}` needs an `x` (the variant's place \
+                         on the line)",
+                        v.name
+                    )))
+                }
+                _ => {}
+            }
         }
         for (i, s) in self.seeds.iter().enumerate() {
             if self.seeds[..i].contains(s) {
@@ -296,6 +320,11 @@ impl Study {
     /// Checks a variant that is not trained: one kind only, its model present, the variants
     /// it is made of trained ones of this study, its merge weights and validation protocol.
     fn check_derived(&self, v: &Variant, configs: &[(&Variant, RunConfig)]) -> Result<()> {
+        if v.at_step.is_some() && v.of.is_none() {
+            return Err(Error::msg(
+                "`at_step` applies to a variant with `of`: it names a step of that variant's runs",
+            ));
+        }
         let kinds = [
             v.model.is_some(),
             v.merge.is_some(),
@@ -354,6 +383,13 @@ impl Study {
                     "`{part}` is not a trained variant of this study"
                 )));
             };
+            if let Some(step) = v.at_step.filter(|s| !config.snapshots.contains(s)) {
+                return Err(Error::msg(format!(
+                    "`at_step` {step}: the runs of `{part}` write no snapshot at that step (its \
+                     `snapshots`: {:?}); add the step there",
+                    config.snapshots
+                )));
+            }
             if v.merge.is_some() && config.init.is_none() {
                 return Err(Error::msg(format!(
                     "`{part}` starts from scratch: a merge needs the base its runs started from \
@@ -483,5 +519,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("two variants are named `a`"), "{err}");
+    }
+
+    #[test]
+    fn at_step_and_curve_are_checked_before_anything_runs() {
+        let a = json!({"name": "a", "overrides": {"snapshots": [2]}, "x": 3, "curve": "tuned"});
+        let at_2 = json!({"name": "a-2", "of": "a", "at_step": 2, "x": 2, "curve": "tuned"});
+        let ok = study(json!([a, at_2])).unwrap();
+        assert_eq!(
+            (ok.variants[1].at_step, ok.variants[1].curve.as_deref()),
+            (Some(2), Some("tuned"))
+        );
+        // A variant without them writes neither (its `variant.json` is as before they existed).
+        let bare: Variant = serde_json::from_value(json!({"name": "b"})).unwrap();
+        let written = serde_json::to_value(&bare).unwrap();
+        assert_eq!(written, json!({"name": "b", "overrides": {}, "x": null}));
+        let cases = [
+            (
+                json!({"name": "m", "at_step": 2}),
+                "`at_step` applies to a variant with `of`",
+            ),
+            (json!({"name": "m", "of": "a", "at_step": 3}), "`at_step` 3"),
+            (
+                json!({"name": "m", "curve": "tuned"}),
+                "`curve` `tuned` needs an `x`",
+            ),
+            (
+                json!({"name": "m", "curve": "", "x": 1}),
+                "`curve` is empty",
+            ),
+        ];
+        for (variant, message) in cases {
+            let err = study(json!([a, variant])).unwrap_err().to_string();
+            assert!(
+                err.contains("variant `m`") && err.contains(message),
+                "{message}: {err}"
+            );
+        }
+        let err = study(json!([a, {"name": "m", "of": "a", "at_step": 3}]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`snapshots`: [2]"), "{err}");
     }
 }

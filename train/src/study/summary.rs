@@ -1,6 +1,7 @@
 //! A study's report: `results.json` and `results.md` (per metric, each variant's mean and 95%
 //! interval over the seeds, the best marked), `metrics.png` (bars with error bars, a panel per
-//! metric) and, when the variants set `x`, `sweep.png` (each metric against x, with its band).
+//! metric) and, when the variants set `x`, `sweep.png` (each metric against x, with its band,
+//! a line per `curve`).
 
 use std::path::{Path, PathBuf};
 
@@ -164,6 +165,7 @@ fn write_json(
             json!({
                 "name": r.name,
                 "x": r.x,
+                "curve": r.curve,
                 "trainable": r.trainable.as_ref().map(|t| t.trainable),
                 "total": r.trainable.as_ref().map(|t| t.total),
                 "steps_per_sec": r.steps_per_sec,
@@ -202,7 +204,8 @@ fn made_of(v: &Variant) -> String {
         ),
         VariantKind::Ensemble(parts) => format!("ensemble of {}", parts.join(", ")),
         VariantKind::Of(of) => format!(
-            "the runs of {of}{}",
+            "the runs of {of}{}{}",
+            v.at_step.map_or(String::new(), |s| format!(" at step {s}")),
             match v.eval.is_empty() {
                 true => String::new(),
                 false => format!(", evaluated with {}", Value::Object(v.eval.clone())),
@@ -236,24 +239,30 @@ fn write_markdown(
         e.reference,
         e.classifier.display(),
     );
-    // The swept number gets a column only in a sweep.
+    // The swept number gets a column only in a sweep, the curve only when one is named.
     let swept = results.iter().any(|r| r.x.is_some());
-    md += &match swept {
-        true => format!(
-            "| variant | {} | trainable parameters | steps/s |\n| --- | --- | --- | --- |\n",
-            study.x_label.as_deref().unwrap_or("x")
-        ),
-        false => "| variant | trainable parameters | steps/s |\n| --- | --- | --- |\n".into(),
+    let curved = results.iter().any(|r| r.curve.is_some());
+    let x_label = study.x_label.as_deref().unwrap_or("x");
+    let columns: Vec<&str> = std::iter::once("variant")
+        .chain(swept.then_some(x_label))
+        .chain(curved.then_some("curve"))
+        .chain(["trainable parameters", "steps/s"])
+        .collect();
+    md += &format!(
+        "| {} |\n|{}\n",
+        columns.join(" | "),
+        " --- |".repeat(columns.len())
+    );
+    let cell = |value: Option<String>, shown: bool| match (value, shown) {
+        (Some(v), _) => format!(" {v} |"),
+        (None, true) => " — |".into(),
+        (None, false) => String::new(),
     };
     for (r, v) in results
         .iter()
         .zip(study.variants.iter().filter(|v| !v.hidden))
     {
-        let x = match (r.x, swept) {
-            (Some(x), _) => format!(" {x} |"),
-            (None, true) => " — |".into(),
-            (None, false) => String::new(),
-        };
+        let x = cell(r.x.map(|x| x.to_string()), swept) + &cell(r.curve.clone(), curved);
         let trainable = match &r.trainable {
             Some(t) => format!("{} of {} ({:.2}%)", t.trainable, t.total, 100.0 * t.share()),
             None => format!("— ({})", made_of(v)),
@@ -331,6 +340,9 @@ fn write_bars(results: &[VariantResult], rows: &[MetricRow], path: &Path) -> Res
     Figure::new(panels).size(PANEL.0, PANEL.1).save(path)
 }
 
+/// Each metric against `x`, a panel per metric: a line with its band per curve name (in the
+/// order the curves first appear), the variants without a curve making one line labelled with
+/// the metric.
 fn write_sweep(
     study: &Study,
     results: &[VariantResult],
@@ -338,21 +350,26 @@ fn write_sweep(
     path: &Path,
 ) -> Result<()> {
     let x_label = study.x_label.as_deref().unwrap_or("x");
+    let mut curves: Vec<Option<&str>> = Vec::new();
+    for r in results.iter().filter(|r| r.x.is_some()) {
+        if !curves.contains(&r.curve.as_deref()) {
+            curves.push(r.curve.as_deref());
+        }
+    }
     let panels = rows
         .iter()
         .map(|row| {
-            let mut points: Vec<(f64, Interval)> = row
-                .variants
-                .iter()
-                .zip(&row.intervals)
-                .filter_map(|(&v, i)| Some((results[v].x?, *i)))
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Panel::new(&row.name, Axis::new(x_label), Axis::new(&row.name)).with(interval_line(
-                &row.name,
-                colour(0),
-                &points,
-            ))
+            let panel = Panel::new(&row.name, Axis::new(x_label), Axis::new(&row.name));
+            let lines = curves.iter().enumerate().filter_map(|(c, &curve)| {
+                let mut points: Vec<(f64, Interval)> = (row.variants.iter().zip(&row.intervals))
+                    .filter(|(&v, _)| results[v].curve.as_deref() == curve)
+                    .filter_map(|(&v, i)| Some((results[v].x?, *i)))
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let label = curve.unwrap_or(&row.name);
+                (!points.is_empty()).then(|| interval_line(label, colour(c), &points))
+            });
+            panel.with(lines.flatten())
         })
         .collect();
     Figure::new(panels).size(PANEL.0, PANEL.1).save(path)
@@ -366,6 +383,7 @@ mod tests {
         VariantResult {
             name: name.into(),
             x: None,
+            curve: None,
             metrics: vec![
                 ("FD-c".into(), fd.to_vec()),
                 ("class_accuracy".into(), accuracy.to_vec()),
