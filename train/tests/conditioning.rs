@@ -85,11 +85,24 @@ fn a_checkpoint_starts_a_run_of_another_resolution_and_mode() {
         (d.positions_from, m.state.config.diffusion.shift_from),
         (Some(14), Some(14))
     );
-    let table = m.params.tensor("pos_embed").unwrap().to_vec::<f32>().unwrap();
+    let table = m
+        .params
+        .tensor("pos_embed")
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     let want = sincos_pos_embed_2d(32, 4, 0.5);
-    assert!(table.iter().zip(&want).all(|(a, b)| (*a as f64 - b).abs() < 1e-6));
+    assert!(table
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| (*a as f64 - b).abs() < 1e-6));
     // The shifted schedule is noisier at every step.
-    let plain = fine.diffusion_config().unwrap().schedule.betas(1000).unwrap();
+    let plain = fine
+        .diffusion_config()
+        .unwrap()
+        .schedule
+        .betas(1000)
+        .unwrap();
     let shifted = m.state.config.diffusion_config().unwrap();
     let shifted = shifted.schedule.betas(1000).unwrap();
     assert!(shifted.iter().zip(&plain).all(|(s, p)| s >= p));
@@ -116,7 +129,10 @@ fn bad_conditioning_settings_are_refused_naming_the_key() {
         let err = run_err(&["pretrain", "--config", &config, "--quiet"]);
         assert!(err.contains(key), "{key}: {err}");
     };
-    refused(&|c| dit(c).conditioning = "film".into(), "model.conditioning");
+    refused(
+        &|c| dit(c).conditioning = "film".into(),
+        "model.conditioning",
+    );
     refused(
         &|c| {
             dit(c).control = true;
@@ -124,7 +140,10 @@ fn bad_conditioning_settings_are_refused_naming_the_key() {
         },
         "sample.control",
     );
-    refused(&|c| c.sample.control = vec![1.0, 0.0, 0.0, 0.0], "sample.control");
+    refused(
+        &|c| c.sample.control = vec![1.0, 0.0, 0.0, 0.0],
+        "sample.control",
+    );
     refused(&|c| c.image_size = 30, "`patch_size` 7");
     refused(&|c| dit(c).control_alpha = vec![1.0, 2.0], "control_alpha");
     refused(&|c| dit(c).positions_from = Some(0), "model.positions_from");

@@ -571,3 +571,49 @@ fn the_committed_studies_are_valid() {
         assert!(root.join(&study.eval.classifier).is_file());
     }
 }
+
+/// A DiT with control metadata, trained on random crops, reports its control leakage: the
+/// samples under each control of the sweep, judged by the classifier.
+#[test]
+fn the_leakage_check_reports_per_control_and_headline_numbers() {
+    let dir = scratch("leakage");
+    let data = image_folder(&dir, usize::MAX, 3);
+    let variants = json!([{"name": "cross", "overrides": {
+        "crop_scale": 0.6,
+        "model": {"control": true, "conditioning": "cross_attention", "class_tokens": 2}
+    }}]);
+    let file = study_file(&dir, &data, variants);
+    let mut study: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    study["seeds"] = json!([0]);
+    study["eval"]["leakage"] = json!({
+        "controls": [[1, 0, 0, 0], [0.6, 0.2, 0.2, 0], [1, 0, 0, 1]],
+        "samples": 10
+    });
+    std::fs::write(&file, study.to_string()).unwrap();
+    let out = difftune_study(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let study = Study::from_file(&file).unwrap();
+    let record = read_record(&study.run_dir("cross", 0)).unwrap().unwrap();
+    let leakage = &record.report["leakage"];
+    assert_eq!(leakage["accuracy"].as_array().unwrap().len(), 3);
+    let shift = leakage["shift"].as_array().unwrap();
+    assert_eq!(shift[0], json!(0.0), "the reference is its own reference");
+    let headline = record.metrics["leak_shift"].as_f64().unwrap();
+    let mean = (shift[1].as_f64().unwrap() + shift[2].as_f64().unwrap()) / 2.0;
+    assert!((headline - mean).abs() < 1e-12, "{headline} {mean}");
+    assert!(record.metrics["leak_accuracy"].as_f64().unwrap() >= 0.0);
+    let md = std::fs::read_to_string(study.out.join("results.md")).unwrap();
+    assert!(md.contains("## leak_shift (lower is better)"), "{md}");
+
+    // A sweep of one control is refused, named.
+    let mut bad: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    bad["eval"]["leakage"]["controls"] = json!([[1, 0, 0, 0]]);
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let err = Study::from_file(&file).unwrap_err().to_string();
+    assert!(err.contains("leakage.controls"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

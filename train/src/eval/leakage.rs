@@ -119,7 +119,13 @@ pub fn measure(rows: &[Tensor], labels: &[i64], classifier: &Classifier) -> Resu
             .features
             .chunks(dim)
             .zip(reference.features.chunks(dim))
-            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt())
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
             .collect();
         leakage
             .shift

@@ -168,6 +168,7 @@ pub fn evaluate_with(
             .map(|labels| classifier::label_accuracy(&out.probs, labels))
             .transpose()?,
         copying: None,
+        leakage: None,
     })
 }
 

@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use tensor::{Error, Result, Tensor};
 
 use super::copying::{mean_nearest_distance, Copying};
+use super::leakage::{measure, sweep, Leakage, LeakageSweep};
 use super::{evaluate_with, EvalOptions, EvalReport, KidConfig, ReferenceStats};
 use crate::data::{transform, DataSource};
+use crate::diffusion::DiffusionConfig;
 use crate::run::checkpoint::CheckpointState;
-use crate::run::{generate_chunked, load_model, ConditionImages, Stage, Weights};
+use crate::run::{generate_chunked, load_model, ConditionImages, SampleSettings, Stage, Weights};
 
 /// How checkpoints are evaluated; absent keys of its JSON form keep their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,10 @@ pub struct Protocol {
     /// The copying check: the training images (a data source) each sample's nearest distance
     /// is measured to, against real held-out images' (the reference set's); `None`: no check.
     pub copying: Option<String>,
+    /// The control-leakage check of a DiT with control metadata (see [`super::leakage`]):
+    /// `{"controls": [[...], ...], "samples": N}`; `None`: no check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leakage: Option<LeakageSweep>,
 }
 
 impl Default for Protocol {
@@ -67,6 +73,7 @@ impl Default for Protocol {
             mask: 0.0,
             condition: None,
             copying: None,
+            leakage: None,
         }
     }
 }
@@ -101,6 +108,9 @@ impl Protocol {
             if let Some(v) = value {
                 DataSource::parse(v, &format!("{what} `{key}`"))?;
             }
+        }
+        if let Some(sweep) = &self.leakage {
+            sweep.validate(what)?;
         }
         if !self.classifier.is_file() {
             return Err(Error::msg(format!(
@@ -207,6 +217,49 @@ impl Judge {
         Ok(report)
     }
 
+    /// The process and sampling settings of a checkpoint's `state` under the protocol: its own,
+    /// with the protocol's sampler and guidance where it sets them.
+    fn settings(&self, state: &CheckpointState) -> Result<(DiffusionConfig, SampleSettings)> {
+        let mut settings = state.config.sample.clone();
+        if let Some(s) = &self.protocol.sampler {
+            settings.sampler = s.clone();
+        }
+        settings.eta = self.protocol.eta.unwrap_or(settings.eta);
+        settings.cfg_scale = self.protocol.cfg_scale.unwrap_or(settings.cfg_scale);
+        let process = state.config.diffusion_config()?;
+        settings.validate(process.steps)?;
+        Ok((process, settings))
+    }
+
+    /// The control-leakage check of the protocol (`None` when it asks for none) on the model
+    /// in `path` (a run, checkpoint or exported file, its moving average): its samples, image
+    /// `i` of class `i % classes` with noise seeded by `seed`, under each control of the sweep.
+    pub fn leakage(&self, path: &Path, seed: u64) -> Result<Option<Leakage>> {
+        let Some(spec) = &self.protocol.leakage else {
+            return Ok(None);
+        };
+        let model = load_model(path, Weights::Ema)?;
+        let (process, settings) = self.settings(&model.state)?;
+        let classes = model.state.classes.len() as i64;
+        let labels: Vec<i64> = (0..spec.samples as i64).map(|i| i % classes).collect();
+        let rows = sweep(
+            &model.network,
+            &model.params,
+            &process,
+            &settings,
+            &labels,
+            seed,
+            &spec.controls,
+        )
+        .map_err(|e| Error::msg(format!("leakage check of {}: {e}", path.display())))?;
+        let input = self.classifier.config.input;
+        let rows = rows
+            .iter()
+            .map(|r| centre_crop_to(r, input))
+            .collect::<Result<Vec<_>>>()?;
+        measure(&rows, &labels, &self.classifier).map(Some)
+    }
+
     /// Samples [`Protocol::samples`] images of a run or checkpoint folder from its moving
     /// average, class `i % classes` for image `i`, with the protocol's sampler and guidance (else
     /// the run's) and noise seeded by `seed`; the images and their requested labels (`None` for
@@ -244,14 +297,7 @@ impl Judge {
                 expected.join(", ")
             )));
         }
-        let mut settings = state.config.sample.clone();
-        if let Some(s) = &self.protocol.sampler {
-            settings.sampler = s.clone();
-        }
-        settings.eta = self.protocol.eta.unwrap_or(settings.eta);
-        settings.cfg_scale = self.protocol.cfg_scale.unwrap_or(settings.cfg_scale);
-        let process = state.config.diffusion_config()?;
-        settings.validate(process.steps)?;
+        let (process, settings) = self.settings(state)?;
         tensor::limits::SAMPLES.check(self.protocol.samples as u128, "samples per evaluation")?;
         let labels: Vec<i64> = (0..self.protocol.samples)
             .map(|i| (i % classes.len()) as i64)

@@ -33,6 +33,8 @@ pub struct EvalReport {
     pub class_accuracy: Option<f64>,
     /// The copying check against the training images, where the protocol asks for it.
     pub copying: Option<super::copying::Copying>,
+    /// The control-leakage check, where the protocol asks for it.
+    pub leakage: Option<super::leakage::Leakage>,
 }
 
 impl EvalReport {
@@ -62,6 +64,7 @@ impl EvalReport {
             "k": self.precision_recall.k,
             "class_accuracy": self.class_accuracy,
             "copying": self.copying,
+            "leakage": self.leakage,
         })
     }
 }

@@ -469,7 +469,10 @@ impl SampleSettings {
         Self::check_cfg_scale(self.control_scale)
             .map_err(|e| invalid("sample.control_scale", e))?;
         if let Some(bad) = self.control.iter().find(|v| !v.is_finite()) {
-            return Err(invalid("sample.control", format!("values must be finite, got {bad}")));
+            return Err(invalid(
+                "sample.control",
+                format!("values must be finite, got {bad}"),
+            ));
         }
         Ok(())
     }

@@ -20,8 +20,6 @@ pub(crate) struct StepData {
     /// `i64 [B]`: the data's labels, or `null_class` for a stream with null labels.
     pub labels: Tensor,
     /// `f32 [B, 4]`: each image's crop and flip (see [`crate::data::CONTROL_KINDS`]).
-    // For a model conditioned on them; no network of the loop reads them yet.
-    #[allow(dead_code)]
     pub control: Tensor,
     /// `i64 [B]`: each stream's draws from its own sampler.
     pub timesteps: Tensor,

@@ -253,7 +253,10 @@ fn load_weights(ps: &mut ParamStore, files: &[PathBuf], leeway: &Leeway) -> Resu
                 path.display()
             )));
         }
-        let table_differs = report.mismatched.iter().any(|(name, ..)| Some(name.as_str()) == table);
+        let table_differs = report
+            .mismatched
+            .iter()
+            .any(|(name, ..)| Some(name.as_str()) == table);
         if let (Some((name, source, target)), true) = (leeway.labels, table_differs) {
             let pretrained = SafeTensorsFile::open(path)?.tensor(name)?;
             let table = reuse_label_rows(&ps.tensor(name)?, &pretrained, source, target)
@@ -345,7 +348,11 @@ fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[Strin
         labels: table
             .as_deref()
             .map(|table| (table, state.classes.len(), classes)),
-        missing: added.iter().cloned().chain(network.new_parameters(ps)).collect(),
+        missing: added
+            .iter()
+            .cloned()
+            .chain(network.new_parameters(ps))
+            .collect(),
         // An adaLN checkpoint's class table, in a model that reads class tokens instead.
         unused: vec!["y_embedder.embedding_table.weight".to_string()]
             .into_iter()

@@ -217,7 +217,11 @@ impl Network {
         }
         let n = values.shape().first().copied().unwrap_or(0);
         let u = Tensor::rand(&[n], 0.0, 1.0, tensor::DType::F64, tensor::Device::Cpu, gen)?;
-        let keep = u.to_vec::<f64>()?.into_iter().map(|u| u >= dropout_prob).collect();
+        let keep = u
+            .to_vec::<f64>()?
+            .into_iter()
+            .map(|u| u >= dropout_prob)
+            .collect();
         Control::new(values.clone(), keep).map(Some)
     }
 

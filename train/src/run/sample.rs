@@ -9,9 +9,9 @@ use super::checkpoint::CheckpointState;
 use super::config::SampleSettings;
 use super::network::Inputs;
 use super::Network;
-use models::dit::Control;
 use crate::data::{identity_control, transform, DataSource, Dataset, CONTROL_KINDS};
 use crate::diffusion::{classifier_free_guidance, Diffusion, DiffusionConfig, Respacing};
+use models::dit::Control;
 
 /// Images per model call: bounds the memory of a large request.
 const CHUNK: usize = 128;
@@ -194,7 +194,10 @@ pub fn generate_in_stages(
             vec![(false, false), (false, true), (true, true)],
             vec![settings.control_scale, settings.cfg_scale],
         ),
-        None => (vec![(false, false), (true, false)], vec![settings.cfg_scale]),
+        None => (
+            vec![(false, false), (true, false)],
+            vec![settings.cfg_scale],
+        ),
     };
     while scales.last() == Some(&1.0) {
         scales.pop();

@@ -48,9 +48,10 @@ pub(crate) fn metric_rank(metric: &str) -> usize {
 }
 
 /// Whether a larger value of the metric is better (accuracy, precision, recall, the
-/// Inception-style score); FD and KID are distances, smaller is better.
+/// Inception-style score, the copy ratio); FD, KID and the leakage check's feature shift are
+/// distances, smaller is better.
 pub fn higher_is_better(metric: &str) -> bool {
-    !(metric.starts_with("FD-") || metric.starts_with("KID-"))
+    !(metric.starts_with("FD-") || metric.starts_with("KID-") || metric == "leak_shift")
 }
 
 fn read_trainable(run: &Path) -> Result<TrainableReport> {

@@ -59,6 +59,11 @@ pub fn headline(report: &EvalReport) -> Map<String, Value> {
     if let Some(c) = &report.copying {
         m.insert("copy_ratio".into(), c.ratio.into());
     }
+    if let Some(leakage) = &report.leakage {
+        let (accuracy, shift) = leakage.summary();
+        m.insert("leak_accuracy".into(), accuracy.into());
+        m.insert("leak_shift".into(), shift.into());
+    }
     m
 }
 
@@ -234,7 +239,8 @@ fn run_job(
             if !v.hidden {
                 let noise = eval_seed(judge, seed);
                 let (images, labels) = judge.sample(&config.out, noise, false).map_err(err)?;
-                evaluate(&dir, judge, seed, config.steps, images, labels).map_err(err)?;
+                let samples = (images, labels, Some(config.out.clone()));
+                evaluate(&dir, judge, seed, config.steps, samples).map_err(err)?;
             }
         }
         Job::Derive(v, seed) => {
@@ -299,14 +305,19 @@ fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
     let parts = |names: &[String]| -> Vec<PathBuf> {
         names.iter().map(|n| study.run_dir(n, seed)).collect()
     };
-    let (images, labels) = match v.kind() {
-        VariantKind::Model(path) => judge.sample(path, noise, false)?,
+    // The samples, and the model they came from (for the leakage check; an ensemble is none).
+    let sampled = |path: PathBuf| -> Result<Samples> {
+        let (images, labels) = judge.sample(&path, noise, false)?;
+        Ok((images, labels, Some(path)))
+    };
+    let samples = match v.kind() {
+        VariantKind::Model(path) => sampled(path.to_path_buf())?,
         VariantKind::Merge(spec) => {
             let file = dir.join(MERGED_FILE);
             if !file.is_file() {
                 merge_runs(study, spec, &parts(&spec.runs), seed, &file)?;
             }
-            judge.sample(&file, noise, false)?
+            sampled(file)?
         }
         VariantKind::Ensemble(names) => {
             let models = parts(names)
@@ -314,19 +325,24 @@ fn derive(study: &Study, v: &Variant, seed: u64, judge: &Judge) -> Result<()> {
                 .map(|run| Ok((run.clone(), load_model(&run, Weights::Ema)?)))
                 .collect::<Result<Vec<_>>>()?;
             let stages = ensemble(&models)?;
-            judge.sample_in_stages(&stages, &models[0].1.state, &v.name, noise, false)?
+            let state = &models[0].1.state;
+            let (images, labels) = judge.sample_in_stages(&stages, state, &v.name, noise, false)?;
+            (images, labels, None)
         }
         VariantKind::Of(of) => {
             let run = study.run_dir(of, seed);
             match v.at_step {
-                Some(step) => judge.sample(&snapshot_path(&run, step), noise, false)?,
-                None => judge.sample(&run, noise, false)?,
+                Some(step) => sampled(snapshot_path(&run, step))?,
+                None => sampled(run)?,
             }
         }
         VariantKind::Trained => unreachable!("trained variants are not derived"),
     };
-    evaluate(&dir, judge, seed, derived_step(v), images, labels)
+    evaluate(&dir, judge, seed, derived_step(v), samples)
 }
+
+/// A run's evaluation samples, their requested labels and the model they came from.
+type Samples = (tensor::Tensor, Option<Vec<i64>>, Option<PathBuf>);
 
 /// Merges the `runs` of one seed as `spec` says into `out`; a grid search scores on the
 /// validation protocol with that seed's noise.
@@ -353,18 +369,16 @@ fn merge_runs(
     Ok(())
 }
 
-/// Scores a run's evaluation samples under the judge's protocol, writing `eval.json` (`step`:
-/// the run's last step; for a variant that is not trained its `at_step`, else 0) and a grid of the first samples of
-/// each class into `dir`.
-fn evaluate(
-    dir: &Path,
-    judge: &Judge,
-    seed: u64,
-    step: u64,
-    images: tensor::Tensor,
-    labels: Option<Vec<i64>>,
-) -> Result<()> {
-    let report = judge.evaluate(&images, labels.as_deref())?;
+/// Scores a run's evaluation samples under the judge's protocol (and its model's control
+/// leakage, where the protocol asks), writing `eval.json` (`step`: the run's last step; for a
+/// variant that is not trained its `at_step`, else 0) and a grid of the first samples of each
+/// class into `dir`.
+fn evaluate(dir: &Path, judge: &Judge, seed: u64, step: u64, samples: Samples) -> Result<()> {
+    let (images, labels, model) = samples;
+    let mut report = judge.evaluate(&images, labels.as_deref())?;
+    if let Some(model) = model {
+        report.leakage = judge.leakage(&model, eval_seed(judge, seed))?;
+    }
     // Image i is of class i % classes: the first images hold as many of each class.
     let n = images.shape()[0].min(GRID_PER_CLASS * judge.classifier.config.classes.len());
     let picked = images.narrow(0, 0, n)?;

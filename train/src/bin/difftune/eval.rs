@@ -193,6 +193,7 @@ impl ProtocolFlags {
             mask: self.mask,
             condition: self.condition.clone(),
             copying: self.copying.clone(),
+            leakage: None,
         }
     }
 }
