@@ -97,18 +97,21 @@ impl DataSource {
         )
     }
 
-    /// The (train, held-out) pair a classifier is trained and measured on; folder images are
-    /// read as `input` (`[C, H, W]`).
+    /// The (train, held-out) pair a classifier is trained and measured on, read as `input`
+    /// (`[C, H, W]`: folder images and the named sets resized to its side).
     pub fn train_and_held_out(&self, input: [usize; 3]) -> Result<(Dataset, Dataset)> {
+        let [_, h, w] = input;
         match self {
             DataSource::FashionMnist => Ok((
-                Dataset::fashion_mnist(Split::Train)?,
-                Dataset::fashion_mnist(Split::Test)?,
+                Dataset::fashion_mnist(Split::Train)?.resized(h, w)?,
+                Dataset::fashion_mnist(Split::Test)?.resized(h, w)?,
             )),
             DataSource::FashionMnistTest => Err(Error::msg(
                 "fashion-mnist-test is a reference set only; train on fashion-mnist",
             )),
-            DataSource::AnimalMnist => Dataset::animal_mnist()?.split(HELD_OUT, SPLIT_SEED),
+            DataSource::AnimalMnist => Dataset::animal_mnist()?
+                .resized(h, w)?
+                .split(HELD_OUT, SPLIT_SEED),
             DataSource::Folder(root) => {
                 Self::folder(root, input, false)?.split(HELD_OUT, SPLIT_SEED)
             }
@@ -125,7 +128,7 @@ impl DataSource {
     pub fn held_out(&self, input: [usize; 3]) -> Result<Dataset> {
         match self {
             DataSource::FashionMnist | DataSource::FashionMnistTest => {
-                Dataset::fashion_mnist(Split::Test)
+                Dataset::fashion_mnist(Split::Test)?.resized(input[1], input[2])
             }
             DataSource::AnimalMnist | DataSource::Folder(_) => {
                 Ok(self.train_and_held_out(input)?.1)

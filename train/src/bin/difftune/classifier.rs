@@ -48,7 +48,7 @@ struct TrainArgs {
     /// Random horizontal flips of the training images.
     #[arg(long)]
     hflip: bool,
-    /// Side of the square images read from a folder.
+    /// Side of the square images (folder images and the named sets are resized to it).
     #[arg(long, default_value_t = 28, value_parser = clap::value_parser!(u64).range(8..))]
     size: u64,
     /// Read folder images as RGB (default gray).
