@@ -54,6 +54,16 @@ fn study_file(dir: &Path, data: &Path, variants: Value) -> PathBuf {
     path
 }
 
+/// Runs the study of `file`, failing with its standard error unless it succeeds.
+fn study_ok(file: &Path) {
+    let out = difftune_study(file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn difftune_study(file: &Path) -> Output {
     difftune(&["study", &file.display().to_string(), "--quiet"])
         .output()
@@ -258,12 +268,7 @@ fn an_of_variant_evaluates_another_variants_runs_under_its_own_eval() {
     ]);
     let file = study_file(&dir, &data, variants);
     let study = Study::from_file(&file).unwrap();
-    let out = difftune_study(&file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    study_ok(&file);
     for seed in [0, 1] {
         let own = read_record(&study.run_dir("a-ddim2", seed))
             .unwrap()
@@ -328,12 +333,7 @@ fn at_step_variants_evaluate_snapshots_of_a_padded_run_on_a_named_curve() {
     ]);
     let file = study_file(&dir, &data, variants);
     let study = Study::from_file(&file).unwrap();
-    let out = difftune_study(&file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    study_ok(&file);
     let fd = |r: &train::study::runner::EvalRecord| r.metrics["FD-animal-mnist"].as_f64();
     for seed in [0, 1] {
         let run = study.run_dir("a", seed);
@@ -590,12 +590,7 @@ fn the_leakage_check_reports_per_control_and_headline_numbers() {
         "samples": 10
     });
     std::fs::write(&file, study.to_string()).unwrap();
-    let out = difftune_study(&file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    study_ok(&file);
     let study = Study::from_file(&file).unwrap();
     let record = read_record(&study.run_dir("cross", 0)).unwrap().unwrap();
     let leakage = &record.report["leakage"];

@@ -246,45 +246,25 @@ impl DitConfig {
             "num_classes": self.num_classes,
             "learn_sigma": self.learn_sigma,
         });
-        let d = DitConfig::default();
-        let ours = [
-            (
-                "conditioning",
-                self.conditioning != d.conditioning,
-                self.conditioning.name().into(),
-            ),
-            (
-                "class_tokens",
-                self.class_tokens != d.class_tokens,
-                self.class_tokens.into(),
-            ),
-            (
-                "control_dim",
-                self.control_dim != d.control_dim,
-                self.control_dim.into(),
-            ),
-            (
-                "control_alpha",
-                self.control_alpha != d.control_alpha,
-                self.control_alpha.clone().into(),
-            ),
-            (
-                "num_timesteps",
-                self.num_timesteps != d.num_timesteps,
-                self.num_timesteps.into(),
-            ),
-            (
-                "position_scale",
-                self.position_scale != d.position_scale,
-                self.position_scale.into(),
-            ),
-        ];
-        for (key, differs, value) in ours {
-            if differs {
+        let defaults = DitConfig::default().extensions();
+        for ((key, value), (_, default)) in self.extensions().into_iter().zip(defaults) {
+            if value != default {
                 json[key] = value;
             }
         }
         json.to_string()
+    }
+
+    /// This project's keys with their values, in [`FIELDS`] order.
+    fn extensions(&self) -> [(&'static str, serde_json::Value); 6] {
+        [
+            ("conditioning", self.conditioning.name().into()),
+            ("class_tokens", self.class_tokens.into()),
+            ("control_dim", self.control_dim.into()),
+            ("control_alpha", self.control_alpha.clone().into()),
+            ("num_timesteps", self.num_timesteps.into()),
+            ("position_scale", self.position_scale.into()),
+        ]
     }
 
     /// Checks that the sizes fit together; the error names the field and why.

@@ -8,17 +8,8 @@ use super::*;
 #[test]
 fn folding_difffit_scales_into_the_gates_keeps_the_function() {
     let cfg = DitConfig {
-        input_size: 8,
-        patch_size: 4,
         in_channels: 2,
-        hidden_size: 16,
-        depth: 2,
-        num_heads: 2,
-        mlp_ratio: 2.0,
-        class_dropout_prob: 0.1,
-        num_classes: 3,
-        learn_sigma: false,
-        ..DitConfig::default()
+        ..small(Conditioning::AdaLn, 0)
     };
     let mut ps = ParamStore::new(DType::F64, Device::Cpu, 0);
     let dit = Dit::new(&mut ps, cfg).unwrap();
