@@ -148,3 +148,65 @@ fn bad_conditioning_settings_are_refused_naming_the_key() {
     refused(&|c| dit(c).control_alpha = vec![1.0, 2.0], "control_alpha");
     refused(&|c| dit(c).positions_from = Some(0), "model.positions_from");
 }
+
+#[test]
+fn the_leakage_command_sweeps_the_control_and_reports_real_images_alike() {
+    let dir = scratch("conditioning-leakage");
+    let data = image_folder(&dir, usize::MAX, 2);
+    let mut c = tiny_config(&data, &dir.join("run"));
+    with_control(&mut c, "joint_attention");
+    c.steps = 2;
+    train(&c, &TrainOptions::default()).unwrap();
+    let classifier = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/classifiers/animal-mnist.safetensors");
+    let (run, out) = (c.out.display().to_string(), dir.join("leak"));
+    let args = |out: &std::path::Path| {
+        vec![
+            "leakage".to_string(),
+            "--models".into(),
+            format!("{run},{run}"),
+            "--controls".into(),
+            "1,0,0,0;0.5,0.25,0.25,0".into(),
+            "--classifier".into(),
+            classifier.display().to_string(),
+            "--reference".into(),
+            data.display().to_string(),
+            "--samples".into(),
+            "10".into(),
+            "--show".into(),
+            "3".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let strs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+    let first = args(&out);
+    run_ok(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leakage.json")).unwrap()).unwrap();
+    let models = report["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    // The same model twice: the same samples, the same numbers.
+    assert_eq!(models[0]["per_control"], models[1]["per_control"]);
+    assert_eq!(models[0]["per_control"]["shift"][0], serde_json::json!(0.0));
+    assert_eq!(report["real_accuracy"].as_array().unwrap().len(), 2);
+    // The picture: 2 rows (controls) of 2 models x 3 samples, 28 pixels and a 2-pixel gap each.
+    let png = train::data::folder::decode(&out.join("leakage.png"), train::data::ColorMode::Gray)
+        .unwrap();
+    assert_eq!(
+        (png.width, png.height),
+        (6 * 30 + 2, 2 * 30 + 2),
+        "{}",
+        strs(&first)
+    );
+    // A report is never overwritten; a control of the wrong length is refused, named.
+    let err = run_err(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("holds a report already"), "{err}");
+    let mut bad = args(&dir.join("bad"));
+    bad[4] = "1,0,0;0.5,0.25,0.25".into();
+    let err = run_err(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("sample.control") && err.contains("3 values"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tensor::{Error, Result, Tensor};
 
 use super::classifier::{label_accuracy, run};
+use crate::data::transform::{crop_resized, prepare_into, Crop};
 use crate::diffusion::DiffusionConfig;
 use crate::run::{generate, Network, SampleSettings};
 use models::classifier::Classifier;
@@ -132,4 +133,49 @@ pub fn measure(rows: &[Tensor], labels: &[i64], classifier: &Classifier) -> Resu
             .push(distances.iter().sum::<f64>() / distances.len().max(1) as f64);
     }
     Ok(leakage)
+}
+
+/// The classifier's accuracy on real `data` (`[C, S, S]` images, the models' size) transformed
+/// as each control of a sweep says (`[scale, crop_top, crop_left, flip]`: the crop of side
+/// `round(scale · S)` at those fractions of the side, resized back, then mirrored when
+/// `flip >= 0.5`): what a model that renders its control faithfully, without leaking it into
+/// the class, would score.
+pub fn real_accuracy(
+    data: &crate::data::Dataset,
+    controls: &[Vec<f64>],
+    classifier: &Classifier,
+) -> Result<Vec<f64>> {
+    let [c, h, w] = data.image_shape();
+    if h != w {
+        return Err(Error::msg(format!(
+            "leakage: crops need square images, these are {h}x{w}"
+        )));
+    }
+    controls
+        .iter()
+        .map(|control| {
+            let [scale, top, left, flip] =
+                <[f64; 4]>::try_from(control.as_slice()).map_err(|_| {
+                    Error::msg(format!(
+                        "leakage: control {control:?}: expected 4 values (scale, crop_top, \
+                         crop_left, flip)"
+                    ))
+                })?;
+            let side = ((scale * h as f64).round() as usize).clamp(1, h);
+            let at = |f: f64| ((f * h as f64).round().max(0.0) as usize).min(h - side);
+            let crop = Crop {
+                top: at(top),
+                left: at(left),
+                side,
+            };
+            let mut images = vec![0f32; data.len() * c * h * w];
+            for (i, out) in images.chunks_exact_mut(c * h * w).enumerate() {
+                let cropped = crop_resized(data.image(i), [c, h, w], crop);
+                prepare_into(&cropped, (h, w), 0, flip >= 0.5, out);
+            }
+            let images = Tensor::from_vec(images, &[data.len(), c, h, w])?;
+            let out = run(classifier, &images)?;
+            label_accuracy(&out.probs, data.labels())
+        })
+        .collect()
 }

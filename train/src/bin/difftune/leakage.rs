@@ -7,7 +7,8 @@ use models::classifier::Classifier;
 use serde_json::json;
 use tensor::{Error, Result, Tensor};
 use train::data::save_grid;
-use train::eval::leakage::{measure, sweep, LeakageSweep};
+use train::data::DataSource;
+use train::eval::leakage::{measure, real_accuracy, sweep, LeakageSweep};
 use train::run::{load_model, Weights};
 
 /// Draw the same samples (noise and classes) of each model under every control value of a sweep
@@ -30,6 +31,11 @@ pub struct LeakageArgs {
     /// The classifier (see `difftune classifier train`) whose classes are the models'.
     #[arg(long, default_value = "data/classifiers/fashion-mnist.safetensors")]
     classifier: PathBuf,
+    /// Real images transformed as each control says, the classifier's accuracy on which is
+    /// reported beside the models' (what a model that renders its control faithfully would
+    /// score), read at the models' size.
+    #[arg(long, default_value = "fashion-mnist-test")]
+    reference: String,
     /// Samples per control value and model (image i asks for class i mod classes).
     #[arg(long, default_value_t = 100)]
     samples: usize,
@@ -77,6 +83,7 @@ pub fn run(args: LeakageArgs) -> Result<()> {
     let labels: Vec<i64> = (0..args.samples as i64).map(|i| i % classes).collect();
     let show = args.show.min(args.samples);
     let (mut reports, mut shown) = (Vec::new(), Vec::new());
+    let mut real = None;
     for path in &args.models {
         let model = load_model(path, Weights::Ema)?;
         if model.state.classes != classifier.config.classes {
@@ -102,6 +109,11 @@ pub fn run(args: LeakageArgs) -> Result<()> {
             &spec.controls,
         )?;
         let leakage = measure(&rows, &labels, &classifier)?;
+        if real.is_none() {
+            let data = DataSource::parse(&args.reference, "--reference")?
+                .reference(model.network.image_shape())?;
+            real = Some(real_accuracy(&data, &spec.controls, &classifier)?);
+        }
         let (accuracy, shift) = leakage.summary();
         println!(
             "{}: accuracy under the other controls {accuracy:.3} (reference {:.3}), feature \
@@ -143,6 +155,8 @@ pub fn run(args: LeakageArgs) -> Result<()> {
         "samples": args.samples,
         "seed": args.seed,
         "classifier": args.classifier.display().to_string(),
+        "reference": args.reference,
+        "real_accuracy": real,
         "models": reports,
     });
     train::files::write_atomic(
@@ -151,6 +165,12 @@ pub fn run(args: LeakageArgs) -> Result<()> {
             .expect("plain JSON")
             .as_bytes(),
     )?;
+    if let Some(real) = &real {
+        println!(
+            "real {} images under the same controls: accuracy {real:.3?}",
+            args.reference
+        );
+    }
     println!("report: {}/leakage.{{json,png}}", args.out.display());
     Ok(())
 }
