@@ -12,7 +12,6 @@ mod optim;
 mod pool;
 mod reduce;
 
-pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
 pub use optim::AdamWStep;
 

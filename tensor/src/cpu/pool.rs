@@ -4,9 +4,9 @@
 
 use std::ops::Range;
 
-use super::conv::window_out_len;
 use crate::cpu::{contiguous_slice, float_op, for_each_row};
 use crate::cuda::pool as cuda;
+use crate::ops::conv::window_out_len;
 use crate::{ensure_shape, Element, Float, Result, Tensor};
 
 /// The four dims of an NCHW tensor, or a shape error naming `op`.
