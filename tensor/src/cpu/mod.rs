@@ -4,7 +4,7 @@
 
 mod attention;
 pub(crate) mod conv;
-mod elementwise;
+pub(crate) mod elementwise;
 mod index;
 mod matmul;
 mod norm;
@@ -12,7 +12,6 @@ mod optim;
 mod pool;
 mod reduce;
 
-pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
 pub use optim::AdamWStep;
 
 use rayon::prelude::*;

@@ -5,5 +5,7 @@
 //! name in a backend. The backends sit below this module and never import each other.
 
 pub(crate) mod conv;
+pub(crate) mod elementwise;
 
 pub use conv::Conv2dParams;
+pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
