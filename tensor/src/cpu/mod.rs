@@ -10,7 +10,7 @@ mod matmul;
 mod norm;
 mod optim;
 mod pool;
-mod reduce;
+pub(crate) mod reduce;
 
 pub use optim::AdamWStep;
 
