@@ -6,7 +6,7 @@ mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod index;
-mod matmul;
+pub(crate) mod matmul;
 mod norm;
 mod optim;
 mod pool;
