@@ -7,7 +7,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod index;
 pub(crate) mod matmul;
-mod norm;
+pub(crate) mod norm;
 mod optim;
 mod pool;
 pub(crate) mod reduce;
