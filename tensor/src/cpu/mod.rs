@@ -9,7 +9,7 @@ mod index;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 mod optim;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 
 pub use optim::AdamWStep;

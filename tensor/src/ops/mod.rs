@@ -8,6 +8,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 
 pub use conv::Conv2dParams;
