@@ -5,7 +5,7 @@
 mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
-mod index;
+pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 mod optim;
