@@ -32,13 +32,13 @@ pub mod safetensors;
 mod storage;
 mod tensor;
 
-pub use cpu::{on_cpu_workers, AdamWStep};
+pub use cpu::on_cpu_workers;
 pub use cuda::CudaStorage;
 pub use device::Device;
 pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use layout::{broadcast_shapes, checked_elem_count, contiguous_strides, Layout};
-pub use ops::{BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
+pub use ops::{AdamWStep, BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
 pub use storage::{memory, CpuStorage};
 pub use tensor::{Generator, Tensor};

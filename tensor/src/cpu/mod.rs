@@ -8,11 +8,9 @@ pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod norm;
-mod optim;
+pub(crate) mod optim;
 pub(crate) mod pool;
 pub(crate) mod reduce;
-
-pub use optim::AdamWStep;
 
 use rayon::prelude::*;
 

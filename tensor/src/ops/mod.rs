@@ -9,8 +9,10 @@ pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod optim;
 pub(crate) mod pool;
 pub(crate) mod reduce;
 
 pub use conv::Conv2dParams;
 pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
+pub use optim::AdamWStep;
