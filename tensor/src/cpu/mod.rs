@@ -2,7 +2,7 @@
 //! kernels their backward passes need beside them. Kernels are generic over [`Float`](crate::Float),
 //! so one piece of code serves f32 and f64; the macros here pick the type from the storage.
 
-mod attention;
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;

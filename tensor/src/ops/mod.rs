@@ -4,6 +4,7 @@
 //! `cuda/`. To read an op, open its family here; to see how it runs, open the file of the same
 //! name in a backend. The backends sit below this module and never import each other.
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
