@@ -5,10 +5,13 @@
 //! views; `contiguous()` copies only when needed. Ops return `Result` with an [`Error`] that names
 //! the op and the shapes or dtypes involved.
 //!
-//! CPU kernels live in `cpu/`, one file per family, generic over f32 and f64. bf16 and f16 are
-//! storage types on the CPU (cast them to compute); the CUDA backend (`cuda/`, over the `kernels`
-//! crate) computes in them, accumulating in f32. Every op takes tensors of one device and returns
-//! one there; [`Tensor::to_device`] moves data between host and GPU.
+//! The ops live in `ops/`, one file per family (elementwise, reduce, matmul, conv, norm, pool,
+//! index, optim, attention): the public methods, their argument checks and shape arithmetic, and
+//! the dispatch by device to one of two sibling backends, which hold kernels only and never
+//! import each other: `cpu/` (the same file names), generic over f32 and f64, and `cuda/` (over
+//! the `kernels` crate). bf16 and f16 are storage types on the CPU (cast them to compute); CUDA
+//! computes in them, accumulating in f32. Every op takes tensors of one device and returns one
+//! there; [`Tensor::to_device`] moves data between host and GPU.
 //!
 //! ```
 //! use tensor::{DType, Device, Generator, Tensor};
