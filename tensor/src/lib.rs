@@ -5,10 +5,13 @@
 //! views; `contiguous()` copies only when needed. Ops return `Result` with an [`Error`] that names
 //! the op and the shapes or dtypes involved.
 //!
-//! CPU kernels live in `cpu/`, one file per family, generic over f32 and f64. bf16 and f16 are
-//! storage types on the CPU (cast them to compute); the CUDA backend (`cuda/`, over the `kernels`
-//! crate) computes in them, accumulating in f32. Every op takes tensors of one device and returns
-//! one there; [`Tensor::to_device`] moves data between host and GPU.
+//! The ops live in `ops/`, one file per family (elementwise, reduce, matmul, conv, norm, pool,
+//! index, optim, attention): the public methods, their argument checks and shape arithmetic, and
+//! the dispatch by device to one of two sibling backends, which hold kernels only and never
+//! import each other: `cpu/` (the same file names), generic over f32 and f64, and `cuda/` (over
+//! the `kernels` crate). bf16 and f16 are storage types on the CPU (cast them to compute); CUDA
+//! computes in them, accumulating in f32. Every op takes tensors of one device and returns one
+//! there; [`Tensor::to_device`] moves data between host and GPU.
 //!
 //! ```
 //! use tensor::{DType, Device, Generator, Tensor};
@@ -27,16 +30,18 @@ mod dtype;
 mod error;
 mod layout;
 pub mod limits;
+mod ops;
 pub mod safetensors;
 mod storage;
 mod tensor;
 
-pub use cpu::{on_cpu_workers, AdamWStep, BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
+pub use cpu::on_cpu_workers;
 pub use cuda::CudaStorage;
 pub use device::Device;
 pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use layout::{broadcast_shapes, checked_elem_count, contiguous_strides, Layout};
+pub use ops::{AdamWStep, BinaryOp, CmpOp, Conv2dParams, Saved, UnaryOp};
 pub use storage::{memory, CpuStorage};
 pub use tensor::{Generator, Tensor};

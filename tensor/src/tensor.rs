@@ -236,6 +236,11 @@ impl Tensor {
         self.device
     }
 
+    /// Whether the tensor lives on a CUDA device.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.device(), Device::Cuda(_))
+    }
+
     /// The layout (shape, strides, offset).
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -1,58 +1,18 @@
-//! Fused scaled dot-product attention, forward and backward, over `[B, H, S, D]` views.
+//! The fused CPU loops of scaled dot-product attention (`ops/attention.rs`), forward and
+//! backward.
 //!
 //! One pass per (batch, head) keeps the `S × S` probabilities in a row buffer instead of a
 //! tensor: no score tensor, no softmax tensor, no copies of the permuted q, k, v views that
 //! multi-head attention makes. Only the log-sum-exp of each query row is saved for the backward
-//! pass, which recomputes the probabilities (as flash attention does).
-//!
-//! Outputs are stored token-major (`[B, S, H, D]` in memory) and returned as `[B, H, S, D]`
-//! views of that storage: the layout the output projection reads after merging the heads, so
-//! `o.transpose(1, 2).reshape([B, S, H·D])` costs no copy.
-//!
-//! On CUDA the same ops run as a composite of tensor ops until the flash kernels arrive.
+//! pass, which recomputes the probabilities (as flash attention does). Outputs are written
+//! token-major (`[B, S, H, D]` in memory), as the module docs of `ops/attention.rs` explain.
 
 use rayon::prelude::*;
 
 use crate::cpu::matmul::{gemm_strided, MatView, SendPtr};
 use crate::cpu::{float_op, lane_sums, simd};
-use crate::{ensure_shape, CmpOp, Element, Float, Layout, Result, Tensor};
-
-/// The sizes of an attention call: batch, heads, query length, key length, head dim, value dim.
-#[derive(Clone, Copy, Debug)]
-struct Dims {
-    b: usize,
-    h: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    dv: usize,
-}
-
-fn check(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Dims> {
-    q.same_kind(op, k)?;
-    q.same_kind(op, v)?;
-    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    ensure_shape!(
-        qs.len() == 4
-            && ks.len() == 4
-            && vs.len() == 4
-            && qs[..2] == ks[..2]
-            && ks[..2] == vs[..2]
-            && qs[3] == ks[3]
-            && ks[2] == vs[2]
-            && qs[3] > 0,
-        op,
-        "q {qs:?}, k {ks:?}, v {vs:?} do not fit q [B, H, Sq, D], k [B, H, Sk, D], v [B, H, Sk, Dv]"
-    );
-    Ok(Dims {
-        b: qs[0],
-        h: qs[1],
-        sq: qs[2],
-        sk: ks[2],
-        d: qs[3],
-        dv: vs[3],
-    })
-}
+use crate::ops::attention::Dims;
+use crate::{Element, Float, Layout, Result, Tensor};
 
 /// The number of keys query `i` may attend to.
 fn keys_for(i: usize, sk: usize, causal: bool) -> usize {
@@ -316,201 +276,86 @@ unsafe fn center_keys<T: Float>(dk: *mut T, view: MatView, sk: usize, d: usize) 
     }
 }
 
-impl Tensor {
-    /// Scaled dot-product attention `softmax(scale · q kᵀ) v` of `q` `[B, H, Sq, D]`, `k`
-    /// `[B, H, Sk, D]`, `v` `[B, H, Sk, Dv]` (any strides), with query `i` seeing keys `0..=i`
-    /// when `causal`. Returns `(o, lse)`: `o` `[B, H, Sq, Dv]` (stored token-major, see the
-    /// module docs) and the log-sum-exp of each row's scaled scores `[B, H, Sq]`, which
-    /// [`Tensor::attention_backward`] needs.
-    ///
-    /// ```
-    /// use tensor::Tensor;
-    /// let q = Tensor::from_vec(vec![1f32, 0., 0., 1.], &[1, 1, 2, 2]).unwrap();
-    /// let v = Tensor::from_vec(vec![1f32, 2., 3., 4.], &[1, 1, 2, 2]).unwrap();
-    /// let (o, _) = q.attention(&q, &v, 1.0, true).unwrap();
-    /// assert_eq!(o.to_vec::<f32>().unwrap()[..2], [1., 2.]); // the first query sees one key
-    /// ```
-    pub fn attention(
-        &self,
-        k: &Tensor,
-        v: &Tensor,
-        scale: f64,
-        causal: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        let n = check("attention", self, k, v)?;
-        if self.is_cuda() {
-            return composite::forward(self, k, v, scale, causal);
-        }
-        let ls = [self, k, v].map(|t| t.layout());
-        float_op!("attention", self.cpu_storage(), |qd: T| {
-            let [kd, vd] = [k, v].map(|t| T::slice(t.cpu_storage()).expect("same dtype"));
-            let mut o = vec![T::ZERO; n.b * n.h * n.sq * n.dv];
-            let mut lse = vec![T::ZERO; n.b * n.h * n.sq];
-            let out = SendPtr(o.as_mut_ptr());
-            lse.par_chunks_mut(n.sq.max(1))
-                .enumerate()
-                .for_each(|(bh, lse)| {
-                    let (bi, hi) = (bh / n.h, bh % n.h);
-                    let mats = [0, 1, 2].map(|t| Mat::of(ls[t], bi, hi));
-                    let o_at = Mat::token_major(n, n.sq, n.dv, bi, hi);
-                    let scale = T::from_f64(scale);
-                    forward_block([qd, kd, vd], mats, out, o_at, lse, n, scale, causal);
-                });
-            Ok((
-                token_major(o, [n.b, n.h, n.sq, n.dv])?,
-                Tensor::from_vec(lse, &[n.b, n.h, n.sq])?,
-            ))
-        })
-    }
-
-    /// The backward of [`Tensor::attention`] (`self` is q): from its output `o`, its `lse` and
-    /// the output's gradient `grad`, the gradients `(dq, dk, dv)`, each stored token-major. (The
-    /// CPU loops recompute the softmax row term from the probabilities and do not read `o`; the
-    /// composite and flash-style kernels take it from `o`.)
-    pub fn attention_backward(
-        &self,
-        k: &Tensor,
-        v: &Tensor,
-        o: &Tensor,
-        lse: &Tensor,
-        grad: &Tensor,
-        scale: f64,
-        causal: bool,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let n = check("attention_backward", self, k, v)?;
-        for t in [o, grad] {
-            self.same_kind("attention_backward", t)?;
-            ensure_shape!(
-                t.shape() == [n.b, n.h, n.sq, n.dv],
-                "attention_backward",
-                "output or gradient {:?}, expected [{}, {}, {}, {}]",
-                t.shape(),
-                n.b,
-                n.h,
-                n.sq,
-                n.dv
-            );
-        }
-        self.same_kind("attention_backward", lse)?;
-        ensure_shape!(
-            lse.shape() == [n.b, n.h, n.sq],
-            "attention_backward",
-            "lse {:?}, expected [{}, {}, {}]",
-            lse.shape(),
-            n.b,
-            n.h,
-            n.sq
-        );
-        if self.is_cuda() {
-            return composite::backward(self, k, v, o, lse, grad, scale, causal);
-        }
-        let lse = lse.contiguous()?;
-        let ls = [self, k, v, grad].map(|t| t.layout());
-        float_op!("attention_backward", self.cpu_storage(), |qd: T| {
-            // The row term comes from the recomputed probabilities; `o` is not read here.
-            let [kd, vd, gd] = [k, v, grad].map(|t| T::slice(t.cpu_storage()).expect("same dtype"));
-            let lse_all = T::slice(lse.cpu_storage()).expect("same dtype");
-            let lse_all = &lse_all[lse.layout().contiguous_range().expect("contiguous above")];
-            let mut dq = vec![T::ZERO; n.b * n.h * n.sq * n.d];
-            let mut dk = vec![T::ZERO; n.b * n.h * n.sk * n.d];
-            let mut dv = vec![T::ZERO; n.b * n.h * n.sk * n.dv];
-            let outs = [&mut dq, &mut dk, &mut dv].map(|t| SendPtr(t.as_mut_ptr()));
-            (0..n.b * n.h).into_par_iter().for_each(|bh| {
+/// [`Tensor::attention`] of `q`, `k`, `v` (checked, of sizes `n`): `(o, lse)`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    n: Dims,
+    scale: f64,
+    causal: bool,
+) -> Result<(Tensor, Tensor)> {
+    let ls = [q, k, v].map(|t| t.layout());
+    float_op!("attention", q.cpu_storage(), |qd: T| {
+        let [kd, vd] = [k, v].map(|t| T::slice(t.cpu_storage()).expect("same dtype"));
+        let mut o = vec![T::ZERO; n.b * n.h * n.sq * n.dv];
+        let mut lse = vec![T::ZERO; n.b * n.h * n.sq];
+        let out = SendPtr(o.as_mut_ptr());
+        lse.par_chunks_mut(n.sq.max(1))
+            .enumerate()
+            .for_each(|(bh, lse)| {
                 let (bi, hi) = (bh / n.h, bh % n.h);
-                let mats = [0, 1, 2, 3].map(|t| Mat::of(ls[t], bi, hi));
-                let at = [
-                    Mat::token_major(n, n.sq, n.d, bi, hi),
-                    Mat::token_major(n, n.sk, n.d, bi, hi),
-                    Mat::token_major(n, n.sk, n.dv, bi, hi),
-                ];
-                let lse = &lse_all[bh * n.sq..(bh + 1) * n.sq];
+                let mats = [0, 1, 2].map(|t| Mat::of(ls[t], bi, hi));
+                let o_at = Mat::token_major(n, n.sq, n.dv, bi, hi);
                 let scale = T::from_f64(scale);
-                backward_block([qd, kd, vd, gd], mats, outs, at, lse, n, scale, causal);
+                forward_block([qd, kd, vd], mats, out, o_at, lse, n, scale, causal);
             });
-            Ok((
-                token_major(dq, [n.b, n.h, n.sq, n.d])?,
-                token_major(dk, [n.b, n.h, n.sk, n.d])?,
-                token_major(dv, [n.b, n.h, n.sk, n.dv])?,
-            ))
-        })
-    }
+        Ok((
+            token_major(o, [n.b, n.h, n.sq, n.dv])?,
+            Tensor::from_vec(lse, &[n.b, n.h, n.sq])?,
+        ))
+    })
 }
 
-/// Attention from tensor ops (matmul, softmax pieces): what CUDA runs until its fused kernels
-/// arrive, and the reference the fused CPU loops are tested against.
-pub(crate) mod composite {
-    use super::*;
-
-    /// `[Sq, Sk]` u8 mask of the keys each query may not see (`j > i`), on `like`'s device.
-    fn future(sq: usize, sk: usize, like: &Tensor) -> Result<Tensor> {
-        let i = Tensor::arange(0.0, sq as f64, 1.0, crate::DType::F32, like.device())?;
-        let j = Tensor::arange(0.0, sk as f64, 1.0, crate::DType::F32, like.device())?;
-        j.reshape(&[1, sk])?.cmp(CmpOp::Gt, &i.reshape(&[sq, 1])?)
-    }
-
-    /// Scaled scores `scale · q kᵀ`, with the future masked to -inf when `causal`.
-    fn scores(q: &Tensor, k: &Tensor, scale: f64, causal: bool) -> Result<Tensor> {
-        let s = q.mul_scalar(scale)?.matmul(&k.transpose(2, 3)?)?;
-        if !causal {
-            return Ok(s);
-        }
-        let (sq, sk) = (s.shape()[2], s.shape()[3]);
-        s.masked_fill(&future(sq, sk, &s)?, f64::NEG_INFINITY)
-    }
-
-    /// A `[B, H, S, D]` tensor moved to token-major storage.
-    fn to_token_major(t: &Tensor) -> Result<Tensor> {
-        t.transpose(1, 2)?.contiguous()?.transpose(1, 2)
-    }
-
-    pub(crate) fn forward(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        scale: f64,
-        causal: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        let s = scores(q, k, scale, causal)?;
-        let max = s.max(&[3], true)?;
-        let sum = s.sub(&max)?.exp()?.sum(&[3], true)?;
-        let lse = max.add(&sum.log()?)?;
-        let o = s.sub(&lse)?.exp()?.matmul(v)?;
-        Ok((to_token_major(&o)?, lse.squeeze(3)?))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn backward(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        o: &Tensor,
-        lse: &Tensor,
-        grad: &Tensor,
-        scale: f64,
-        causal: bool,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let p = scores(q, k, scale, causal)?
-            .sub(&lse.unsqueeze(3)?)?
-            .exp()?;
-        let dv = p.transpose(2, 3)?.matmul(grad)?;
-        let row = grad.mul(o)?.sum(&[3], true)?;
-        let ds = p
-            .mul(&grad.matmul(&v.transpose(2, 3)?)?.sub(&row)?)?
-            .mul_scalar(scale)?;
-        let dq = ds.matmul(k)?;
-        let dk = ds.transpose(2, 3)?.matmul(q)?;
+/// [`Tensor::attention_backward`] from `q`, `k`, `v`, the forward's `lse` and the output's
+/// gradient `grad` (checked, of sizes `n`): `(dq, dk, dv)`. The row term comes from the
+/// recomputed probabilities, so the forward's output is not read.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    lse: &Tensor,
+    grad: &Tensor,
+    n: Dims,
+    scale: f64,
+    causal: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let lse = lse.contiguous()?;
+    let ls = [q, k, v, grad].map(|t| t.layout());
+    float_op!("attention_backward", q.cpu_storage(), |qd: T| {
+        // The row term comes from the recomputed probabilities; `o` is not read here.
+        let [kd, vd, gd] = [k, v, grad].map(|t| T::slice(t.cpu_storage()).expect("same dtype"));
+        let lse_all = T::slice(lse.cpu_storage()).expect("same dtype");
+        let lse_all = &lse_all[lse.layout().contiguous_range().expect("contiguous above")];
+        let mut dq = vec![T::ZERO; n.b * n.h * n.sq * n.d];
+        let mut dk = vec![T::ZERO; n.b * n.h * n.sk * n.d];
+        let mut dv = vec![T::ZERO; n.b * n.h * n.sk * n.dv];
+        let outs = [&mut dq, &mut dk, &mut dv].map(|t| SendPtr(t.as_mut_ptr()));
+        (0..n.b * n.h).into_par_iter().for_each(|bh| {
+            let (bi, hi) = (bh / n.h, bh % n.h);
+            let mats = [0, 1, 2, 3].map(|t| Mat::of(ls[t], bi, hi));
+            let at = [
+                Mat::token_major(n, n.sq, n.d, bi, hi),
+                Mat::token_major(n, n.sk, n.d, bi, hi),
+                Mat::token_major(n, n.sk, n.dv, bi, hi),
+            ];
+            let lse = &lse_all[bh * n.sq..(bh + 1) * n.sq];
+            let scale = T::from_f64(scale);
+            backward_block([qd, kd, vd, gd], mats, outs, at, lse, n, scale, causal);
+        });
         Ok((
-            to_token_major(&dq)?,
-            to_token_major(&dk)?,
-            to_token_major(&dv)?,
+            token_major(dq, [n.b, n.h, n.sq, n.d])?,
+            token_major(dk, [n.b, n.h, n.sk, n.d])?,
+            token_major(dv, [n.b, n.h, n.sk, n.dv])?,
         ))
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::{DType, Device, Generator};
+    use crate::ops::attention::composite;
+    use crate::{DType, Device, Generator, Tensor};
 
     fn randn(shape: &[usize], gen: &mut Generator) -> Tensor {
         Tensor::randn(shape, 0.0, 1.0, DType::F64, Device::Cpu, gen).unwrap()
@@ -615,18 +460,5 @@ mod tests {
             .unwrap();
         assert_eq!(dq.to_vec::<f32>().unwrap(), vec![0.0; 24]);
         assert_eq!((dk.elem_count(), dv.elem_count()), (0, 0));
-    }
-
-    #[test]
-    fn bad_shapes_name_the_op_and_shapes() {
-        let t = Tensor::zeros(&[1, 2, 3, 4], DType::F32, Device::Cpu).unwrap();
-        let k = Tensor::zeros(&[1, 2, 3, 5], DType::F32, Device::Cpu).unwrap();
-        let err = t.attention(&k, &t, 1.0, false).unwrap_err().to_string();
-        assert!(
-            err.contains("attention") && err.contains("[1, 2, 3, 5]"),
-            "{err}"
-        );
-        let flat = Tensor::zeros(&[3, 4], DType::F32, Device::Cpu).unwrap();
-        assert!(flat.attention(&flat, &flat, 1.0, false).is_err());
     }
 }

@@ -1,12 +1,11 @@
-//! Batched matrix product with broadcasting batch dims, on the `gemm` crate (cache-blocked, SIMD,
-//! multi-threaded). Views are passed to it with their strides, so transposes cost no copy.
+//! Batched matrix product on the `gemm` crate (cache-blocked, SIMD, multi-threaded), for
+//! `ops/matmul.rs`. Views are passed to it with their strides, so transposes cost no copy.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::cpu::float_op2;
-use crate::layout::broadcast_shapes;
-use crate::{ensure_shape, Element, Error, Float, Layout, Result, Tensor};
+use crate::{Element, Float, Layout, Result, Tensor};
 
 /// One strided matrix: row stride and column stride, in elements.
 #[derive(Clone, Copy)]
@@ -85,76 +84,28 @@ impl<T> SendPtr<T> {
     }
 }
 
-impl Tensor {
-    /// Matrix product over the last two dims, broadcasting the batch dims:
-    /// `[.., m, k] x [.., k, n] -> [.., m, n]`.
-    ///
-    /// ```
-    /// use tensor::Tensor;
-    /// let a = Tensor::from_vec(vec![1f32, 2., 3., 4.], &[2, 2]).unwrap();
-    /// let b = Tensor::from_vec(vec![1f32, 0., 0., 1.], &[1, 2, 2]).unwrap();
-    /// assert_eq!(a.matmul(&b).unwrap().to_vec::<f32>().unwrap(), vec![1., 2., 3., 4.]);
-    /// ```
-    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.same_kind("matmul", rhs)?;
-        let (a, b) = (self.shape(), rhs.shape());
-        ensure_shape!(
-            a.len() >= 2 && b.len() >= 2,
-            "matmul",
-            "lhs {a:?} and rhs {b:?}: both need at least 2 dims"
-        );
-        let (m, k, k2, n) = (
-            a[a.len() - 2],
-            a[a.len() - 1],
-            b[b.len() - 2],
-            b[b.len() - 1],
-        );
-        ensure_shape!(
-            k == k2,
-            "matmul",
-            "lhs {a:?} and rhs {b:?}: inner dimensions {k} and {k2} differ"
-        );
-        let batch =
-            broadcast_shapes("matmul", &a[..a.len() - 2], &b[..b.len() - 2]).map_err(|_| {
-                Error::shape(
-                    "matmul",
-                    format!("lhs {a:?} and rhs {b:?}: batch dimensions do not broadcast"),
-                )
-            })?;
-        // [.., m, k] x [k, n] with the lhs rows evenly strided: its batch dims fold into the
-        // rows of one GEMM (a Linear layer's shape), where a batched GEMM would run many small ones.
-        if b.len() == 2 && a.len() > 2 {
-            let rows = a[..a.len() - 1].iter().product();
-            if let Some(flat) = self.layout().reshape(&[rows, k]) {
-                let out_shape = [&a[..a.len() - 1], &[n]].concat();
-                return self.view(flat).matmul(rhs)?.reshape(&out_shape);
-            }
-        }
-        let la = self
-            .layout()
-            .broadcast_as(&[&batch[..], &[m, k]].concat())?;
-        let lb = rhs.layout().broadcast_as(&[&batch[..], &[k, n]].concat())?;
-        if self.is_cuda() {
-            return crate::cuda::matmul::matmul(self, &la, rhs, &lb, (m, n, k), &batch);
-        }
-        let out_shape = [&batch[..], &[m, n]].concat();
-        let out = float_op2!(
-            "matmul",
-            self.cpu_storage(),
-            rhs.cpu_storage(),
-            |x, y: T| {
-                T::into_storage(batched_gemm(
-                    x,
-                    &la,
-                    y,
-                    &lb,
-                    (m, n, k),
-                    batch.iter().product(),
-                ))
-            }
-        );
-        self.with_storage(out, &out_shape)
-    }
+/// `a · b` with `la`, `lb` their layouts already broadcast to `[batch.., m, k]` and
+/// `[batch.., k, n]`; a fresh contiguous `[batch.., m, n]` output.
+pub(crate) fn matmul(
+    a: &Tensor,
+    la: &Layout,
+    b: &Tensor,
+    lb: &Layout,
+    (m, n, k): (usize, usize, usize),
+    batch: &[usize],
+) -> Result<Tensor> {
+    let out_shape = [batch, &[m, n]].concat();
+    let out = float_op2!("matmul", a.cpu_storage(), b.cpu_storage(), |x, y: T| {
+        T::into_storage(batched_gemm(
+            x,
+            la,
+            y,
+            lb,
+            (m, n, k),
+            batch.iter().product(),
+        ))
+    });
+    a.with_storage(out, &out_shape)
 }
 
 fn batched_gemm<T: Float>(

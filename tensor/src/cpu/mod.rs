@@ -1,20 +1,18 @@
-//! CPU kernels. Each file adds the public ops of one family to [`Tensor`](crate::Tensor), with the
-//! kernels their backward passes need beside them. Kernels are generic over [`Float`](crate::Float),
-//! so one piece of code serves f32 and f64; the macros here pick the type from the storage.
+//! The CPU backend: kernels only. Each file holds the loops of one op family of `ops/` (the file
+//! of the same name there has the public methods, their checks and the dispatch), forward and
+//! backward side by side. Kernels are generic over [`Float`](crate::Float), so one piece of code
+//! serves f32 and f64; the macros here pick the type from the storage. This module never reads
+//! `cuda/`, and `cuda/` never reads it.
 
-mod attention;
+pub(crate) mod attention;
 pub(crate) mod conv;
-mod elementwise;
-mod index;
-mod matmul;
-mod norm;
-mod optim;
-mod pool;
-mod reduce;
-
-pub use conv::Conv2dParams;
-pub use elementwise::{BinaryOp, CmpOp, Saved, UnaryOp};
-pub use optim::AdamWStep;
+pub(crate) mod elementwise;
+pub(crate) mod index;
+pub(crate) mod matmul;
+pub(crate) mod norm;
+pub(crate) mod optim;
+pub(crate) mod pool;
+pub(crate) mod reduce;
 
 use rayon::prelude::*;
 

@@ -1,29 +1,16 @@
-//! Reductions over dims: sum, max, min (with keepdim), argmax, and `sum_to`, which undoes a
-//! broadcast (the backward of every broadcasting op).
+//! CPU kernels of the reductions of `ops/reduce.rs`: rows of the view with the reduced dims
+//! permuted last, or a dense `[outer, reduced, inner]` block read in place when the reduced dims
+//! are one run (every bias and broadcast backward), all summed in f64.
 
 use rayon::prelude::*;
 
 use crate::cpu::{contiguous_slice, float_op};
-use crate::cuda::reduce as cuda;
 use crate::layout::PAR_THRESHOLD;
-use crate::{ensure_shape, Element, Float, Result, Tensor};
+use crate::ops::reduce::ReduceOp;
+use crate::{Element, Float, Result, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReduceOp {
-    Sum,
-    Max,
-    Min,
-}
-
+/// What only the CPU asks of a reduction.
 impl ReduceOp {
-    fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Max => "max",
-            ReduceOp::Min => "min",
-        }
-    }
-
     fn row<T: Float>(self, row: &[T]) -> T {
         match self {
             // Accumulate in f64: long f32 sums otherwise lose digits.
@@ -32,37 +19,6 @@ impl ReduceOp {
             ReduceOp::Min => row.iter().fold(T::INFINITY, |m, &x| m.min(x)),
         }
     }
-}
-
-/// Checks `dims` (distinct, in range) and returns the permutation that moves them last, and the
-/// output shape.
-pub(crate) fn reduce_plan(
-    op: &'static str,
-    shape: &[usize],
-    dims: &[usize],
-    keepdim: bool,
-) -> Result<(Vec<usize>, Vec<usize>)> {
-    let mut reduced = vec![false; shape.len()];
-    for &d in dims {
-        ensure_shape!(
-            d < shape.len() && !reduced[d],
-            op,
-            "dims {dims:?} invalid for shape {shape:?} (out of range or repeated)"
-        );
-        reduced[d] = true;
-    }
-    let kept = (0..shape.len()).filter(|&d| !reduced[d]);
-    let perm: Vec<usize> = kept.clone().chain(dims.iter().copied()).collect();
-    let out_shape = if keepdim {
-        shape
-            .iter()
-            .enumerate()
-            .map(|(d, &n)| if reduced[d] { 1 } else { n })
-            .collect()
-    } else {
-        kept.map(|d| shape[d]).collect()
-    };
-    Ok((perm, out_shape))
 }
 
 /// `(outer, reduced, inner)` when `x` is contiguous and `dims` are one run of consecutive dims
@@ -128,127 +84,52 @@ fn middle<T: Float>(
     acc.into_iter().map(T::from_f64).collect()
 }
 
-impl Tensor {
-    fn reduce(&self, op: ReduceOp, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        let (perm, out_shape) = reduce_plan(op.name(), self.shape(), dims, keepdim)?;
-        let row_len: usize = dims.iter().map(|&d| self.shape()[d]).product();
-        ensure_shape!(
-            row_len > 0 || op == ReduceOp::Sum,
-            op.name(),
-            "cannot take the {} over empty dims {dims:?} of shape {:?}",
-            op.name(),
-            self.shape()
-        );
-        let x = self.permute(&perm)?;
-        if self.is_cuda() {
-            let code = match op {
-                ReduceOp::Sum => cuda::reduce_code::SUM,
-                ReduceOp::Max => cuda::reduce_code::MAX,
-                ReduceOp::Min => cuda::reduce_code::MIN,
-            };
-            return cuda::reduce(op.name(), code, &x, row_len, &out_shape);
-        }
-        if let Some(split) = consecutive_split(self, dims) {
-            let out = float_op!(op.name(), self.cpu_storage(), |v: T| {
-                let range = self
-                    .layout()
-                    .contiguous_range()
-                    .expect("checked contiguous");
-                T::into_storage(reduce_middle(op, &v[range], split))
-            });
-            return self.with_storage(out, &out_shape);
-        }
-        let out = float_op!(op.name(), x.cpu_storage(), |v: T| {
-            let v = contiguous_slice(v, x.layout());
-            let n_rows = out_shape.iter().product::<usize>();
-            let out: Vec<T> = if row_len == 0 {
-                vec![T::ZERO; n_rows]
-            } else if v.len() >= PAR_THRESHOLD {
-                v.par_chunks(row_len).map(|r| op.row(r)).collect()
-            } else {
-                v.chunks(row_len).map(|r| op.row(r)).collect()
-            };
-            T::into_storage(out)
+/// `op` over `dims` of `input`: `permuted` is `input` with those dims moved last, `row_len` the
+/// number of elements each output reduces, `out_shape` the output's shape (all checked).
+pub(crate) fn reduce(
+    op: ReduceOp,
+    input: &Tensor,
+    dims: &[usize],
+    permuted: &Tensor,
+    row_len: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    if let Some(split) = consecutive_split(input, dims) {
+        let out = float_op!(op.name(), input.cpu_storage(), |v: T| {
+            let range = input
+                .layout()
+                .contiguous_range()
+                .expect("checked contiguous");
+            T::into_storage(reduce_middle(op, &v[range], split))
         });
-        self.with_storage(out, &out_shape)
+        return input.with_storage(out, out_shape);
     }
+    let x = permuted;
+    let out = float_op!(op.name(), x.cpu_storage(), |v: T| {
+        let v = contiguous_slice(v, x.layout());
+        let n_rows = out_shape.iter().product::<usize>();
+        let out: Vec<T> = if row_len == 0 {
+            vec![T::ZERO; n_rows]
+        } else if v.len() >= PAR_THRESHOLD {
+            v.par_chunks(row_len).map(|r| op.row(r)).collect()
+        } else {
+            v.chunks(row_len).map(|r| op.row(r)).collect()
+        };
+        T::into_storage(out)
+    });
+    input.with_storage(out, out_shape)
+}
 
-    /// Sum over `dims`; with `keepdim` the reduced dims stay as size 1.
-    pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        self.reduce(ReduceOp::Sum, dims, keepdim)
-    }
-
-    /// Maximum over `dims`.
-    pub fn max(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        self.reduce(ReduceOp::Max, dims, keepdim)
-    }
-
-    /// Minimum over `dims`.
-    pub fn min(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        self.reduce(ReduceOp::Min, dims, keepdim)
-    }
-
-    /// Mean over `dims`.
-    pub fn mean(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        let n: usize = dims.iter().filter_map(|&d| self.shape().get(d)).product();
-        self.sum(dims, keepdim)?.mul_scalar(1.0 / n as f64)
-    }
-
-    /// Sum of all elements, as a 0-d tensor.
-    pub fn sum_all(&self) -> Result<Tensor> {
-        self.sum(&(0..self.rank()).collect::<Vec<_>>(), false)
-    }
-
-    /// Sums the dims that broadcasting from `shape` to `self.shape()` expanded, giving a tensor of
-    /// `shape`: the backward of a broadcast.
-    pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
-        if self.shape() == shape {
-            return Ok(self.clone());
-        }
-        let n = self.rank();
-        ensure_shape!(
-            shape.len() <= n,
-            "sum_to",
-            "cannot sum {:?} to the larger rank {shape:?}",
-            self.shape()
-        );
-        let lead = n - shape.len();
-        let dims: Vec<usize> = (0..n)
-            .filter(|&d| d < lead || (shape[d - lead] == 1 && self.shape()[d] != 1))
-            .collect();
-        for d in lead..n {
-            ensure_shape!(
-                shape[d - lead] == self.shape()[d] || shape[d - lead] == 1,
-                "sum_to",
-                "{shape:?} does not broadcast to {:?}",
-                self.shape()
-            );
-        }
-        self.sum(&dims, true)?.reshape(shape)
-    }
-
-    /// Index of the largest element along `dim` (the first on ties), as i64.
-    pub fn argmax(&self, dim: usize, keepdim: bool) -> Result<Tensor> {
-        let (perm, out_shape) = reduce_plan("argmax", self.shape(), &[dim], keepdim)?;
-        let len = self.shape()[dim];
-        ensure_shape!(
-            len > 0,
-            "argmax",
-            "dim {dim} of shape {:?} is empty",
-            self.shape()
-        );
-        let x = self.permute(&perm)?;
-        if self.is_cuda() {
-            return cuda::argmax(&x, len, &out_shape);
-        }
-        let idx: Vec<i64> = float_op!("argmax", x.cpu_storage(), |v: T| {
-            let v = contiguous_slice(v, x.layout());
-            v.chunks(len)
-                .map(|r| (0..len).fold(0, |best, i| if r[i] > r[best] { i } else { best }) as i64)
-                .collect()
-        });
-        Tensor::from_storage(i64::into_storage(idx), &out_shape)
-    }
+/// The i64 index of the largest of the last `len` elements of each row of `x` (the input with
+/// the reduced dim permuted last), as a tensor of `out_shape`.
+pub(crate) fn argmax(x: &Tensor, len: usize, out_shape: &[usize]) -> Result<Tensor> {
+    let idx: Vec<i64> = float_op!("argmax", x.cpu_storage(), |v: T| {
+        let v = contiguous_slice(v, x.layout());
+        v.chunks(len)
+            .map(|r| (0..len).fold(0, |best, i| if r[i] > r[best] { i } else { best }) as i64)
+            .collect()
+    });
+    Tensor::from_storage(i64::into_storage(idx), out_shape)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! CUDA paths of the conv2d ops of `cpu/conv.rs`, as im2col + batched GEMM:
+//! CUDA paths of the conv2d ops of `ops/conv.rs`, as im2col + batched GEMM:
 //!
 //! - forward: `out[b, g] = W_g · col[b, g]` for every image b and group g in one GEMM launch
 //!   (the weight broadcast over images through a 0 batch stride); the bias is copied into the
@@ -17,7 +17,7 @@ use kernels::{elementwise, CUdeviceptr, Dims, View};
 
 use super::matmul::batch_dims;
 use super::{check_float, elem, kernel_error};
-use crate::cpu::conv::Geometry;
+use crate::ops::conv::Geometry;
 use crate::{Result, Tensor};
 
 /// Column-matrix elements per chunk of images (128 MiB of f32); tiny in unit tests, so that

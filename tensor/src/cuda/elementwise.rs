@@ -1,9 +1,8 @@
-//! CUDA paths of the elementwise ops of `cpu/elementwise.rs`, plus fills, casts and copies.
+//! CUDA kernels of the elementwise ops of `ops/elementwise.rs`, plus fills, casts and copies.
 
 use kernels::elementwise::{self as k, binary_code, cmp_code, unary_code, Unary};
 
 use super::{elem, kernel_error};
-use crate::layout::broadcast_shapes;
 use crate::{BinaryOp, CmpOp, DType, Device, Result, Tensor, UnaryOp};
 
 fn unary_code(op: UnaryOp) -> Unary {
@@ -81,8 +80,8 @@ pub(crate) fn unary_backward(grad: &Tensor, op: UnaryOp, saved: &Tensor) -> Resu
     Ok(out)
 }
 
-pub(crate) fn binary(a: &Tensor, op: BinaryOp, b: &Tensor) -> Result<Tensor> {
-    let shape = broadcast_shapes(op.name(), a.shape(), b.shape())?;
+/// `op(a, b)` broadcast to `shape`.
+pub(crate) fn binary(a: &Tensor, op: BinaryOp, b: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let code = match op {
         BinaryOp::Add => binary_code::ADD,
         BinaryOp::Sub => binary_code::SUB,
@@ -91,23 +90,23 @@ pub(crate) fn binary(a: &Tensor, op: BinaryOp, b: &Tensor) -> Result<Tensor> {
         BinaryOp::Maximum => binary_code::MAXIMUM,
         BinaryOp::Minimum => binary_code::MINIMUM,
     };
-    let out = a.cuda_output(&shape, a.dtype())?;
+    let out = a.cuda_output(shape, a.dtype())?;
     let e = kernel_error(op.name(), a.device());
     k::binary(
         a.gpu(),
         elem(a.dtype()),
         code,
         out.elem_count(),
-        a.cuda_view_as(op.name(), &shape)?,
-        b.cuda_view_as(op.name(), &shape)?,
+        a.cuda_view_as(op.name(), shape)?,
+        b.cuda_view_as(op.name(), shape)?,
         out.cuda_ptr(),
     )
     .map_err(e)?;
     Ok(out)
 }
 
-pub(crate) fn cmp(a: &Tensor, op: CmpOp, b: &Tensor) -> Result<Tensor> {
-    let shape = broadcast_shapes("cmp", a.shape(), b.shape())?;
+/// The u8 mask of `op(a, b)` broadcast to `shape`.
+pub(crate) fn cmp(a: &Tensor, op: CmpOp, b: &Tensor, shape: &[usize]) -> Result<Tensor> {
     // Mixed dtypes compare as f64, as on the CPU.
     let (a, b) = if b.dtype() == a.dtype() {
         (a.clone(), b.clone())
@@ -123,14 +122,14 @@ pub(crate) fn cmp(a: &Tensor, op: CmpOp, b: &Tensor) -> Result<Tensor> {
         CmpOp::Gt => cmp_code::GT,
         CmpOp::Ge => cmp_code::GE,
     };
-    let out = a.cuda_output(&shape, DType::U8)?;
+    let out = a.cuda_output(shape, DType::U8)?;
     k::cmp(
         a.gpu(),
         elem(a.dtype()),
         code,
         out.elem_count(),
-        a.cuda_view_as("cmp", &shape)?,
-        b.cuda_view_as("cmp", &shape)?,
+        a.cuda_view_as("cmp", shape)?,
+        b.cuda_view_as("cmp", shape)?,
         out.cuda_ptr(),
     )
     .map_err(kernel_error("cmp", a.device()))?;

@@ -1,4 +1,4 @@
-//! CUDA paths of the ops of `cpu/index.rs`. cat and pad are strided copies into views of the
+//! CUDA kernels of the ops of `ops/index.rs`. cat and pad are strided copies into views of the
 //! output (no kernel of their own); index_select and gather share the `gather` kernel, index_add
 //! and scatter_add the `scatter_add` kernel (atomic adds into a zero-filled f32/f64 buffer).
 //!

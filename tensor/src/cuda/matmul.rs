@@ -1,4 +1,4 @@
-//! CUDA path of `Tensor::matmul` (`cpu/matmul.rs`): one batched GEMM launch that reads both
+//! CUDA kernel of `Tensor::matmul` (`ops/matmul.rs`): one batched GEMM launch that reads both
 //! operands through their views, so transposes and broadcast batch dims cost no copy. bf16 and
 //! f16 products whose rows are whole 16-byte chunks run on tensor cores (`kernels::matmul` picks
 //! the kernel).

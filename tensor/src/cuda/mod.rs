@@ -1,7 +1,9 @@
-//! The CUDA backend: tensors whose storage is a device buffer. Each file here mirrors a file of
-//! `cpu/` and holds the CUDA path of the same ops; every public op checks [`Tensor::is_cuda`]
-//! first and comes here. The kernels themselves (CUDA C, NVRTC, launches) are the `kernels`
-//! crate's; this module turns tensors into device addresses and [`Dims`].
+//! The CUDA backend: tensors whose storage is a device buffer. Each file here holds the CUDA path
+//! of one op family of `ops/` (the file of the same name there has the public methods, their
+//! checks and the dispatch: every op checks [`Tensor::is_cuda`] and comes here). Attention has
+//! no file yet: on CUDA it runs as a composite of tensor ops (`ops/attention.rs`). The kernels
+//! themselves (CUDA C, NVRTC, launches) are the `kernels` crate's; this module turns tensors into
+//! device addresses and [`Dims`]. It never reads `cpu/`, and `cpu/` never reads it.
 //!
 //! Outputs are fresh contiguous buffers; inputs are read through their views (strided,
 //! broadcast, offset), so views cost no copy on the GPU either.
@@ -100,11 +102,6 @@ pub(crate) fn dims(op: &'static str, layout: &Layout) -> Result<Dims> {
 }
 
 impl Tensor {
-    /// Whether the tensor lives on a CUDA device.
-    pub fn is_cuda(&self) -> bool {
-        matches!(self.device(), Device::Cuda(_))
-    }
-
     pub(crate) fn cuda_storage(&self) -> &CudaStorage {
         match self.storage() {
             Storage::Cuda(c) => c,

@@ -1,13 +1,22 @@
-//! CUDA paths of the normalisations of `cpu/norm.rs`: softmax and log-softmax along a dim with
-//! their backward, and the row normalisation behind layer norm and group norm. The CPU side
-//! checks shapes and builds the plan; here tensors become views and the kernels run.
+//! CUDA kernels of the normalisations of `ops/norm.rs`: softmax and log-softmax along a dim with
+//! their backward, and the row normalisation behind layer norm and group norm. `ops` checks
+//! shapes and builds the plan; here tensors become views and the kernels run.
 
 use kernels::norm::{self as k, RowNormGrads};
 
-pub(crate) use kernels::norm::RowNorm;
-
 use super::{elem, kernel_error};
+use crate::ops::norm::RowNorm;
 use crate::{Result, Tensor};
+
+/// The plan as the kernels take it.
+fn kernel_plan(plan: RowNorm) -> k::RowNorm {
+    k::RowNorm {
+        rows: plan.rows,
+        len: plan.len,
+        groups: plan.groups,
+        inner: plan.inner,
+    }
+}
 
 /// The permutation that moves `dim` last, keeping the other dims in order.
 fn dim_last(rank: usize, dim: usize) -> Vec<usize> {
@@ -85,7 +94,7 @@ pub(crate) fn row_norm(
     k::row_norm(
         x.gpu(),
         elem(x.dtype()),
-        plan,
+        kernel_plan(plan),
         eps,
         x.cuda_view(op)?,
         (w, b),
@@ -123,7 +132,7 @@ pub(crate) fn row_norm_backward(
     k::row_norm_backward(
         x.gpu(),
         elem(x.dtype()),
-        plan,
+        kernel_plan(plan),
         inputs,
         dx.cuda_ptr(),
         (dw.cuda_ptr(), db.cuda_ptr()),

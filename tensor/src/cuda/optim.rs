@@ -1,4 +1,4 @@
-//! CUDA path of the fused optimizer update of `cpu/optim.rs`: one launch per parameter.
+//! CUDA kernel of the fused optimizer update of `ops/optim.rs`: one launch per parameter.
 
 use kernels::optim as k;
 

@@ -1,33 +1,27 @@
-//! CUDA paths of the ops of `cpu/pool.rs`: the NCHW resampling ops, one thread per output
+//! CUDA kernels of the ops of `ops/pool.rs`: the NCHW resampling ops, one thread per output
 //! element, backward passes included (each input element gathers from the windows that cover it,
-//! so no atomics). The CPU checks shapes and sizes before dispatching here.
+//! so no atomics). `ops` checks shapes and sizes before dispatching here.
 
 use kernels::pool::{self as k, Pool2d};
 
 use super::{check_float, elem, kernel_error};
+use crate::ops::pool::Pool;
 use crate::{Error, Result, Tensor};
 
-/// The pooling geometry as the kernels take it: input `(h, w)`, output `(ho, wo)`, kernel,
-/// stride and padding.
-pub(crate) fn pool2d(
-    (h, w): (usize, usize),
-    (ho, wo): (usize, usize),
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-) -> Pool2d {
+/// The pooling geometry as the kernels take it.
+fn pool2d(p: &Pool) -> Pool2d {
     let i = |v: usize| v as i64;
     Pool2d {
-        h: i(h),
-        w: i(w),
-        ho: i(ho),
-        wo: i(wo),
-        kh: i(kernel.0),
-        kw: i(kernel.1),
-        sh: i(stride.0),
-        sw: i(stride.1),
-        ph: i(padding.0),
-        pw: i(padding.1),
+        h: i(p.h),
+        w: i(p.w),
+        ho: i(p.ho),
+        wo: i(p.wo),
+        kh: i(p.kernel.0),
+        kw: i(p.kernel.1),
+        sh: i(p.stride.0),
+        sw: i(p.stride.1),
+        ph: i(p.padding.0),
+        pw: i(p.padding.1),
     }
 }
 
@@ -80,14 +74,15 @@ pub(crate) fn upsample_nearest2d_backward(g: &Tensor, sh: usize, sw: usize) -> R
     Ok(out)
 }
 
-/// Average pooling of `x` (`[n, c, h, w]`) with the geometry `p`: the padding counted in each
-/// average (`include_pad`) or left out.
+/// Average pooling of `x` (`[n, c, h, w]`) over the windows of `pool`: the padding counted in
+/// each average (`include_pad`) or left out.
 pub(crate) fn avg_pool2d(
     x: &Tensor,
     op: &'static str,
-    p: Pool2d,
+    pool: &Pool,
     include_pad: bool,
 ) -> Result<Tensor> {
+    let p = pool2d(pool);
     check_float(op, x)?;
     let [n, c, _, _] = nchw(op, x.shape())?;
     let out = x.cuda_output(&[n, c, p.ho as usize, p.wo as usize], x.dtype())?;
@@ -106,8 +101,9 @@ pub(crate) fn avg_pool2d(
 
 /// [`Tensor::avg_pool2d_backward`] of the gradient `g` (`[n, c, ho, wo]`, checked) to the
 /// input's shape `[n, c, h, w]`.
-pub(crate) fn avg_pool2d_backward(g: &Tensor, p: Pool2d) -> Result<Tensor> {
+pub(crate) fn avg_pool2d_backward(g: &Tensor, pool: &Pool) -> Result<Tensor> {
     const OP: &str = "avg_pool2d_backward";
+    let p = pool2d(pool);
     check_float(OP, g)?;
     let [n, c, _, _] = nchw(OP, g.shape())?;
     let out = g.cuda_output(&[n, c, p.h as usize, p.w as usize], g.dtype())?;
@@ -123,9 +119,10 @@ pub(crate) fn avg_pool2d_backward(g: &Tensor, p: Pool2d) -> Result<Tensor> {
     Ok(out)
 }
 
-/// [`Tensor::max_pool2d`] of `x` (`[n, c, h, w]`) with the geometry `p`.
-pub(crate) fn max_pool2d(x: &Tensor, p: Pool2d) -> Result<Tensor> {
+/// [`Tensor::max_pool2d`] of `x` (`[n, c, h, w]`) over the windows of `pool`.
+pub(crate) fn max_pool2d(x: &Tensor, pool: &Pool) -> Result<Tensor> {
     const OP: &str = "max_pool2d";
+    let p = pool2d(pool);
     check_float(OP, x)?;
     let [n, c, _, _] = nchw(OP, x.shape())?;
     let out = x.cuda_output(&[n, c, p.ho as usize, p.wo as usize], x.dtype())?;

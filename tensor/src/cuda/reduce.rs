@@ -1,23 +1,22 @@
-//! CUDA paths of the reductions of `cpu/reduce.rs`. The CPU side checks the dims and permutes the
+//! CUDA kernels of the reductions of `ops/reduce.rs`. `ops` checks the dims and permutes the
 //! reduced ones last; here that view is read as `[rows, len]` (no copy, whatever its strides) and
 //! reduced into a fresh contiguous output. `mean`, `sum_all` and `sum_to` are built on `sum`.
 
-use kernels::reduce as k;
-
-pub(crate) use kernels::reduce::reduce_code;
+use kernels::reduce::{self as k, reduce_code};
 
 use super::{elem, kernel_error};
+use crate::ops::reduce::ReduceOp;
 use crate::{DType, Result, Tensor};
 
-/// `code` ([`reduce_code`]) over the last `len` elements of each row of `x` (the input with its
-/// reduced dims permuted last), as a tensor of `out_shape` (one element per row).
-pub(crate) fn reduce(
-    op: &'static str,
-    code: i32,
-    x: &Tensor,
-    len: usize,
-    out_shape: &[usize],
-) -> Result<Tensor> {
+/// `op` over the last `len` elements of each row of `x` (the input with its reduced dims
+/// permuted last), as a tensor of `out_shape` (one element per row).
+pub(crate) fn reduce(op: ReduceOp, x: &Tensor, len: usize, out_shape: &[usize]) -> Result<Tensor> {
+    let code = match op {
+        ReduceOp::Sum => reduce_code::SUM,
+        ReduceOp::Max => reduce_code::MAX,
+        ReduceOp::Min => reduce_code::MIN,
+    };
+    let op = op.name();
     let out = x.cuda_output(out_shape, x.dtype())?;
     k::reduce(
         x.gpu(),
