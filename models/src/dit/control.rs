@@ -96,12 +96,6 @@ impl Control {
     pub fn with_keep(&self, keep: Vec<bool>) -> Result<Control> {
         Control::new(self.values.clone(), keep)
     }
-
-    /// This control followed by `other`'s samples (both of K kinds).
-    pub fn cat(&self, other: &Control) -> Result<Control> {
-        let keep = self.keep.iter().chain(&other.keep).copied().collect();
-        Control::new(Tensor::cat(&[&self.values, &other.values], 0)?, keep)
-    }
 }
 
 /// The control embedders of a DiT with control metadata.

@@ -179,12 +179,15 @@ impl LabelEmbedder {
     }
 }
 
+/// The reference's class table, summed into adaLN (without `.weight`).
+pub(super) const ADALN_TABLE: &str = "y_embedder.embedding_table";
+
 /// The name of `cfg`'s class table (without `.weight`).
 pub(super) fn label_table(cfg: &DitConfig) -> &'static str {
     if cfg.conditioning.uses_tokens() {
         "y_embedder.token_table"
     } else {
-        "y_embedder.embedding_table"
+        ADALN_TABLE
     }
 }
 

@@ -253,7 +253,7 @@ impl Dit {
     }
 
     /// [`Dit::forward`] in evaluation, with the `control` metadata `[N, control_dim]` of a model
-    /// that has it (`None`: every sample's control dropped, the null control).
+    /// that has it (`None`: the null control, as if every sample's were dropped).
     pub fn forward_with(
         &self,
         ps: &ParamStore,
@@ -280,18 +280,8 @@ impl Dit {
             }
             _ => Some(class.reshape(&[n, l, d])?),
         };
-        if let Some(embedder) = &self.control_embedder {
-            let dropped;
-            let control = match control {
-                Some(control) => control,
-                None => {
-                    dropped = Control::new(
-                        Tensor::zeros(&[n, self.cfg.control_dim], DType::F64, tensor::Device::Cpu)?,
-                        vec![false; n],
-                    )?;
-                    &dropped
-                }
-            };
+        // No control given is the null control: no control embedding, as for a dropped one.
+        if let (Some(embedder), Some(control)) = (&self.control_embedder, control) {
             c = c.add(&embedder.forward(ps, control, t)?)?;
         }
         let joint = self.cfg.conditioning == Conditioning::JointAttention;
@@ -314,6 +304,15 @@ impl Dit {
     /// `y_embedder.token_table.weight` in the attention modes.
     pub fn label_table(&self) -> String {
         format!("{}.weight", embed::label_table(&self.cfg))
+    }
+
+    /// The tensors of a reference (adaLN) checkpoint this model has no use for: its class table,
+    /// in the attention modes, which read class tokens instead.
+    pub fn unused_parameters(&self) -> Vec<String> {
+        match self.cfg.conditioning.uses_tokens() {
+            true => vec![format!("{}.weight", embed::ADALN_TABLE)],
+            false => Vec::new(),
+        }
     }
 
     /// The parameters a checkpoint of the reference's DiT, or of this one without its control

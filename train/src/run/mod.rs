@@ -354,10 +354,7 @@ fn load_init(init: &Path, ps: &mut ParamStore, network: &Network, added: &[Strin
             .chain(network.new_parameters(ps))
             .collect(),
         // An adaLN checkpoint's class table, in a model that reads class tokens instead.
-        unused: vec!["y_embedder.embedding_table.weight".to_string()]
-            .into_iter()
-            .filter(|name| matches!(network, Network::Dit(_)) && table.as_ref() != Some(name))
-            .collect(),
+        unused: network.unused_parameters(),
         own: vec!["pos_embed".to_string()],
     };
     load_weights(ps, &files, &leeway)

@@ -289,6 +289,15 @@ impl Network {
         }
     }
 
+    /// The tensors of a pretrained checkpoint the network has no use for (see
+    /// [`Dit::unused_parameters`]).
+    pub fn unused_parameters(&self) -> Vec<String> {
+        match self {
+            Network::Dit(dit) => dit.unused_parameters(),
+            Network::Unet(_) => Vec::new(),
+        }
+    }
+
     /// The parameters of `ps` a pretrained checkpoint may lack (they keep their
     /// initialisation): what a DiT's conditioning mode and control metadata add to the reference
     /// model (see [`Dit::new_parameters`]).
