@@ -100,20 +100,16 @@ impl DataSource {
     /// The (train, held-out) pair a classifier is trained and measured on, read as `input`
     /// (`[C, H, W]`: folder images and the named sets resized to its side).
     pub fn train_and_held_out(&self, input: [usize; 3]) -> Result<(Dataset, Dataset)> {
-        let [_, h, w] = input;
         match self {
             DataSource::FashionMnist => Ok((
-                Dataset::fashion_mnist(Split::Train)?.resized(h, w)?,
-                Dataset::fashion_mnist(Split::Test)?.resized(h, w)?,
+                self.reference(input)?,
+                DataSource::FashionMnistTest.reference(input)?,
             )),
             DataSource::FashionMnistTest => Err(Error::msg(
                 "fashion-mnist-test is a reference set only; train on fashion-mnist",
             )),
-            DataSource::AnimalMnist => Dataset::animal_mnist()?
-                .resized(h, w)?
-                .split(HELD_OUT, SPLIT_SEED),
-            DataSource::Folder(root) => {
-                Self::folder(root, input, false)?.split(HELD_OUT, SPLIT_SEED)
+            DataSource::AnimalMnist | DataSource::Folder(_) => {
+                self.reference(input)?.split(HELD_OUT, SPLIT_SEED)
             }
             part => Err(Error::msg(format!(
                 "{part} is a part of a data set (to train a diffusion model on, or a reference); \
@@ -128,7 +124,7 @@ impl DataSource {
     pub fn held_out(&self, input: [usize; 3]) -> Result<Dataset> {
         match self {
             DataSource::FashionMnist | DataSource::FashionMnistTest => {
-                Dataset::fashion_mnist(Split::Test)?.resized(input[1], input[2])
+                DataSource::FashionMnistTest.reference(input)
             }
             DataSource::AnimalMnist | DataSource::Folder(_) => {
                 Ok(self.train_and_held_out(input)?.1)
