@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use difftune_benches::{CONV_CASES, MATMUL_SIZES};
-use tensor::{Conv2dParams, DType, Device, Generator, Tensor};
+use tensor::{DType, Device, Generator, Tensor};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     let mut gen = Generator::new(seed);
@@ -32,10 +32,7 @@ fn conv2d(c: &mut Criterion) {
     for case in CONV_CASES {
         let x = randn(&[case.n, case.cin, case.hw, case.hw], 3);
         let w = randn(&[case.cout, case.cin, case.k, case.k], 4);
-        let p = Conv2dParams {
-            padding: (case.pad, case.pad),
-            ..Default::default()
-        };
+        let p = case.params();
         group.throughput(Throughput::Elements(case.flops()));
         group.bench_function(case.name(), |bench| {
             bench.iter(|| x.conv2d(&w, &p).expect("conv2d"))

@@ -4,7 +4,7 @@
 //! The shapes live here so that the Rust bench and its documentation agree on them.
 
 /// A convolution benchmarked: batch, channels in and out, square image side, square kernel side,
-/// padding.
+/// padding and stride.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvCase {
     /// Batch size.
@@ -19,12 +19,14 @@ pub struct ConvCase {
     pub k: usize,
     /// Zero padding on each side.
     pub pad: usize,
+    /// Step between windows.
+    pub stride: usize,
 }
 
 impl ConvCase {
-    /// Output side (stride 1).
+    /// Output side.
     pub fn out_hw(&self) -> usize {
-        self.hw + 2 * self.pad - self.k + 1
+        (self.hw + 2 * self.pad - self.k) / self.stride + 1
     }
 
     /// Floating-point operations of the forward pass: 2 per multiply-add.
@@ -33,34 +35,69 @@ impl ConvCase {
         2 * (self.n * self.cout * o * o * self.cin * self.k * self.k) as u64
     }
 
-    /// A short name, e.g. `n8_64x64_32x32_k3`.
+    /// A short name, e.g. `n8_64x64_32x32_k3` (`_s2` added for stride 2).
     pub fn name(&self) -> String {
+        let stride = match self.stride {
+            1 => String::new(),
+            s => format!("_s{s}"),
+        };
         format!(
-            "n{}_{}x{}_{}x{}_k{}",
+            "n{}_{}x{}_{}x{}_k{}{stride}",
             self.n, self.cin, self.cout, self.hw, self.hw, self.k
         )
+    }
+
+    /// The case's [`tensor::Conv2dParams`].
+    pub fn params(&self) -> tensor::Conv2dParams {
+        tensor::Conv2dParams {
+            stride: (self.stride, self.stride),
+            padding: (self.pad, self.pad),
+            ..Default::default()
+        }
     }
 }
 
 /// The matrix sizes benchmarked (square m = n = k).
 pub const MATMUL_SIZES: [usize; 2] = [256, 1024];
 
-/// The convolutions benchmarked: a U-Net block at 32x32 and a deeper one at 16x16.
-pub const CONV_CASES: [ConvCase; 2] = [
+/// A 3x3 convolution with padding 1 (stride 1 or 2), or a 1x1 one without padding.
+const fn conv(n: usize, cin: usize, cout: usize, hw: usize, k: usize, stride: usize) -> ConvCase {
     ConvCase {
-        n: 8,
-        cin: 64,
-        cout: 64,
-        hw: 32,
-        k: 3,
-        pad: 1,
-    },
-    ConvCase {
-        n: 8,
-        cin: 128,
-        cout: 128,
-        hw: 16,
-        k: 3,
-        pad: 1,
-    },
+        n,
+        cin,
+        cout,
+        hw,
+        k,
+        pad: k / 2,
+        stride,
+    }
+}
+
+/// The convolutions of `compare_cpu.sh`: a U-Net block at 32x32 and a deeper one at 16x16.
+pub const CONV_CASES: [ConvCase; 2] = [conv(8, 64, 64, 32, 3, 1), conv(8, 128, 128, 16, 3, 1)];
+
+/// The distinct convolutions of one training step of the committed Fashion-MNIST U-Net
+/// (`configs/pretrain-fashion-unet.json`: batch 64, channels 16/32/32 at 28, 14 and 7 pixels),
+/// with how many times each runs per step.
+pub const UNET_CONV_CASES: [(ConvCase, usize); 20] = [
+    (conv(64, 1, 16, 28, 3, 1), 1),
+    (conv(64, 16, 1, 28, 3, 1), 1),
+    (conv(64, 16, 16, 28, 3, 1), 4),
+    (conv(64, 16, 16, 28, 3, 2), 1),
+    (conv(64, 16, 32, 14, 1, 1), 1),
+    (conv(64, 16, 32, 14, 3, 1), 1),
+    (conv(64, 32, 16, 28, 1, 1), 1),
+    (conv(64, 32, 16, 28, 3, 1), 1),
+    (conv(64, 32, 32, 7, 3, 1), 8),
+    (conv(64, 32, 32, 14, 3, 1), 4),
+    (conv(64, 32, 32, 14, 3, 2), 1),
+    (conv(64, 32, 32, 28, 3, 1), 1),
+    (conv(64, 48, 16, 28, 1, 1), 1),
+    (conv(64, 48, 16, 28, 3, 1), 1),
+    (conv(64, 48, 32, 14, 1, 1), 1),
+    (conv(64, 48, 32, 14, 3, 1), 1),
+    (conv(64, 64, 32, 7, 1, 1), 2),
+    (conv(64, 64, 32, 7, 3, 1), 2),
+    (conv(64, 64, 32, 14, 1, 1), 1),
+    (conv(64, 64, 32, 14, 3, 1), 1),
 ];

@@ -8,6 +8,7 @@ pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
+pub(crate) mod isa;
 pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod optim;
@@ -18,6 +19,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
+pub(crate) use crate::cpu::isa::simd;
 use crate::cpu::matmul::SendPtr;
 use crate::layout::{Rows, PAR_THRESHOLD};
 use crate::Layout;
@@ -94,30 +96,6 @@ pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-/// Runs `f` compiled for AVX2 and FMA when the CPU has them (checked once, at run time), else as
-/// built. `f` and what it inlines (the element loops of a kernel and the op inside them) are then
-/// vectorised 8 floats wide instead of baseline x86-64's 4, with no build flag and no binary
-/// that fails on an older CPU. Pass `f` (and any closure it calls) as an `#[inline(always)]`
-/// closure: one the compiler chooses not to inline is compiled as a function of its own, for
-/// baseline x86-64, and only called from here.
-#[inline(always)]
-pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-        {
-            // SAFETY: the CPU supports the features `avx2` was compiled for.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
 /// `Σ_j term([a_j, b_j, ..])` over the equal-length `slices`, each of the `K` sums in f64 over
 /// [`LANES`] partial sums. One running sum is a chain of dependent adds that the compiler may not
 /// reorder (float addition is not associative), so it runs at the adder's latency; independent
@@ -150,7 +128,7 @@ pub(crate) fn lane_sums<T: Copy, const N: usize, const K: usize>(
     sums
 }
 
-/// Partial sums of [`lane_sums`]: two AVX2 registers of f64.
+/// Partial sums of [`lane_sums`]: one AVX-512 register of f64, or two of AVX2.
 const LANES: usize = 8;
 
 /// Elements per task of the elementwise loops: large enough to amortise rayon's scheduling,

@@ -1,74 +1,85 @@
-//! CPU kernels of the reductions of `ops/reduce.rs`: rows of the view with the reduced dims
-//! permuted last, or a dense `[outer, reduced, inner]` block read in place when the reduced dims
-//! are one run (every bias and broadcast backward), all summed in f64.
+//! CPU kernels of the reductions of `ops/reduce.rs`, all accumulated in f64. A contiguous input
+//! is read in place: each run of consecutive reduced dims, last run first, is folded as the
+//! middle dim of a dense `[outer, reduced, inner]` block (a conv bias gradient, summing
+//! `[N, C, H, W]` over N, H and W, is two such folds). Other views are copied with the reduced
+//! dims permuted last, then folded row by row.
 
 use rayon::prelude::*;
 
-use crate::cpu::{contiguous_slice, float_op};
+use crate::cpu::{contiguous_slice, float_op, simd};
 use crate::layout::PAR_THRESHOLD;
 use crate::ops::reduce::ReduceOp;
 use crate::{Element, Float, Result, Tensor};
 
 /// What only the CPU asks of a reduction.
 impl ReduceOp {
-    fn row<T: Float>(self, row: &[T]) -> T {
+    /// The fold's identity and its merge of two partial results.
+    fn fold(self) -> (f64, fn(f64, f64) -> f64) {
         match self {
-            // Accumulate in f64: long f32 sums otherwise lose digits.
-            ReduceOp::Sum => T::from_f64(row.iter().map(|x| x.to_f64()).sum()),
-            ReduceOp::Max => row.iter().fold(T::NEG_INFINITY, |m, &x| m.max(x)),
-            ReduceOp::Min => row.iter().fold(T::INFINITY, |m, &x| m.min(x)),
+            ReduceOp::Sum => (0.0, |a, b| a + b),
+            ReduceOp::Max => (f64::NEG_INFINITY, f64::max),
+            ReduceOp::Min => (f64::INFINITY, f64::min),
         }
     }
-}
 
-/// `(outer, reduced, inner)` when `x` is contiguous and `dims` are one run of consecutive dims
-/// with elements after them: the reduction then reads `[outer, reduced, inner]` in place instead
-/// of moving the reduced dims last (a strided copy of the whole tensor). The backward of every
-/// bias and broadcast is such a sum.
-fn consecutive_split(x: &Tensor, dims: &[usize]) -> Option<(usize, usize, usize)> {
-    let (first, last) = (*dims.iter().min()?, *dims.iter().max()?);
-    let shape = x.shape();
-    let inner: usize = shape[last + 1..].iter().product();
-    let run = last - first + 1 == dims.len();
-    (run && inner > 1 && x.is_contiguous()).then(|| {
-        let outer = shape[..first].iter().product();
-        (outer, shape[first..=last].iter().product(), inner)
-    })
-}
-
-/// `op` over the middle dim of a dense `[outer, reduced, inner]` block.
-fn reduce_middle<T: Float>(op: ReduceOp, v: &[T], split: (usize, usize, usize)) -> Vec<T> {
-    match op {
-        ReduceOp::Sum => middle(v, split, 0.0, |a, b| a + b),
-        ReduceOp::Max => middle(v, split, f64::NEG_INFINITY, f64::max),
-        ReduceOp::Min => middle(v, split, f64::INFINITY, f64::min),
-    }
-}
-
-/// Folds `merge` over the middle dim, accumulating in f64 along unit-stride rows of `inner` (so
-/// the loop vectorises), in parallel over `outer`, or over slices of the reduced dim when there
-/// is one long reduction.
-fn middle<T: Float>(
-    v: &[T],
-    (outer, reduced, inner): (usize, usize, usize),
-    identity: f64,
-    merge: impl Fn(f64, f64) -> f64 + Sync + Copy,
-) -> Vec<T> {
-    if reduced == 0 {
-        return vec![T::from_f64(identity); outer * inner];
-    }
-    let block = |rows: &[T]| {
-        let mut acc = vec![identity; inner];
-        for row in rows.chunks(inner) {
-            for (a, x) in acc.iter_mut().zip(row) {
-                *a = merge(*a, x.to_f64());
+    /// The fold of one contiguous row, over [`LANES`] partial results: one running result is a
+    /// chain of dependent operations (float addition is not associative, so the compiler may not
+    /// reorder it) that runs at the adder's latency; independent lanes vectorise.
+    #[inline(always)]
+    fn row<T: Float>(self, row: &[T]) -> f64 {
+        let (identity, merge) = self.fold();
+        let mut lanes = [identity; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for (l, x) in lanes.iter_mut().zip(chunk) {
+                *l = merge(*l, x.to_f64());
             }
         }
-        acc
+        let folded = lanes.into_iter().fold(identity, merge);
+        rest.iter().fold(folded, |a, x| merge(a, x.to_f64()))
+    }
+}
+
+/// Partial results of [`ReduceOp::row`]: one AVX-512 register of f64.
+const LANES: usize = 8;
+
+/// `op` over the middle dim of a dense `[outer, reduced, inner]` block, accumulating in f64
+/// along unit-stride rows of `inner` (so the loop vectorises), or along the reduced rows
+/// themselves when `inner` is 1; in parallel over `outer`, or over slices of the reduced dim when
+/// there is one long reduction.
+fn middle<T: Float>(
+    op: ReduceOp,
+    v: &[T],
+    (outer, reduced, inner): (usize, usize, usize),
+) -> Vec<f64> {
+    let (identity, merge) = op.fold();
+    if reduced == 0 {
+        return vec![identity; outer * inner];
+    }
+    let block = |rows: &[T]| -> Vec<f64> {
+        simd(
+            #[inline(always)]
+            || {
+                if inner == 1 {
+                    return vec![op.row(rows)];
+                }
+                let mut acc = vec![identity; inner];
+                for row in rows.chunks(inner) {
+                    for (a, x) in acc.iter_mut().zip(row) {
+                        *a = merge(*a, x.to_f64());
+                    }
+                }
+                acc
+            },
+        )
     };
     let big = v.len() >= PAR_THRESHOLD;
-    let acc: Vec<f64> = if big && outer > 1 {
-        v.par_chunks(reduced * inner).flat_map_iter(block).collect()
+    if big && outer > 1 {
+        v.par_chunks(reduced * inner)
+            .with_min_len((PAR_THRESHOLD / (reduced * inner)).max(1))
+            .flat_map_iter(block)
+            .collect()
     } else if big {
         let rows_per_part = (PAR_THRESHOLD / inner).max(1);
         v.par_chunks(rows_per_part * inner)
@@ -80,8 +91,35 @@ fn middle<T: Float>(
             .unwrap_or_else(|| vec![identity; inner])
     } else {
         v.chunks(reduced * inner).flat_map(block).collect()
+    }
+}
+
+/// `op` over `dims` (sorted, distinct) of the dense `v` of `shape`: the last run of consecutive
+/// reduced dims is folded first, in place, then the next on the f64 partial results.
+fn dense<T: Float>(op: ReduceOp, v: &[T], shape: &[usize], dims: &[usize]) -> Vec<f64> {
+    let Some(&last) = dims.last() else {
+        return v.iter().map(|x| x.to_f64()).collect();
     };
-    acc.into_iter().map(T::from_f64).collect()
+    let run = dims.len()
+        - dims
+            .iter()
+            .rev()
+            .zip((0..=last).rev())
+            .take_while(|(d, e)| *d == e)
+            .count();
+    let first = dims[run];
+    let split = (
+        shape[..first].iter().product(),
+        shape[first..=last].iter().product(),
+        shape[last + 1..].iter().product(),
+    );
+    let folded = middle(op, v, split);
+    let rest: Vec<usize> = [&shape[..first], &shape[last + 1..]].concat();
+    if run == 0 {
+        folded
+    } else {
+        dense(op, &folded, &rest, &dims[..run])
+    }
 }
 
 /// `op` over `dims` of `input`: `permuted` is `input` with those dims moved last, `row_len` the
@@ -94,13 +132,13 @@ pub(crate) fn reduce(
     row_len: usize,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    if let Some(split) = consecutive_split(input, dims) {
+    if let Some(range) = input.layout().contiguous_range() {
+        let mut dims = dims.to_vec();
+        dims.sort_unstable();
+        dims.dedup();
         let out = float_op!(op.name(), input.cpu_storage(), |v: T| {
-            let range = input
-                .layout()
-                .contiguous_range()
-                .expect("checked contiguous");
-            T::into_storage(reduce_middle(op, &v[range], split))
+            let out = dense(op, &v[range], input.shape(), &dims);
+            T::into_storage(out.into_iter().map(T::from_f64).collect())
         });
         return input.with_storage(out, out_shape);
     }
@@ -108,12 +146,18 @@ pub(crate) fn reduce(
     let out = float_op!(op.name(), x.cpu_storage(), |v: T| {
         let v = contiguous_slice(v, x.layout());
         let n_rows = out_shape.iter().product::<usize>();
+        let row = |r: &[T]| {
+            T::from_f64(simd(
+                #[inline(always)]
+                || op.row(r),
+            ))
+        };
         let out: Vec<T> = if row_len == 0 {
             vec![T::ZERO; n_rows]
         } else if v.len() >= PAR_THRESHOLD {
-            v.par_chunks(row_len).map(|r| op.row(r)).collect()
+            v.par_chunks(row_len).map(row).collect()
         } else {
-            v.chunks(row_len).map(|r| op.row(r)).collect()
+            v.chunks(row_len).map(row).collect()
         };
         T::into_storage(out)
     });
@@ -180,6 +224,26 @@ mod tests {
             );
             let min = x.min(&[1], false).unwrap().to_vec::<f64>().unwrap();
             assert_eq!(min, direct(f64::INFINITY, f64::min));
+        }
+        // Several runs of reduced dims (a conv bias gradient), and a transposed view (the
+        // permuted path), against a direct loop.
+        let x = Tensor::randn(&[3, 4, 5, 6], 0.0, 1.0, DType::F64, Device::Cpu, &mut gen).unwrap();
+        let v = x.to_vec::<f64>().unwrap();
+        let mut want = [0.0; 4];
+        let mut want_t = [0.0; 6 * 5];
+        for (i, &e) in v.iter().enumerate() {
+            want[(i / 30) % 4] += e;
+            want_t[i % 30] += e;
+        }
+        for xs in [x.clone(), x.permute(&[0, 1, 3, 2]).unwrap()] {
+            let got = xs.sum(&[0, 2, 3], false).unwrap().to_vec::<f64>().unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-9, "sum over N, H, W: {a} vs {b}");
+            }
+        }
+        let got = x.sum(&[0, 1], false).unwrap().to_vec::<f64>().unwrap();
+        for (a, b) in got.iter().zip(&want_t) {
+            assert!((a - b).abs() < 1e-9, "sum over N, C: {a} vs {b}");
         }
         // Leading dims together, and an empty reduced dim.
         let x = Tensor::ones(&[2, 3, 4], DType::F32, Device::Cpu).unwrap();

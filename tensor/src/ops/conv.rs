@@ -68,7 +68,7 @@ pub(crate) fn window_out_len(
 }
 
 impl Geometry {
-    fn new(input: &[usize], weight: &[usize], p: &Conv2dParams) -> Result<Geometry> {
+    pub(crate) fn new(input: &[usize], weight: &[usize], p: &Conv2dParams) -> Result<Geometry> {
         ensure_shape!(
             input.len() == 4 && weight.len() == 4,
             "conv2d",

@@ -1,4 +1,5 @@
-//! 2-D convolution as im2col + GEMM, with its two backward passes beside it: the input gradient
+//! 2-D convolution as im2col + GEMM (any float type, any geometry), with its two backward passes
+//! beside it: the input gradient
 //! (GEMM then col2im) and the weight gradient (GEMM against the same column matrix).
 //!
 //! Per image and per group the convolution is one matrix product
@@ -13,10 +14,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::matmul::{gemm_strided, MatView};
-use crate::cpu::{contiguous_slice, float_op, float_op2};
+use crate::cpu::matmul::{gemm_strided, MatView};
 use crate::ops::conv::Geometry;
-use crate::{Element, Float, Result, Tensor};
+use crate::Float;
 
 /// The outputs `o` in `lo..hi` (clamped to `0..out_len`) whose input `o * stride + offset` falls
 /// inside `0..in_len`: the taps that do not land in the padding.
@@ -372,7 +372,7 @@ fn per_image<T: Float>(
     }
 }
 
-fn conv_forward<T: Float>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+pub(super) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let mut out = vec![T::ZERO; g.n * g.out_image_len()];
     let xl = g.image_len();
     per_image(g, &mut out, g.out_image_len(), |i, o, col, par| {
@@ -381,7 +381,7 @@ fn conv_forward<T: Float>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) ->
     out
 }
 
-fn conv_backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+pub(super) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let mut dx = vec![T::ZERO; g.n * g.image_len()];
     let yl = g.out_image_len();
     per_image(g, &mut dx, g.image_len(), |i, d, col, par| {
@@ -390,7 +390,7 @@ fn conv_backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     dx
 }
 
-fn conv_backward_weight<T: Float>(g: &Geometry, dy: &[T], x: &[T]) -> Vec<T> {
+pub(super) fn backward_weight<T: Float>(g: &Geometry, dy: &[T], x: &[T]) -> Vec<T> {
     let wlen = g.cout * g.k();
     let (xl, yl) = (g.image_len(), g.out_image_len());
     let image = |i: usize, dw: &mut [T], col: &mut [T], par: bool| {
@@ -424,53 +424,6 @@ fn conv_backward_weight<T: Float>(g: &Geometry, dy: &[T], x: &[T]) -> Vec<T> {
             a
         })
         .unwrap_or_else(|| vec![T::ZERO; wlen])
-}
-
-/// Forward convolution of `input` (with the optional per-channel bias), `g` its checked sizes.
-pub(crate) fn conv2d(
-    g: &Geometry,
-    input: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-) -> Result<Tensor> {
-    let out = float_op2!(
-        "conv2d",
-        input.cpu_storage(),
-        weight.cpu_storage(),
-        |x, w: T| {
-            let x = contiguous_slice(x, input.layout());
-            let w = contiguous_slice(w, weight.layout());
-            let b = bias.map(|b| {
-                let data = T::slice(b.cpu_storage()).expect("dtype checked");
-                contiguous_slice(data, b.layout())
-            });
-            T::into_storage(conv_forward(g, &x, &w, b.as_deref()))
-        }
-    );
-    input.with_storage(out, &g.output_shape())
-}
-
-/// The input gradient: `dy` is the output's gradient, `g` the convolution's checked sizes.
-pub(crate) fn conv2d_backward_input(g: &Geometry, dy: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    const OP: &str = "conv2d_backward_input";
-    let out = float_op2!(OP, dy.cpu_storage(), weight.cpu_storage(), |d, w: T| {
-        let d = contiguous_slice(d, dy.layout());
-        let w = contiguous_slice(w, weight.layout());
-        T::into_storage(conv_backward_input(g, &d, &w))
-    });
-    dy.with_storage(out, &g.input_shape())
-}
-
-/// The weight gradient: `dy` is the output's gradient, `g` the convolution's checked sizes.
-pub(crate) fn conv2d_backward_weight(g: &Geometry, dy: &Tensor, input: &Tensor) -> Result<Tensor> {
-    const OP: &str = "conv2d_backward_weight";
-    let out = float_op!(OP, dy.cpu_storage(), |d: T| {
-        let x = T::slice(input.cpu_storage()).expect("dtype checked");
-        let d = contiguous_slice(d, dy.layout());
-        let x = contiguous_slice(x, input.layout());
-        T::into_storage(conv_backward_weight(g, &d, &x))
-    });
-    dy.with_storage(out, &g.weight_shape())
 }
 
 #[cfg(test)]

@@ -1,0 +1,619 @@
+//! Direct convolution in f32 with explicit SIMD (AVX-512 or AVX2, chosen at run time): all three
+//! passes are one register-blocked product over gathered inputs, with no column matrix.
+//!
+//! Every pass computes, for a list of rows `j` and output channels `c`,
+//!
+//! ```text
+//! out[j][c] = Σ_k src[row[j] + term[k]] · panel[k][c]
+//! ```
+//!
+//! where `src` is a zero-padded copy of one image's planes (`pitch` floats per row) and the two
+//! offset lists separate what a pixel contributes from what a kernel tap contributes:
+//!
+//! | pass | rows `j` | terms `k` | panel | `src` |
+//! |---|---|---|---|---|
+//! | forward | output pixels `oy·sh·pitch + ox·sw` | `(ci, ky, kx)`: `ci·plane + ky·dh·pitch + kx·dw` | weights `[k][co]` | input |
+//! | input gradient | input pixels of one stride residue | `(co, ky, kx)` of that residue | weights `[k][ci]` | output gradient |
+//! | weight gradient | `(ci, ky, kx)` | output pixels | output gradient `[pixel][co]` | input |
+//!
+//! The kernel keeps a block of `P` rows × `CV` vectors of channels in registers and, per term,
+//! loads `CV` panel vectors and broadcasts `P` source floats: `P·CV` FMAs for `CV + P` loads, and
+//! no lanes wasted on image borders or small images, since the vectors run along channels.
+//! A strided convolution's input gradient splits the input pixels by their residue modulo the
+//! stride: the pixels of one residue are reached by the same kernel taps.
+
+use rayon::prelude::*;
+
+use crate::cpu::isa::{isa, with_vector, Isa, Vector, VectorKernel};
+use crate::ops::conv::Geometry;
+
+/// Panels have their channel count rounded up to this (the widest vector), so that a block may
+/// always load whole vectors.
+const PANEL_ALIGN: usize = 16;
+
+/// Zero padding around each plane of a source.
+#[derive(Clone, Copy, Debug)]
+struct Pad {
+    top: usize,
+    bottom: usize,
+    left: usize,
+    right: usize,
+}
+
+/// The `channels` planes of `h × w` that a pass reads, zero-padded by `pad`.
+#[derive(Clone, Copy, Debug)]
+struct Source {
+    channels: usize,
+    h: usize,
+    w: usize,
+    pad: Pad,
+}
+
+impl Source {
+    fn pitch(&self) -> usize {
+        self.w + self.pad.left + self.pad.right
+    }
+
+    fn plane(&self) -> usize {
+        (self.h + self.pad.top + self.pad.bottom) * self.pitch()
+    }
+
+    /// Copies one image's planes `src [channels, h, w]` into `dst`, padded.
+    fn fill(&self, src: &[f32], dst: &mut Vec<f32>) {
+        let (pitch, plane) = (self.pitch(), self.plane());
+        dst.clear();
+        dst.resize(self.channels * plane, 0.0);
+        for (c, from) in src.chunks_exact(self.h * self.w).enumerate() {
+            let to = &mut dst[c * plane + self.pad.top * pitch..];
+            for (y, row) in from.chunks_exact(self.w).enumerate() {
+                to[y * pitch + self.pad.left..][..self.w].copy_from_slice(row);
+            }
+        }
+    }
+}
+
+/// Output pixels that are reached by the same terms, with those terms and their weights.
+struct Class {
+    /// Each pixel's offset in a padded plane (its rows `j` in the product).
+    pixels: Vec<isize>,
+    /// Each pixel's index in its output plane.
+    out: Vec<usize>,
+    /// Each term's offset in the padded source (channel plane plus tap).
+    terms: Vec<isize>,
+    /// The weights, a row per term, [`Plan::panel_cols`] wide (zero beyond the real channels).
+    panel: Vec<f32>,
+}
+
+/// One pass over one image: the source, the classes of output pixels, the channel count.
+struct Plan {
+    source: Source,
+    classes: Vec<Class>,
+    /// Channels computed per pixel (the vector dimension).
+    channels: usize,
+}
+
+impl Plan {
+    fn panel_cols(&self) -> usize {
+        self.channels.next_multiple_of(PANEL_ALIGN)
+    }
+
+    /// The forward pass: rows are output pixels, terms `(ci, ky, kx)`, panel the weights `w`.
+    /// The weight gradient uses the same offsets with the roles of rows and terms exchanged, and
+    /// no weights (an empty panel).
+    fn forward(g: &Geometry, w: Option<&[f32]>) -> Plan {
+        let (s, d, p) = (g.p.stride, g.p.dilation, g.p.padding);
+        let source = Source {
+            channels: g.cin,
+            h: g.h,
+            w: g.w,
+            pad: Pad {
+                top: p.0,
+                bottom: p.0,
+                left: p.1,
+                right: p.1,
+            },
+        };
+        let (pitch, plane) = (source.pitch() as isize, source.plane() as isize);
+        // In output order, `out[j] = j`: the forward and weight-gradient passes rely on it.
+        let (mut pixels, mut out) = (Vec::new(), Vec::new());
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                pixels.push((oy * s.0) as isize * pitch + (ox * s.1) as isize);
+                out.push(oy * g.wo + ox);
+            }
+        }
+        let mut terms = Vec::new();
+        for c in 0..g.cin {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    terms.push(
+                        c as isize * plane + (ky * d.0) as isize * pitch + (kx * d.1) as isize,
+                    );
+                }
+            }
+        }
+        let (cols, k) = (g.cout.next_multiple_of(PANEL_ALIGN), g.k());
+        let mut panel = Vec::new();
+        if let Some(w) = w {
+            panel.resize(k * cols, 0.0);
+            for co in 0..g.cout {
+                for t in 0..k {
+                    panel[t * cols + co] = w[co * k + t];
+                }
+            }
+        }
+        Plan {
+            source,
+            classes: vec![Class {
+                pixels,
+                out,
+                terms,
+                panel,
+            }],
+            channels: g.cout,
+        }
+    }
+
+    /// The input gradient: `dx[ci, iy, ix] = Σ w[co, ci, ky, kx] · dy[co, oy, ox]` over the taps
+    /// with `iy = oy·sh + ky·dh − ph` (likewise x). For a residue `r = (iy + ph) mod sh` the taps
+    /// are those with `ky·dh ≡ r`, and `oy = u − v` with `u = (iy + ph − r)/sh` from the pixel and
+    /// `v = (ky·dh − r)/sh` from the tap: a class per residue pair, over `dy` padded so that every
+    /// `u − v` out of range reads a zero.
+    fn backward_input(g: &Geometry, w: &[f32]) -> Plan {
+        let (s, d, p) = (g.p.stride, g.p.dilation, g.p.padding);
+        // Along one axis: the largest v (the padding before), the padding after, and for each
+        // residue its pixels' (u, index) and taps' (v, tap index).
+        struct Axis {
+            before: usize,
+            after: usize,
+            pixels: Vec<Vec<(usize, usize)>>,
+            taps: Vec<Vec<(usize, usize)>>,
+        }
+        let axis = |len: usize, out: usize, k: usize, s: usize, d: usize, p: usize| {
+            let mut pixels = vec![Vec::new(); s];
+            let mut taps = vec![Vec::new(); s];
+            for i in 0..len {
+                let r = (i + p) % s;
+                pixels[r].push(((i + p - r) / s, i));
+            }
+            for t in 0..k {
+                let r = (t * d) % s;
+                taps[r].push(((t * d - r) / s, t));
+            }
+            let before = (k - 1) * d / s;
+            let u_max = (len - 1 + p) / s;
+            Axis {
+                before,
+                after: (u_max + 1).saturating_sub(out),
+                pixels,
+                taps,
+            }
+        };
+        let ay = axis(g.h, g.ho, g.kh, s.0, d.0, p.0);
+        let ax = axis(g.w, g.wo, g.kw, s.1, d.1, p.1);
+        let source = Source {
+            channels: g.cout,
+            h: g.ho,
+            w: g.wo,
+            pad: Pad {
+                top: ay.before,
+                bottom: ay.after,
+                left: ax.before,
+                right: ax.after,
+            },
+        };
+        let (pitch, plane) = (source.pitch() as isize, source.plane() as isize);
+        let cols = g.cin.next_multiple_of(PANEL_ALIGN);
+        let k = g.k();
+        let mut classes = Vec::new();
+        for ry in 0..s.0 {
+            for rx in 0..s.1 {
+                let (py, px, ty, tx) = (&ay.pixels[ry], &ax.pixels[rx], &ay.taps[ry], &ax.taps[rx]);
+                if py.is_empty() || px.is_empty() || ty.is_empty() || tx.is_empty() {
+                    continue; // no pixels, or pixels no tap reaches: their gradient stays zero
+                }
+                let (mut pixels, mut out) = (Vec::new(), Vec::new());
+                for &(uy, iy) in py {
+                    for &(ux, ix) in px {
+                        pixels.push((uy + ay.before) as isize * pitch + (ux + ax.before) as isize);
+                        out.push(iy * g.w + ix);
+                    }
+                }
+                let (mut terms, mut panel) = (Vec::new(), Vec::new());
+                for co in 0..g.cout {
+                    for &(vy, ky) in ty {
+                        for &(vx, kx) in tx {
+                            terms.push(co as isize * plane - vy as isize * pitch - vx as isize);
+                            let tap = ky * g.kw + kx;
+                            panel.extend((0..cols).map(|ci| {
+                                if ci < g.cin {
+                                    w[co * k + ci * g.kh * g.kw + tap]
+                                } else {
+                                    0.0
+                                }
+                            }));
+                        }
+                    }
+                }
+                classes.push(Class {
+                    pixels,
+                    out,
+                    terms,
+                    panel,
+                });
+            }
+        }
+        Plan {
+            source,
+            classes,
+            channels: g.cin,
+        }
+    }
+}
+
+/// Whether the direct kernels take this convolution (else im2col and GEMM do): one group, a
+/// CPU with AVX2 at least, a batch that fills the threads (they split it by images), and enough
+/// work per pixel: 8 channels or more on each side, and a kernel larger than 1x1 at stride 1
+/// (a pointwise convolution is a plain GEMM on the image, which the GEMM does faster).
+pub(super) fn applies(g: &Geometry) -> bool {
+    g.p.groups == 1
+        && isa() != Isa::Baseline
+        && g.n >= rayon::current_num_threads()
+        && g.cin >= 8
+        && g.cout >= 8
+        && !g.pointwise()
+}
+
+/// One `product` call, with the vectors of the CPU: the entry into [`with_vector`].
+struct Product<'a, F> {
+    src: &'a [f32],
+    rows: &'a [isize],
+    terms: &'a [isize],
+    panel: &'a [f32],
+    panel_cols: usize,
+    channels: usize,
+    emit: F,
+}
+
+/// Rows per block when a block is two vectors of channels wide, and when it is one.
+fn block_rows<V: Vector>() -> (usize, usize) {
+    if V::LANES >= 16 {
+        (8, 16)
+    } else {
+        (6, 12)
+    }
+}
+
+impl<F: FnMut(usize, usize, &[f32], usize, usize, usize)> VectorKernel for Product<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        match block_rows::<V>() {
+            (8, 16) => product::<V, 8, 16, F>(self),
+            _ => product::<V, 6, 12, F>(self),
+        }
+    }
+}
+
+/// `Σ_k src[rows[j] + terms[k]] · panel[k][c]` for every row `j` and channel `c < channels`, in
+/// blocks of `P2` rows × two vectors (or `P1` rows × one vector for the last channels). Each
+/// block goes to `emit(j0, rows, tile, c0, channels, tile_stride)`: `tile[j·tile_stride + c]` is
+/// row `j0 + j`, channel `c0 + c`.
+#[inline(always)]
+fn product<V: Vector, const P2: usize, const P1: usize, F>(p: Product<'_, F>)
+where
+    F: FnMut(usize, usize, &[f32], usize, usize, usize),
+{
+    let Product {
+        src,
+        rows,
+        terms,
+        panel,
+        panel_cols,
+        channels,
+        mut emit,
+    } = p;
+    if rows.is_empty() || channels == 0 {
+        return;
+    }
+    // Every gathered offset inside `src`, every panel row inside `panel`: checked once here, so
+    // the kernel below may read without checks.
+    let span = |o: &[isize]| (o.iter().min().copied(), o.iter().max().copied());
+    let ((Some(r0), Some(r1)), (t0, t1)) = (span(rows), span(terms)) else {
+        return;
+    };
+    if let (Some(t0), Some(t1)) = (t0, t1) {
+        assert!(
+            r0 + t0 >= 0 && ((r1 + t1) as usize) < src.len(),
+            "conv2d: gather out of bounds"
+        );
+    }
+    assert!(
+        panel_cols >= channels.next_multiple_of(V::LANES)
+            && panel.len() >= terms.len() * panel_cols,
+        "conv2d: panel shape"
+    );
+    let mut tile = vec![0.0f32; P2.max(P1) * 2 * V::LANES];
+    let mut c0 = 0;
+    while c0 < channels {
+        let two = channels - c0 > V::LANES;
+        let width = if two { 2 * V::LANES } else { V::LANES };
+        let n = width.min(channels - c0);
+        let block = if two { P2 } else { P1 };
+        for j0 in (0..rows.len()).step_by(block) {
+            let m = block.min(rows.len() - j0);
+            // SAFETY: offsets and panel checked above; the tile holds block × width floats.
+            unsafe {
+                let panel = panel.as_ptr().add(c0);
+                let (src, tile_ptr) = (src.as_ptr(), tile.as_mut_ptr());
+                if two {
+                    let r = block_of::<P2>(&rows[j0..j0 + m]);
+                    kernel::<V, P2, 2>(src, &r, terms, panel, panel_cols, tile_ptr);
+                } else {
+                    let r = block_of::<P1>(&rows[j0..j0 + m]);
+                    kernel::<V, P1, 1>(src, &r, terms, panel, panel_cols, tile_ptr);
+                }
+            }
+            emit(j0, m, &tile, c0, n, width);
+        }
+        c0 += width;
+    }
+}
+
+/// `P` row offsets from `rows` (at most `P`), the missing ones repeating the first.
+#[inline(always)]
+fn block_of<const P: usize>(rows: &[isize]) -> [isize; P] {
+    std::array::from_fn(|j| rows.get(j).copied().unwrap_or(rows[0]))
+}
+
+/// The register block: `tile[j][c] = Σ_k src[rows[j] + terms[k]] · panel[k·stride + c]` for
+/// `P` rows and `CV` vectors of channels.
+///
+/// # Safety
+/// Every `rows[j] + terms[k]` indexes `src`, every panel row has `CV` vectors, `tile` holds
+/// `P · CV · LANES` floats, and the CPU has `V`'s features.
+#[inline(always)]
+unsafe fn kernel<V: Vector, const P: usize, const CV: usize>(
+    src: *const f32,
+    rows: &[isize; P],
+    terms: &[isize],
+    panel: *const f32,
+    stride: usize,
+    tile: *mut f32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let mut acc = [[V::zero(); CV]; P];
+        let mut w = panel;
+        for &t in terms {
+            let s = src.offset(t);
+            let wv: [V; CV] = std::array::from_fn(|c| V::load(w.add(c * V::LANES)));
+            for j in 0..P {
+                let x = V::splat(s.offset(rows[j]));
+                for c in 0..CV {
+                    acc[j][c] = acc[j][c].mul_add(x, wv[c]);
+                }
+            }
+            w = w.add(stride);
+        }
+        for (j, row) in acc.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                v.store(tile.add((j * CV + c) * V::LANES));
+            }
+        }
+    }
+}
+
+/// The forward pass: `[N, Cout, Ho, Wo]` from `x [N, Cin, H, W]`, weights and optional bias.
+pub(super) fn forward(
+    level: Isa,
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let plan = Plan::forward(g, Some(w));
+    let class = &plan.classes[0];
+    let (l, xl) = (g.l(), g.image_len());
+    let mut out = vec![0.0f32; g.n * g.out_image_len()];
+    out.par_chunks_mut(g.out_image_len())
+        .enumerate()
+        .for_each_init(Vec::new, |src, (i, out)| {
+            plan.source.fill(&x[i * xl..(i + 1) * xl], src);
+            run(
+                level,
+                Product {
+                    src,
+                    rows: &class.pixels,
+                    terms: &class.terms,
+                    panel: &class.panel,
+                    panel_cols: plan.panel_cols(),
+                    channels: g.cout,
+                    emit: |j0, m, tile: &[f32], c0, n, stride| {
+                        // The forward pass's pixels are in output order: row j is pixel j.
+                        for c in 0..n {
+                            let b = bias.map_or(0.0, |b| b[c0 + c]);
+                            let row = &mut out[(c0 + c) * l + j0..][..m];
+                            for (o, t) in row.iter_mut().zip(tile[c..].iter().step_by(stride)) {
+                                *o = t + b;
+                            }
+                        }
+                    },
+                },
+            )
+        });
+    out
+}
+
+/// The input gradient: `[N, Cin, H, W]` from `dy [N, Cout, Ho, Wo]` and the weights.
+pub(super) fn backward_input(level: Isa, g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let plan = Plan::backward_input(g, w);
+    let (hw, yl) = (g.h * g.w, g.out_image_len());
+    let mut dx = vec![0.0f32; g.n * g.image_len()];
+    dx.par_chunks_mut(g.image_len())
+        .enumerate()
+        .for_each_init(Vec::new, |src, (i, dx)| {
+            plan.source.fill(&dy[i * yl..(i + 1) * yl], src);
+            for class in &plan.classes {
+                run(
+                    level,
+                    Product {
+                        src,
+                        rows: &class.pixels,
+                        terms: &class.terms,
+                        panel: &class.panel,
+                        panel_cols: plan.panel_cols(),
+                        channels: g.cin,
+                        emit: |j0, m, tile: &[f32], c0, n, stride| {
+                            for c in 0..n {
+                                let plane = &mut dx[(c0 + c) * hw..][..hw];
+                                for j in 0..m {
+                                    plane[class.out[j0 + j]] = tile[j * stride + c];
+                                }
+                            }
+                        },
+                    },
+                )
+            }
+        });
+    dx
+}
+
+/// The weight gradient `[Cout, Cin, kh, kw]` from `dy [N, Cout, Ho, Wo]` and `x`: rows are the
+/// forward pass's terms, terms its pixels, and the panel `dy` with pixels as rows. Each thread
+/// sums its images into its own buffer; the buffers are added at the end.
+pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -> Vec<f32> {
+    let plan = Plan::forward(g, None);
+    let class = &plan.classes[0];
+    let (k, l, xl) = (g.k(), g.l(), g.image_len());
+    let cols = g.cout.next_multiple_of(PANEL_ALIGN);
+    let image = |(mut dw, mut src, mut dyt): (Vec<f32>, Vec<f32>, Vec<f32>), i: usize| {
+        plan.source.fill(&x[i * xl..(i + 1) * xl], &mut src);
+        // dy of image i with pixels as rows (the forward pass's pixels are in output order).
+        dyt.clear();
+        dyt.resize(l * cols, 0.0);
+        let dyi = &dy[i * g.out_image_len()..][..g.out_image_len()];
+        for (co, plane) in dyi.chunks_exact(l).enumerate() {
+            for (d, &v) in dyt[co..].iter_mut().step_by(cols).zip(plane) {
+                *d = v;
+            }
+        }
+        run(
+            level,
+            Product {
+                src: &src,
+                rows: &class.terms,
+                terms: &class.pixels,
+                panel: &dyt,
+                panel_cols: cols,
+                channels: g.cout,
+                emit: |j0, m, tile: &[f32], c0, n, stride| {
+                    for c in 0..n {
+                        let row = &mut dw[(c0 + c) * k + j0..][..m];
+                        for (j, d) in row.iter_mut().enumerate() {
+                            *d += tile[j * stride + c];
+                        }
+                    }
+                },
+            },
+        );
+        (dw, src, dyt)
+    };
+    (0..g.n)
+        .into_par_iter()
+        .fold(|| (vec![0.0f32; g.cout * k], Vec::new(), Vec::new()), image)
+        .map(|(dw, _, _)| dw)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; g.cout * k])
+}
+
+/// Runs `p` with the vectors of `level` ([`applies`] checked that the CPU has some).
+fn run<F: FnMut(usize, usize, &[f32], usize, usize, usize)>(level: Isa, p: Product<'_, F>) {
+    with_vector(level, p).expect("conv2d: the direct kernels need AVX2 (checked by applies)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::conv::im2col;
+    use crate::cpu::isa::vector_levels;
+    use crate::Conv2dParams;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f64], terms: usize) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        // Each result sums `terms` products of values in [-1, 1): f32 rounding stays far below.
+        let tol = 1e-6 * terms as f64 + 1e-6;
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= tol,
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    /// Each pass of the direct kernels at every vector level of this CPU against im2col in f64,
+    /// over strides, dilations, paddings, kernel shapes and channel counts that leave partial
+    /// blocks of rows and of channels.
+    #[test]
+    fn direct_matches_im2col() {
+        // (n, cin, cout, h, w, kh, kw, stride, padding, dilation)
+        let cases = [
+            (2, 3, 5, 7, 6, 3, 3, (1, 1), (1, 1), (1, 1)),
+            (2, 16, 16, 9, 9, 3, 3, (2, 2), (1, 1), (1, 1)),
+            (3, 17, 33, 8, 5, 3, 3, (1, 1), (1, 1), (1, 1)),
+            (2, 8, 40, 6, 6, 1, 1, (1, 1), (0, 0), (1, 1)),
+            (2, 5, 4, 10, 7, 3, 2, (2, 1), (2, 0), (1, 1)),
+            (2, 4, 3, 9, 9, 3, 3, (1, 2), (2, 2), (2, 2)),
+            (2, 6, 7, 8, 8, 1, 1, (2, 2), (0, 0), (1, 1)),
+            (2, 1, 16, 5, 5, 3, 3, (1, 1), (1, 1), (1, 1)),
+            (2, 16, 1, 5, 5, 3, 3, (3, 3), (1, 1), (1, 1)),
+            (2, 4, 4, 6, 6, 4, 4, (2, 2), (1, 1), (1, 1)),
+        ];
+        for (case, &(n, cin, cout, h, w, kh, kw, stride, padding, dilation)) in
+            cases.iter().enumerate()
+        {
+            let p = Conv2dParams {
+                stride,
+                padding,
+                dilation,
+                groups: 1,
+            };
+            let g = Geometry::new(&[n, cin, h, w], &[cout, cin, kh, kw], &p).expect("geometry");
+            let x = values(g.n * g.image_len(), 1);
+            let wt = values(cout * g.k(), 2);
+            let bias = values(cout, 3);
+            let dy = values(g.n * g.out_image_len(), 4);
+            let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+            let (x64, w64, b64, dy64) = (wide(&x), wide(&wt), wide(&bias), wide(&dy));
+            let want_y = im2col::forward(&g, &x64, &w64, Some(&b64));
+            let want_dx = im2col::backward_input(&g, &dy64, &w64);
+            let want_dw = im2col::backward_weight(&g, &dy64, &x64);
+            for level in vector_levels() {
+                let what = |pass| format!("case {case} {level:?} {pass}");
+                let y = forward(level, &g, &x, &wt, Some(&bias));
+                close(&what("forward"), &y, &want_y, g.k());
+                let dx = backward_input(level, &g, &dy, &wt);
+                close(&what("input gradient"), &dx, &want_dx, cout * kh * kw);
+                let dw = backward_weight(level, &g, &dy, &x);
+                close(&what("weight gradient"), &dw, &want_dw, n * g.l());
+            }
+        }
+    }
+}

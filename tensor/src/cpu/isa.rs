@@ -1,0 +1,220 @@
+//! The CPU's vector instructions, chosen at run time: AVX-512, else AVX2 with FMA, else the
+//! baseline x86-64 the binary is built for. No build flag is needed and no binary fails on an
+//! older CPU.
+//!
+//! Two ways to use them:
+//! - [`simd`] compiles a closure for the best level, so that the compiler vectorises its loops
+//!   16 floats wide (AVX-512) or 8 (AVX2) instead of 4: the element loops, reductions and norms.
+//! - [`with_vector`] runs a kernel written against the [`Vector`] trait, for code whose register
+//!   blocking the compiler would not find by itself: the direct convolution.
+
+use std::sync::OnceLock;
+
+/// The vector instruction level of this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512 F, with AVX2 and FMA beside it.
+    Avx512,
+    /// AVX2 and FMA.
+    Avx2,
+    /// What the binary was built for (SSE2 on x86-64), or another architecture.
+    Baseline,
+}
+
+/// The level of this CPU, detected once. `DIFFTUNE_ISA=avx2` or `baseline` caps it, to compare
+/// the paths on one machine (a level the CPU lacks is never chosen).
+pub(crate) fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let cap = match std::env::var("DIFFTUNE_ISA").as_deref() {
+            Ok("baseline") => Isa::Baseline,
+            Ok("avx2") => Isa::Avx2,
+            _ => Isa::Avx512,
+        };
+        let found = detect();
+        match (cap, found) {
+            (Isa::Baseline, _) | (_, Isa::Baseline) => Isa::Baseline,
+            (Isa::Avx2, _) | (_, Isa::Avx2) => Isa::Avx2,
+            _ => Isa::Avx512,
+        }
+    })
+}
+
+/// The levels with vectors that this CPU has, for tests that check each against the others.
+#[cfg(test)]
+pub(crate) fn vector_levels() -> Vec<Isa> {
+    match detect() {
+        Isa::Avx512 => vec![Isa::Avx512, Isa::Avx2],
+        Isa::Avx2 => vec![Isa::Avx2],
+        Isa::Baseline => vec![],
+    }
+}
+
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2 && is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if avx2 {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
+}
+
+/// Runs `f` compiled for the CPU's best [`Isa`]. `f` and what it inlines (the element loops of a
+/// kernel and the op inside them) are then vectorised for that level. Pass `f` (and any closure
+/// it calls) as an `#[inline(always)]` closure: one the compiler chooses not to inline is
+/// compiled as a function of its own, for baseline x86-64, and only called from here.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    match isa() {
+        // SAFETY: the CPU has the features these were compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::avx2(f) },
+        _ => f(),
+    }
+}
+
+/// A kernel generic over the [`Vector`] it computes with, for [`with_vector`].
+pub(crate) trait VectorKernel {
+    /// What the kernel returns.
+    type Output;
+    /// The kernel, for vectors `V`. Mark it `#[inline(always)]`, so that it is compiled inside
+    /// the function that enables `V`'s instructions.
+    fn run<V: Vector>(self) -> Self::Output;
+}
+
+/// Runs `kernel` with the [`Vector`] of f32 of `level` (usually [`isa`]; tests run each level the
+/// CPU has); `None` at [`Isa::Baseline`].
+#[inline(always)]
+pub(crate) fn with_vector<K: VectorKernel>(level: Isa, kernel: K) -> Option<K::Output> {
+    assert!(
+        level == Isa::Baseline || detect() == Isa::Avx512 || level == detect(),
+        "with_vector: {level:?} on a CPU with at most {:?}",
+        detect()
+    );
+    match level {
+        // SAFETY: the CPU has the features these were compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(unsafe {
+            x86::avx512(
+                #[inline(always)]
+                || kernel.run::<x86::F32x16>(),
+            )
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(unsafe {
+            x86::avx2(
+                #[inline(always)]
+                || kernel.run::<x86::F32x8>(),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// A SIMD register of f32 lanes. The methods are unsafe: they need the CPU features of the
+/// type (which [`with_vector`] checks), and the pointers must address `LANES` valid floats
+/// (one for [`Vector::splat`]).
+pub(crate) trait Vector: Copy {
+    /// Floats per register.
+    const LANES: usize;
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+    /// All lanes `*p`.
+    unsafe fn splat(p: *const f32) -> Self;
+    /// `LANES` floats from `p`, any alignment.
+    unsafe fn load(p: *const f32) -> Self;
+    /// The lanes to `p`, any alignment.
+    unsafe fn store(self, p: *mut f32);
+    /// `a · b + self`, one rounding.
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Vector;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// 16 f32 lanes of AVX-512.
+    #[derive(Clone, Copy)]
+    pub(crate) struct F32x16(__m512);
+
+    impl Vector for F32x16 {
+        const LANES: usize = 16;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zero() -> Self {
+            F32x16(_mm512_setzero_ps())
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn splat(p: *const f32) -> Self {
+            F32x16(_mm512_set1_ps(unsafe { *p }))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(p: *const f32) -> Self {
+            F32x16(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self.0) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+            F32x16(_mm512_fmadd_ps(a.0, b.0, self.0))
+        }
+    }
+
+    /// 8 f32 lanes of AVX2.
+    #[derive(Clone, Copy)]
+    pub(crate) struct F32x8(__m256);
+
+    impl Vector for F32x8 {
+        const LANES: usize = 8;
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn zero() -> Self {
+            F32x8(_mm256_setzero_ps())
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn splat(p: *const f32) -> Self {
+            F32x8(_mm256_set1_ps(unsafe { *p }))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn load(p: *const f32) -> Self {
+            F32x8(unsafe { _mm256_loadu_ps(p) })
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+            F32x8(_mm256_fmadd_ps(a.0, b.0, self.0))
+        }
+    }
+}
