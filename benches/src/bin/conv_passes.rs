@@ -5,6 +5,7 @@
 //! ```text
 //! conv_passes --list     the cases, one JSON object per line (what torch_conv.py reads)
 //! conv_passes            the timings, one JSON object per case and pass
+//! conv_passes 7x7        only the cases whose name contains `7x7` (with either form)
 //! ```
 //!
 //! Threads: `RAYON_NUM_THREADS`. Each pass is warmed up, then timed at least 10 times and for at
@@ -47,7 +48,14 @@ fn median_seconds(mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let list = std::env::args().any(|a| a == "--list");
+    let filter = std::env::args().skip(1).find(|a| a != "--list");
     for (source, case, count) in cases() {
+        if filter
+            .as_ref()
+            .is_some_and(|f| !case.name().contains(f.as_str()))
+        {
+            continue;
+        }
         let c = case;
         let head = format!(
             r#""source": "{source}", "name": "{}", "count": {count}, "n": {}, "cin": {}, "cout": {}, "hw": {}, "k": {}, "pad": {}, "stride": {}, "flops": {}"#,

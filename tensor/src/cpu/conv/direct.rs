@@ -58,11 +58,12 @@ impl Source {
         (self.h + self.pad.top + self.pad.bottom) * self.pitch()
     }
 
-    /// Copies one image's planes `src [channels, h, w]` into `dst`, padded.
+    /// Copies the planes of one or more images `src [images, channels, h, w]` into `dst`,
+    /// padded, one image after the other.
     fn fill(&self, src: &[f32], dst: &mut Vec<f32>) {
         let (pitch, plane) = (self.pitch(), self.plane());
         dst.clear();
-        dst.resize(self.channels * plane, 0.0);
+        dst.resize(src.len() / (self.h * self.w) * plane, 0.0);
         for (c, from) in src.chunks_exact(self.h * self.w).enumerate() {
             let to = &mut dst[c * plane + self.pad.top * pitch..];
             for (y, row) in from.chunks_exact(self.w).enumerate() {
@@ -278,7 +279,7 @@ struct Product<'a, F> {
 /// Rows per block when a block is two vectors of channels wide, and when it is one.
 fn block_rows<V: Vector>() -> (usize, usize) {
     if V::LANES >= 16 {
-        (8, 16)
+        (10, 16)
     } else {
         (6, 12)
     }
@@ -290,7 +291,7 @@ impl<F: FnMut(usize, usize, &[f32], usize, usize, usize)> VectorKernel for Produ
     #[inline(always)]
     fn run<V: Vector>(self) {
         match block_rows::<V>() {
-            (8, 16) => product::<V, 8, 16, F>(self),
+            (10, 16) => product::<V, 10, 16, F>(self),
             _ => product::<V, 6, 12, F>(self),
         }
     }
@@ -481,22 +482,38 @@ pub(super) fn backward_input(level: Isa, g: &Geometry, dy: &[f32], w: &[f32]) ->
 }
 
 /// The weight gradient `[Cout, Cin, kh, kw]` from `dy [N, Cout, Ho, Wo]` and `x`: rows are the
-/// forward pass's terms, terms its pixels, and the panel `dy` with pixels as rows. Each thread
-/// sums its images into its own buffer; the buffers are added at the end.
+/// forward pass's terms, terms its pixels, and the panel `dy` with pixels as rows. A small image
+/// has few pixels to sum per row block, so the pixels of a few images are summed in one product
+/// (their padded planes one after the other). Each thread sums its images into its own buffer;
+/// the buffers are added at the end.
 pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -> Vec<f32> {
+    /// Pixels summed per product at least, where the batch allows.
+    const MIN_TERMS: usize = 256;
     let plan = Plan::forward(g, None);
     let class = &plan.classes[0];
-    let (k, l, xl) = (g.k(), g.l(), g.image_len());
+    let (k, l, xl, yl) = (g.k(), g.l(), g.image_len(), g.out_image_len());
     let cols = g.cout.next_multiple_of(PANEL_ALIGN);
-    let image = |(mut dw, mut src, mut dyt): (Vec<f32>, Vec<f32>, Vec<f32>), i: usize| {
-        plan.source.fill(&x[i * xl..(i + 1) * xl], &mut src);
-        // dy of image i with pixels as rows (the forward pass's pixels are in output order).
+    let per_thread = (g.n / rayon::current_num_threads()).max(1);
+    let images = MIN_TERMS.div_ceil(l.max(1)).clamp(1, per_thread);
+    // The pixels of `images` images, each image's offsets past the previous one's planes.
+    let padded = (plan.source.channels * plan.source.plane()) as isize;
+    let pixels: Vec<isize> = (0..images as isize)
+        .flat_map(|b| class.pixels.iter().map(move |&p| b * padded + p))
+        .collect();
+    let chunk = |(mut dw, mut src, mut dyt): (Vec<f32>, Vec<f32>, Vec<f32>), c: usize| {
+        let batch = c * images..((c + 1) * images).min(g.n);
+        plan.source
+            .fill(&x[batch.start * xl..batch.end * xl], &mut src);
+        // dy with pixels as rows (the forward pass's pixels are in output order).
         dyt.clear();
-        dyt.resize(l * cols, 0.0);
-        let dyi = &dy[i * g.out_image_len()..][..g.out_image_len()];
-        for (co, plane) in dyi.chunks_exact(l).enumerate() {
-            for (d, &v) in dyt[co..].iter_mut().step_by(cols).zip(plane) {
-                *d = v;
+        dyt.resize(batch.len() * l * cols, 0.0);
+        let dyb = &dy[batch.start * yl..batch.end * yl];
+        for (i, image) in dyb.chunks_exact(yl).enumerate() {
+            for (co, plane) in image.chunks_exact(l).enumerate() {
+                let rows = dyt[i * l * cols + co..].iter_mut().step_by(cols);
+                for (d, &v) in rows.zip(plane) {
+                    *d = v;
+                }
             }
         }
         run(
@@ -504,7 +521,7 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
             Product {
                 src: &src,
                 rows: &class.terms,
-                terms: &class.pixels,
+                terms: &pixels[..batch.len() * l],
                 panel: &dyt,
                 panel_cols: cols,
                 channels: g.cout,
@@ -520,9 +537,9 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
         );
         (dw, src, dyt)
     };
-    (0..g.n)
+    (0..g.n.div_ceil(images))
         .into_par_iter()
-        .fold(|| (vec![0.0f32; g.cout * k], Vec::new(), Vec::new()), image)
+        .fold(|| (vec![0.0f32; g.cout * k], Vec::new(), Vec::new()), chunk)
         .map(|(dw, _, _)| dw)
         .reduce_with(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
@@ -585,6 +602,7 @@ mod tests {
             (2, 1, 16, 5, 5, 3, 3, (1, 1), (1, 1), (1, 1)),
             (2, 16, 1, 5, 5, 3, 3, (3, 3), (1, 1), (1, 1)),
             (2, 4, 4, 6, 6, 4, 4, (2, 2), (1, 1), (1, 1)),
+            (11, 9, 10, 3, 4, 3, 3, (1, 1), (1, 1), (1, 1)),
         ];
         for (case, &(n, cin, cout, h, w, kh, kw, stride, padding, dilation)) in
             cases.iter().enumerate()
