@@ -188,14 +188,18 @@ fn exp_f32(x: f32) -> f32 {
     // Adding 1.5·2^23 rounds to the nearest integer (no branch, no libm call).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-104.0, 89.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    let n = n as i32;
+    // n as an integer, read from the bits of ROUND + n (n is small, so it sits in the low bits
+    // of the mantissa): `n as i32` would saturate and map NaN to 0 lane by lane, which the
+    // compiler cannot vectorise. A NaN input gives a NaN `e`, so any n leaves the result NaN.
+    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let half = n >> 1;
     let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     e * pow2(half) * pow2(n - half)

@@ -11,6 +11,11 @@ pub(crate) fn copy_strided<T: Copy>(dst: &mut [T], dl: &Layout, src: &[T], sl: &
     let [dd, sd] = rows.stride;
     for row in 0..rows.count {
         let [d0, s0] = rows.start(row);
+        if (dd, sd) == (1, 1) {
+            // Contiguous runs (a cat along a leading dim, a pad's rows): a memcpy each.
+            dst[d0..d0 + rows.len].copy_from_slice(&src[s0..s0 + rows.len]);
+            continue;
+        }
         for i in 0..rows.len {
             dst[d0 + i * dd] = src[s0 + i * sd];
         }

@@ -11,49 +11,63 @@ use crate::layout::PAR_THRESHOLD;
 use crate::ops::reduce::ReduceOp;
 use crate::{Element, Float, Result, Tensor};
 
-/// What only the CPU asks of a reduction.
-impl ReduceOp {
-    /// The fold's identity and its merge of two partial results.
-    fn fold(self) -> (f64, fn(f64, f64) -> f64) {
-        match self {
-            ReduceOp::Sum => (0.0, |a, b| a + b),
-            ReduceOp::Max => (f64::NEG_INFINITY, f64::max),
-            ReduceOp::Min => (f64::INFINITY, f64::min),
-        }
-    }
-
-    /// The fold of one contiguous row, over [`LANES`] partial results: one running result is a
-    /// chain of dependent operations (float addition is not associative, so the compiler may not
-    /// reorder it) that runs at the adder's latency; independent lanes vectorise.
-    #[inline(always)]
-    fn row<T: Float>(self, row: &[T]) -> f64 {
-        let (identity, merge) = self.fold();
-        let mut lanes = [identity; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for (l, x) in lanes.iter_mut().zip(chunk) {
-                *l = merge(*l, x.to_f64());
+/// `$body` with `$identity` and `$merge` bound to the fold of `$op`: its identity and a closure
+/// merging two partial results, written as a constant per variant so that it inlines into the
+/// loops (a function pointer would be a call per element).
+macro_rules! with_fold {
+    ($op:expr, |$identity:ident, $merge:ident| $body:expr) => {
+        match $op {
+            ReduceOp::Sum => {
+                let ($identity, $merge) = (0.0f64, |a: f64, b: f64| a + b);
+                $body
+            }
+            ReduceOp::Max => {
+                let ($identity, $merge) = (f64::NEG_INFINITY, f64::max);
+                $body
+            }
+            ReduceOp::Min => {
+                let ($identity, $merge) = (f64::INFINITY, f64::min);
+                $body
             }
         }
-        let folded = lanes.into_iter().fold(identity, merge);
-        rest.iter().fold(folded, |a, x| merge(a, x.to_f64()))
-    }
+    };
 }
 
-/// Partial results of [`ReduceOp::row`]: one AVX-512 register of f64.
+/// The fold of one contiguous row from `identity` by `merge`, over [`LANES`] partial results: one
+/// running result is a chain of dependent operations (float addition is not associative, so the
+/// compiler may not reorder it) that runs at the adder's latency; independent lanes vectorise.
+#[inline(always)]
+fn fold_row<T: Float>(row: &[T], identity: f64, merge: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut lanes = [identity; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, x) in lanes.iter_mut().zip(chunk) {
+            *l = merge(*l, x.to_f64());
+        }
+    }
+    let folded = lanes.into_iter().fold(identity, &merge);
+    rest.iter().fold(folded, |a, x| merge(a, x.to_f64()))
+}
+
+/// Partial results of [`fold_row`]: one AVX-512 register of f64.
 const LANES: usize = 8;
 
 /// `op` over the middle dim of a dense `[outer, reduced, inner]` block, accumulating in f64
 /// along unit-stride rows of `inner` (so the loop vectorises), or along the reduced rows
 /// themselves when `inner` is 1; in parallel over `outer`, or over slices of the reduced dim when
 /// there is one long reduction.
-fn middle<T: Float>(
-    op: ReduceOp,
+fn middle<T: Float>(op: ReduceOp, v: &[T], split: (usize, usize, usize)) -> Vec<f64> {
+    with_fold!(op, |identity, merge| middle_by(v, split, identity, merge))
+}
+
+/// [`middle`] for the fold `identity`, `merge`.
+fn middle_by<T: Float>(
     v: &[T],
     (outer, reduced, inner): (usize, usize, usize),
+    identity: f64,
+    merge: impl Fn(f64, f64) -> f64 + Sync + Copy,
 ) -> Vec<f64> {
-    let (identity, merge) = op.fold();
     if reduced == 0 {
         return vec![identity; outer * inner];
     }
@@ -62,7 +76,7 @@ fn middle<T: Float>(
             #[inline(always)]
             || {
                 if inner == 1 {
-                    return vec![op.row(rows)];
+                    return vec![fold_row(rows, identity, merge)];
                 }
                 let mut acc = vec![identity; inner];
                 for row in rows.chunks(inner) {
@@ -146,19 +160,21 @@ pub(crate) fn reduce(
     let out = float_op!(op.name(), x.cpu_storage(), |v: T| {
         let v = contiguous_slice(v, x.layout());
         let n_rows = out_shape.iter().product::<usize>();
-        let row = |r: &[T]| {
-            T::from_f64(simd(
-                #[inline(always)]
-                || op.row(r),
-            ))
-        };
-        let out: Vec<T> = if row_len == 0 {
-            vec![T::ZERO; n_rows]
-        } else if v.len() >= PAR_THRESHOLD {
-            v.par_chunks(row_len).map(row).collect()
-        } else {
-            v.chunks(row_len).map(row).collect()
-        };
+        let out: Vec<T> = with_fold!(op, |identity, merge| {
+            let row = |r: &[T]| {
+                T::from_f64(simd(
+                    #[inline(always)]
+                    || fold_row(r, identity, merge),
+                ))
+            };
+            if row_len == 0 {
+                vec![T::ZERO; n_rows]
+            } else if v.len() >= PAR_THRESHOLD {
+                v.par_chunks(row_len).map(row).collect()
+            } else {
+                v.chunks(row_len).map(row).collect()
+            }
+        });
         T::into_storage(out)
     });
     input.with_storage(out, out_shape)
