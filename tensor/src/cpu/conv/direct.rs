@@ -59,10 +59,10 @@ impl Source {
     }
 
     /// Copies the planes of one or more images `src [images, channels, h, w]` into `dst`,
-    /// padded, one image after the other.
+    /// padded, one image after the other. `dst` is empty or holds an earlier fill of this source
+    /// (a task's scratch): its padding is zero already, and only the interiors are written.
     fn fill(&self, src: &[f32], dst: &mut Vec<f32>) {
         let (pitch, plane) = (self.pitch(), self.plane());
-        dst.clear();
         dst.resize(src.len() / (self.h * self.w) * plane, 0.0);
         for (c, from) in src.chunks_exact(self.h * self.w).enumerate() {
             let to = &mut dst[c * plane + self.pad.top * pitch..];
@@ -504,8 +504,8 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
         let batch = c * images..((c + 1) * images).min(g.n);
         plan.source
             .fill(&x[batch.start * xl..batch.end * xl], &mut src);
-        // dy with pixels as rows (the forward pass's pixels are in output order).
-        dyt.clear();
+        // dy with pixels as rows (the forward pass's pixels are in output order); the columns
+        // past Cout are zero from the scratch's first fill, and stay so.
         dyt.resize(batch.len() * l * cols, 0.0);
         let dyb = &dy[batch.start * yl..batch.end * yl];
         for (i, image) in dyb.chunks_exact(yl).enumerate() {
