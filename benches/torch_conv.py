@@ -11,24 +11,13 @@ oneDNN down slower paths). Inputs are random normal; the median of at least 10 c
 """
 
 import json
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-
-def median_seconds(fn, min_runs=10, min_time=0.5, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from torch_cpu import median_seconds  # benches/ is on the path: this script's own folder
 
 
 def main():
@@ -55,7 +44,8 @@ def main():
                 "backward_weight": lambda: backward([False, True, False]),
             }
             for name, fn in passes.items():
-                print(json.dumps({**c, "pass": name, "median_s": median_seconds(fn)}), flush=True)
+                t, _ = median_seconds(fn, min_runs=10, min_time=0.5, warmup=3)
+                print(json.dumps({**c, "pass": name, "median_s": t}), flush=True)
 
 
 if __name__ == "__main__":

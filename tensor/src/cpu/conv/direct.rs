@@ -98,6 +98,41 @@ impl Plan {
         self.channels.next_multiple_of(PANEL_ALIGN)
     }
 
+    /// The product of `class` over the padded image `src`, each block handed to `emit`.
+    fn product<'a, F>(&'a self, src: &'a [f32], class: &'a Class, emit: F) -> Product<'a, F> {
+        Product {
+            src,
+            rows: &class.pixels,
+            terms: &class.terms,
+            panel: &class.panel,
+            panel_cols: self.panel_cols(),
+            channels: self.channels,
+            emit,
+        }
+    }
+
+    /// A new `[images, out_len]` output from the images of `input`, in parallel over images:
+    /// each image is padded, then `write(padded image, class, the image's output)` runs for
+    /// every class (the output starts at zero: pixels no tap reaches keep it).
+    fn per_image(
+        &self,
+        input: &[f32],
+        out_len: usize,
+        write: impl Fn(&[f32], &Class, &mut [f32]) + Sync,
+    ) -> Vec<f32> {
+        let in_len = self.source.channels * self.source.h * self.source.w;
+        let mut out = vec![0.0f32; input.len() / in_len * out_len];
+        out.par_chunks_mut(out_len)
+            .enumerate()
+            .for_each_init(Vec::new, |src, (i, out)| {
+                self.source.fill(&input[i * in_len..(i + 1) * in_len], src);
+                for class in &self.classes {
+                    write(src, class, out);
+                }
+            });
+        out
+    }
+
     /// The forward pass: rows are output pixels, terms `(ci, ky, kx)`, panel the weights `w`.
     /// The weight gradient uses the same offsets with the roles of rows and terms exchanged, and
     /// no weights (an empty panel).
@@ -415,70 +450,41 @@ pub(super) fn forward(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let plan = Plan::forward(g, Some(w));
-    let class = &plan.classes[0];
-    let (l, xl) = (g.l(), g.image_len());
-    let mut out = vec![0.0f32; g.n * g.out_image_len()];
-    out.par_chunks_mut(g.out_image_len())
-        .enumerate()
-        .for_each_init(Vec::new, |src, (i, out)| {
-            plan.source.fill(&x[i * xl..(i + 1) * xl], src);
-            run(
-                level,
-                Product {
-                    src,
-                    rows: &class.pixels,
-                    terms: &class.terms,
-                    panel: &class.panel,
-                    panel_cols: plan.panel_cols(),
-                    channels: g.cout,
-                    emit: |j0, m, tile: &[f32], c0, n, stride| {
-                        // The forward pass's pixels are in output order: row j is pixel j.
-                        for c in 0..n {
-                            let b = bias.map_or(0.0, |b| b[c0 + c]);
-                            let row = &mut out[(c0 + c) * l + j0..][..m];
-                            for (o, t) in row.iter_mut().zip(tile[c..].iter().step_by(stride)) {
-                                *o = t + b;
-                            }
-                        }
-                    },
-                },
-            )
-        });
-    out
+    let l = g.l();
+    plan.per_image(x, g.out_image_len(), |src, class, out| {
+        run(
+            level,
+            plan.product(src, class, |j0, m, tile: &[f32], c0, n, stride| {
+                // The forward pass's pixels are in output order: row j is pixel j.
+                for c in 0..n {
+                    let b = bias.map_or(0.0, |b| b[c0 + c]);
+                    let row = &mut out[(c0 + c) * l + j0..][..m];
+                    for (o, t) in row.iter_mut().zip(tile[c..].iter().step_by(stride)) {
+                        *o = t + b;
+                    }
+                }
+            }),
+        )
+    })
 }
 
 /// The input gradient: `[N, Cin, H, W]` from `dy [N, Cout, Ho, Wo]` and the weights.
 pub(super) fn backward_input(level: Isa, g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let plan = Plan::backward_input(g, w);
-    let (hw, yl) = (g.h * g.w, g.out_image_len());
-    let mut dx = vec![0.0f32; g.n * g.image_len()];
-    dx.par_chunks_mut(g.image_len())
-        .enumerate()
-        .for_each_init(Vec::new, |src, (i, dx)| {
-            plan.source.fill(&dy[i * yl..(i + 1) * yl], src);
-            for class in &plan.classes {
-                run(
-                    level,
-                    Product {
-                        src,
-                        rows: &class.pixels,
-                        terms: &class.terms,
-                        panel: &class.panel,
-                        panel_cols: plan.panel_cols(),
-                        channels: g.cin,
-                        emit: |j0, m, tile: &[f32], c0, n, stride| {
-                            for c in 0..n {
-                                let plane = &mut dx[(c0 + c) * hw..][..hw];
-                                for j in 0..m {
-                                    plane[class.out[j0 + j]] = tile[j * stride + c];
-                                }
-                            }
-                        },
-                    },
-                )
-            }
-        });
-    dx
+    let hw = g.h * g.w;
+    plan.per_image(dy, g.image_len(), |src, class, dx| {
+        run(
+            level,
+            plan.product(src, class, |j0, m, tile: &[f32], c0, n, stride| {
+                for c in 0..n {
+                    let plane = &mut dx[(c0 + c) * hw..][..hw];
+                    for j in 0..m {
+                        plane[class.out[j0 + j]] = tile[j * stride + c];
+                    }
+                }
+            }),
+        )
+    })
 }
 
 /// The weight gradient `[Cout, Cin, kh, kw]` from `dy [N, Cout, Ho, Wo]` and `x`: rows are the
