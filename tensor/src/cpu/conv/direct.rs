@@ -24,6 +24,7 @@
 
 use rayon::prelude::*;
 
+use super::parallel_sum;
 use crate::cpu::isa::{isa, with_vector, Isa, Vector, VectorKernel};
 use crate::ops::conv::Geometry;
 
@@ -490,8 +491,8 @@ pub(super) fn backward_input(level: Isa, g: &Geometry, dy: &[f32], w: &[f32]) ->
 /// The weight gradient `[Cout, Cin, kh, kw]` from `dy [N, Cout, Ho, Wo]` and `x`: rows are the
 /// forward pass's terms, terms its pixels, and the panel `dy` with pixels as rows. A small image
 /// has few pixels to sum per row block, so the pixels of a few images are summed in one product
-/// (their padded planes one after the other). Each thread sums its images into its own buffer;
-/// the buffers are added at the end.
+/// (their padded planes one after the other), and the chunks of images are summed by
+/// [`parallel_sum`].
 pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -> Vec<f32> {
     /// Pixels summed per product at least, where the batch allows.
     const MIN_TERMS: usize = 256;
@@ -506,10 +507,9 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
     let pixels: Vec<isize> = (0..images as isize)
         .flat_map(|b| class.pixels.iter().map(move |&p| b * padded + p))
         .collect();
-    let chunk = |(mut dw, mut src, mut dyt): (Vec<f32>, Vec<f32>, Vec<f32>), c: usize| {
+    let chunk = |c: usize, dw: &mut [f32], (src, dyt): &mut (Vec<f32>, Vec<f32>)| {
         let batch = c * images..((c + 1) * images).min(g.n);
-        plan.source
-            .fill(&x[batch.start * xl..batch.end * xl], &mut src);
+        plan.source.fill(&x[batch.start * xl..batch.end * xl], src);
         // dy with pixels as rows (the forward pass's pixels are in output order); the columns
         // past Cout are zero from the scratch's first fill, and stay so.
         dyt.resize(batch.len() * l * cols, 0.0);
@@ -525,10 +525,10 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
         run(
             level,
             Product {
-                src: &src,
+                src,
                 rows: &class.terms,
                 terms: &pixels[..batch.len() * l],
-                panel: &dyt,
+                panel: dyt,
                 panel_cols: cols,
                 channels: g.cout,
                 emit: |j0, m, tile: &[f32], c0, n, stride| {
@@ -541,17 +541,8 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
                 },
             },
         );
-        (dw, src, dyt)
     };
-    (0..g.n.div_ceil(images))
-        .into_par_iter()
-        .fold(|| (vec![0.0f32; g.cout * k], Vec::new(), Vec::new()), chunk)
-        .map(|(dw, _, _)| dw)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0; g.cout * k])
+    parallel_sum(g.n.div_ceil(images), g.cout * k, Default::default, chunk)
 }
 
 /// Runs `p` with the vectors of `level` ([`applies`] checked that the CPU has some).

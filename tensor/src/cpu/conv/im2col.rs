@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::parallel_sum;
 use crate::cpu::matmul::{gemm_strided, MatView};
 use crate::ops::conv::Geometry;
 use crate::Float;
@@ -408,22 +409,12 @@ pub(super) fn backward_weight<T: Float>(g: &Geometry, dy: &[T], x: &[T]) -> Vec<
         (0..g.n).for_each(|i| image(i, &mut dw, &mut col, true));
         return dw;
     }
-    // Each thread sums its images into its own buffer; the buffers are added at the end.
-    (0..g.n)
-        .into_par_iter()
-        .fold(
-            || (vec![T::ZERO; wlen], vec![T::ZERO; g.col_len()]),
-            |(mut dw, mut col), i| {
-                image(i, &mut dw, &mut col, false);
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
-            a
-        })
-        .unwrap_or_else(|| vec![T::ZERO; wlen])
+    parallel_sum(
+        g.n,
+        wlen,
+        || vec![T::ZERO; g.col_len()],
+        |i, dw, col| image(i, dw, col, false),
+    )
 }
 
 #[cfg(test)]

@@ -51,6 +51,33 @@ impl ConvKernels for f32 {
     }
 }
 
+/// `Σ_task` of what `add(task, sum, scratch)` adds into a sum of `len` zeros, in parallel: each
+/// thread folds its tasks into its own sum (with its own `scratch()`), and the sums are added at
+/// the end. The weight gradients sum their images so.
+fn parallel_sum<T: Float, S: Send>(
+    tasks: usize,
+    len: usize,
+    scratch: impl Fn() -> S + Sync + Send,
+    add: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    (0..tasks)
+        .into_par_iter()
+        .fold(
+            || (vec![T::ZERO; len], scratch()),
+            |(mut sum, mut s), task| {
+                add(task, &mut sum, &mut s);
+                (sum, s)
+            },
+        )
+        .map(|(sum, _)| sum)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, &y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![T::ZERO; len])
+}
+
 /// Forward convolution of `input` (with the optional per-channel bias), `g` its checked sizes.
 pub(crate) fn conv2d(
     g: &Geometry,
