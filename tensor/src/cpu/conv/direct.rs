@@ -94,9 +94,14 @@ struct Plan {
     channels: usize,
 }
 
+/// The width of a panel computing `channels` channels.
+fn panel_cols(channels: usize) -> usize {
+    channels.next_multiple_of(PANEL_ALIGN)
+}
+
 impl Plan {
     fn panel_cols(&self) -> usize {
-        self.channels.next_multiple_of(PANEL_ALIGN)
+        panel_cols(self.channels)
     }
 
     /// The product of `class` over the padded image `src`, each block handed to `emit`.
@@ -169,7 +174,7 @@ impl Plan {
                 }
             }
         }
-        let (cols, k) = (g.cout.next_multiple_of(PANEL_ALIGN), g.k());
+        let (cols, k) = (panel_cols(g.cout), g.k());
         let mut panel = Vec::new();
         if let Some(w) = w {
             panel.resize(k * cols, 0.0);
@@ -240,7 +245,7 @@ impl Plan {
             },
         };
         let (pitch, plane) = (source.pitch() as isize, source.plane() as isize);
-        let cols = g.cin.next_multiple_of(PANEL_ALIGN);
+        let cols = panel_cols(g.cin);
         let k = g.k();
         let mut classes = Vec::new();
         for ry in 0..s.0 {
@@ -312,23 +317,18 @@ struct Product<'a, F> {
     emit: F,
 }
 
-/// Rows per block when a block is two vectors of channels wide, and when it is one.
-fn block_rows<V: Vector>() -> (usize, usize) {
-    if V::LANES >= 16 {
-        (10, 16)
-    } else {
-        (6, 12)
-    }
-}
-
 impl<F: FnMut(usize, usize, &[f32], usize, usize, usize)> VectorKernel for Product<'_, F> {
     type Output = ();
 
+    /// Rows per block for blocks two vectors and one vector of channels wide: as many as the
+    /// registers hold (32 of AVX-512, 16 of AVX2) beside the panel vectors and a broadcast,
+    /// without spilling the rows' offsets.
     #[inline(always)]
     fn run<V: Vector>(self) {
-        match block_rows::<V>() {
-            (10, 16) => product::<V, 10, 16, F>(self),
-            _ => product::<V, 6, 12, F>(self),
+        if V::LANES >= 16 {
+            product::<V, 10, 16, F>(self)
+        } else {
+            product::<V, 6, 12, F>(self)
         }
     }
 }
@@ -499,7 +499,7 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
     let plan = Plan::forward(g, None);
     let class = &plan.classes[0];
     let (k, l, xl, yl) = (g.k(), g.l(), g.image_len(), g.out_image_len());
-    let cols = g.cout.next_multiple_of(PANEL_ALIGN);
+    let cols = plan.panel_cols();
     let per_thread = (g.n / rayon::current_num_threads()).max(1);
     let images = MIN_TERMS.div_ceil(l.max(1)).clamp(1, per_thread);
     // The pixels of `images` images, each image's offsets past the previous one's planes.
