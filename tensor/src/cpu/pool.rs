@@ -83,7 +83,9 @@ pub(crate) fn upsample_nearest2d(x: &Tensor, scale_h: usize, scale_w: usize) -> 
     x.with_storage(out, &[n, c, ho, wo])
 }
 
-/// [`Tensor::upsample_nearest2d_backward`] of the gradient `g`: a sum over each block.
+/// [`Tensor::upsample_nearest2d_backward`] of the gradient `g`: a sum over each block. One
+/// input row sums the `scale_h` output rows it was copied to, `scale_w` neighbours at a time (a
+/// generic reduction over dims 3 and 5 of `[n, c, h, scale_h, w, scale_w]` took 5x as long).
 pub(crate) fn upsample_nearest2d_backward(
     g: &Tensor,
     scale_h: usize,
@@ -92,8 +94,20 @@ pub(crate) fn upsample_nearest2d_backward(
     const OP: &str = "upsample_nearest2d_backward";
     let [n, c, ho, wo] = nchw(OP, g.shape())?;
     let (h, w) = (ho / scale_h, wo / scale_w);
-    g.reshape(&[n, c, h, scale_h, w, scale_w])?
-        .sum(&[3, 5], false)
+    let out = float_op!(OP, g.cpu_storage(), |v: T| {
+        let g = contiguous_slice(v, g.layout());
+        let mut out = vec![T::ZERO; n * c * h * w];
+        // Input row r (plane r / h, row r % h) was copied to output rows r·scale_h onwards.
+        for_each_row(&mut out, w, |r, row| {
+            for src in g[r * scale_h * wo..][..scale_h * wo].chunks_exact(wo) {
+                for (o, block) in row.iter_mut().zip(src.chunks_exact(scale_w)) {
+                    *o += block.iter().copied().sum::<T>();
+                }
+            }
+        });
+        T::into_storage(out)
+    });
+    g.with_storage(out, &[n, c, h, w])
 }
 
 /// Average pooling of `x` (`[n, c, h, w]`) over the windows of `pool`: the padding counted in
