@@ -134,6 +134,30 @@ pub(crate) trait Vector: Copy {
     unsafe fn store(self, p: *mut f32);
     /// `a · b + self`, one rounding.
     unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The first `n < LANES` floats from `p` (only those are read), the other lanes zero.
+    unsafe fn load_first(p: *const f32, n: usize) -> Self;
+    /// The first `n < LANES` lanes to `p` (only those are written).
+    unsafe fn store_first(self, p: *mut f32, n: usize);
+}
+
+/// Copies `n` floats from `from` to `to` (not overlapping) in whole vectors and a masked tail,
+/// with no call: rows of a few floats, where a `memcpy` call per row costs more than the copy.
+///
+/// # Safety
+/// `from` and `to` address `n` floats, and the CPU has `V`'s features.
+#[inline(always)]
+pub(crate) unsafe fn copy_floats<V: Vector>(from: *const f32, to: *mut f32, n: usize) {
+    // SAFETY: forwarded from the caller; every access is below `n`.
+    unsafe {
+        let mut i = 0;
+        while i + V::LANES <= n {
+            V::load(from.add(i)).store(to.add(i));
+            i += V::LANES;
+        }
+        if i < n {
+            V::load_first(from.add(i), n - i).store_first(to.add(i), n - i);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -183,6 +207,22 @@ mod x86 {
         unsafe fn mul_add(self, a: Self, b: Self) -> Self {
             F32x16(_mm512_fmadd_ps(a.0, b.0, self.0))
         }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load_first(p: *const f32, n: usize) -> Self {
+            F32x16(unsafe { _mm512_maskz_loadu_ps(mask_512(n), p) })
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store_first(self, p: *mut f32, n: usize) {
+            unsafe { _mm512_mask_storeu_ps(p, mask_512(n), self.0) }
+        }
+    }
+
+    /// The AVX-512 mask of lanes `0..n` (`n < 16`).
+    #[inline(always)]
+    fn mask_512(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
     }
 
     /// 8 f32 lanes of AVX2.
@@ -215,6 +255,70 @@ mod x86 {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn mul_add(self, a: Self, b: Self) -> Self {
             F32x8(_mm256_fmadd_ps(a.0, b.0, self.0))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn load_first(p: *const f32, n: usize) -> Self {
+            F32x8(unsafe { _mm256_maskload_ps(p, mask_256(n)) })
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn store_first(self, p: *mut f32, n: usize) {
+            unsafe { _mm256_maskstore_ps(p, mask_256(n), self.0) }
+        }
+    }
+
+    /// The AVX2 mask of lanes `0..n` (`n < 8`): all ones in the lanes below `n`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn mask_256(n: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies `from` into a buffer of sentinels with [`copy_floats`].
+    struct CopyKernel<'a> {
+        from: &'a [f32],
+        to: &'a mut [f32],
+    }
+
+    impl VectorKernel for CopyKernel<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<V: Vector>(self) {
+            assert!(self.to.len() >= self.from.len());
+            // SAFETY: both hold `from.len()` floats; `with_vector` checked the CPU.
+            unsafe { copy_floats::<V>(self.from.as_ptr(), self.to.as_mut_ptr(), self.from.len()) }
+        }
+    }
+
+    /// Every length up to past two vectors, at every vector level: the floats are copied, and
+    /// the masked tail writes nothing past them.
+    #[test]
+    fn copy_floats_copies_exactly_n() {
+        let from: Vec<f32> = (0..40).map(|i| i as f32 + 0.5).collect();
+        for level in vector_levels() {
+            for n in 0..from.len() {
+                let mut to = vec![-1.0; from.len() + 1];
+                with_vector(
+                    level,
+                    CopyKernel {
+                        from: &from[..n],
+                        to: &mut to,
+                    },
+                )
+                .expect("a vector level");
+                assert_eq!(&to[..n], &from[..n], "{level:?}, n = {n}");
+                assert!(
+                    to[n..].iter().all(|&v| v == -1.0),
+                    "{level:?}, n = {n}: wrote past n"
+                );
+            }
         }
     }
 }

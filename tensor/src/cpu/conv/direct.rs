@@ -25,7 +25,7 @@
 use rayon::prelude::*;
 
 use super::parallel_sum;
-use crate::cpu::isa::{isa, with_vector, Isa, Vector, VectorKernel};
+use crate::cpu::isa::{copy_floats, isa, with_vector, Isa, Vector, VectorKernel};
 use crate::ops::conv::Geometry;
 
 /// Panels have their channel count rounded up to this (the widest vector), so that a block may
@@ -62,13 +62,39 @@ impl Source {
     /// Copies the planes of one or more images `src [images, channels, h, w]` into `dst`,
     /// padded, one image after the other. `dst` is empty or holds an earlier fill of this source
     /// (a task's scratch): its padding is zero already, and only the interiors are written.
-    fn fill(&self, src: &[f32], dst: &mut Vec<f32>) {
-        let (pitch, plane) = (self.pitch(), self.plane());
-        dst.resize(src.len() / (self.h * self.w) * plane, 0.0);
-        for (c, from) in src.chunks_exact(self.h * self.w).enumerate() {
-            let to = &mut dst[c * plane + self.pad.top * pitch..];
-            for (y, row) in from.chunks_exact(self.w).enumerate() {
-                to[y * pitch + self.pad.left..][..self.w].copy_from_slice(row);
+    fn fill(&self, level: Isa, src: &[f32], dst: &mut Vec<f32>) {
+        dst.resize(src.len() / (self.h * self.w) * self.plane(), 0.0);
+        let fill = Fill {
+            source: self,
+            src,
+            dst,
+        };
+        with_vector(level, fill)
+            .expect("conv2d: the direct kernels need AVX2 (checked by applies)");
+    }
+}
+
+/// [`Source::fill`] with the vectors of the CPU: an image row is often a few floats (7 at 7x7),
+/// where a `memcpy` call per row took a tenth of a pass.
+struct Fill<'a> {
+    source: &'a Source,
+    src: &'a [f32],
+    dst: &'a mut [f32],
+}
+
+impl VectorKernel for Fill<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        let Source { h, w, pad, .. } = *self.source;
+        let (pitch, plane) = (self.source.pitch(), self.source.plane());
+        for (c, from) in self.src.chunks_exact(h * w).enumerate() {
+            let to = &mut self.dst[c * plane + pad.top * pitch..][..h * pitch];
+            for (from, to) in from.chunks_exact(w).zip(to.chunks_exact_mut(pitch)) {
+                let to = &mut to[pad.left..][..w];
+                // SAFETY: both slices hold `w` floats; `with_vector` checked the CPU.
+                unsafe { copy_floats::<V>(from.as_ptr(), to.as_mut_ptr(), w) }
             }
         }
     }
@@ -122,6 +148,7 @@ impl Plan {
     /// every class (the output starts at zero: pixels no tap reaches keep it).
     fn per_image(
         &self,
+        level: Isa,
         input: &[f32],
         out_len: usize,
         write: impl Fn(&[f32], &Class, &mut [f32]) + Sync,
@@ -131,7 +158,8 @@ impl Plan {
         out.par_chunks_mut(out_len)
             .enumerate()
             .for_each_init(Vec::new, |src, (i, out)| {
-                self.source.fill(&input[i * in_len..(i + 1) * in_len], src);
+                self.source
+                    .fill(level, &input[i * in_len..(i + 1) * in_len], src);
                 for class in &self.classes {
                     write(src, class, out);
                 }
@@ -293,16 +321,31 @@ impl Plan {
     }
 }
 
-/// Whether the direct kernels take this convolution (else im2col and GEMM do): one group, a
-/// CPU with AVX2 at least, a batch that fills the threads (they split it by images), and enough
-/// work per pixel: 8 channels or more on each side, and a kernel larger than 1x1 at stride 1
-/// (a pointwise convolution is a plain GEMM on the image, which the GEMM does faster).
-pub(super) fn applies(g: &Geometry) -> bool {
+/// The three passes of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Pass {
+    Forward,
+    InputGradient,
+    WeightGradient,
+}
+
+/// Whether the direct kernels take this pass of a convolution (else im2col and GEMM do): one
+/// group, a CPU with AVX2 at least, a batch that fills the threads (they split it by images),
+/// a kernel larger than 1x1 at stride 1 (a pointwise convolution is a plain GEMM on the image,
+/// which the GEMM does faster), and 8 channels or more along the vectors (Cout, or Cin for the
+/// input gradient). The forward and weight-gradient passes also need 8 input channels: with
+/// fewer, a pixel has a handful of terms, and im2col's GEMM along the pixels runs faster (2x at
+/// 1 -> 16 channels); the input gradient with few output channels stays direct, as im2col's
+/// scatter of its column matrix is slower still (4x at 16 -> 1).
+pub(super) fn applies(g: &Geometry, pass: Pass) -> bool {
+    let channels = match pass {
+        Pass::InputGradient => g.cin >= 8,
+        Pass::Forward | Pass::WeightGradient => g.cin >= 8 && g.cout >= 8,
+    };
     g.p.groups == 1
         && isa() != Isa::Baseline
         && g.n >= rayon::current_num_threads()
-        && g.cin >= 8
-        && g.cout >= 8
+        && channels
         && !g.pointwise()
 }
 
@@ -423,11 +466,15 @@ unsafe fn kernel<V: Vector, const P: usize, const CV: usize>(
     unsafe {
         let mut acc = [[V::zero(); CV]; P];
         let mut w = panel;
+        // A pointer per row, so the loop adds each term to it: with the source and the row
+        // offsets apart, the rows' registers did not fit and the compiler spilled six of them.
+        // Wrapping: a row alone may point outside `src` (an input gradient's terms are
+        // negative); only the sums are read, and those are inside.
+        let p: [*const f32; P] = std::array::from_fn(|j| src.wrapping_offset(rows[j]));
         for &t in terms {
-            let s = src.offset(t);
             let wv: [V; CV] = std::array::from_fn(|c| V::load(w.add(c * V::LANES)));
             for j in 0..P {
-                let x = V::splat(s.offset(rows[j]));
+                let x = V::splat(p[j].wrapping_offset(t));
                 for c in 0..CV {
                     acc[j][c] = acc[j][c].mul_add(x, wv[c]);
                 }
@@ -452,7 +499,7 @@ pub(super) fn forward(
 ) -> Vec<f32> {
     let plan = Plan::forward(g, Some(w));
     let l = g.l();
-    plan.per_image(x, g.out_image_len(), |src, class, out| {
+    plan.per_image(level, x, g.out_image_len(), |src, class, out| {
         run(
             level,
             plan.product(src, class, |j0, m, tile: &[f32], c0, n, stride| {
@@ -473,7 +520,7 @@ pub(super) fn forward(
 pub(super) fn backward_input(level: Isa, g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let plan = Plan::backward_input(g, w);
     let hw = g.h * g.w;
-    plan.per_image(dy, g.image_len(), |src, class, dx| {
+    plan.per_image(level, dy, g.image_len(), |src, class, dx| {
         run(
             level,
             plan.product(src, class, |j0, m, tile: &[f32], c0, n, stride| {
@@ -509,7 +556,8 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
         .collect();
     let chunk = |c: usize, dw: &mut [f32], (src, dyt): &mut (Vec<f32>, Vec<f32>)| {
         let batch = c * images..((c + 1) * images).min(g.n);
-        plan.source.fill(&x[batch.start * xl..batch.end * xl], src);
+        plan.source
+            .fill(level, &x[batch.start * xl..batch.end * xl], src);
         // dy with pixels as rows (the forward pass's pixels are in output order); the columns
         // past Cout are zero from the scratch's first fill, and stay so.
         dyt.resize(batch.len() * l * cols, 0.0);

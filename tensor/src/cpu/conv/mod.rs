@@ -11,6 +11,7 @@ use crate::cpu::isa::isa;
 use crate::cpu::{contiguous_slice, float_op, float_op2};
 use crate::ops::conv::Geometry;
 use crate::{Element, Float, Result, Tensor};
+use direct::Pass;
 
 /// The convolution kernels of one float type: f32 takes the direct kernels where they apply.
 trait ConvKernels: Float {
@@ -29,21 +30,21 @@ impl ConvKernels for f64 {}
 
 impl ConvKernels for f32 {
     fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        if direct::applies(g) {
+        if direct::applies(g, Pass::Forward) {
             direct::forward(isa(), g, x, w, bias)
         } else {
             im2col::forward(g, x, w, bias)
         }
     }
     fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-        if direct::applies(g) {
+        if direct::applies(g, Pass::InputGradient) {
             direct::backward_input(isa(), g, dy, w)
         } else {
             im2col::backward_input(g, dy, w)
         }
     }
     fn backward_weight(g: &Geometry, dy: &[f32], x: &[f32]) -> Vec<f32> {
-        if direct::applies(g) {
+        if direct::applies(g, Pass::WeightGradient) {
             direct::backward_weight(isa(), g, dy, x)
         } else {
             im2col::backward_weight(g, dy, x)
