@@ -138,8 +138,7 @@ pub(crate) fn where_cond(
         on_true.cpu_storage(),
         on_false.cpu_storage(),
         |t, f: T| {
-            let mut out = vec![T::default(); lm.elem_count()];
-            crate::cpu::for_each_row(&mut out, rows.len, |row, chunk| {
+            let out = crate::cpu::zeroed_rows(lm.elem_count(), rows.len, |row, chunk| {
                 let [sm, st, sf] = rows.start(row);
                 let [dm, dt, df] = rows.stride;
                 for (i, o) in chunk.iter_mut().enumerate() {

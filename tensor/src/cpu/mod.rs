@@ -271,26 +271,59 @@ pub(crate) fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Send 
     )
 }
 
-/// Calls `fill(row, chunk)` for each `row_len`-sized chunk of `out`, in parallel when large.
-pub(crate) fn for_each_row<U: Send>(
-    out: &mut [U],
+/// A new vector of `len` elements, `fill(row, chunk)` called on each `row_len`-sized chunk (the
+/// last may be shorter) after the chunk is set to zeros (`U::default()`), in parallel when
+/// large. Each task zeroes its own chunks just before filling them: `vec![0; len]` zeroed the
+/// whole output first on one thread (a `memset` over memory the allocator reuses), then the
+/// fill found it out of cache.
+pub(crate) fn zeroed_rows<U: Default + Send>(
+    len: usize,
     row_len: usize,
     fill: impl Fn(usize, &mut [U]) + Sync,
-) {
+) -> Vec<U> {
+    zeroed_rows_with(len, row_len, || (), |_, r, chunk| fill(r, chunk))
+}
+
+/// [`zeroed_rows`] with a scratch value per task: `fill(scratch, row, chunk)`, each task's
+/// scratch made by `scratch()` and kept across its rows.
+pub(crate) fn zeroed_rows_with<U: Default + Send, S>(
+    len: usize,
+    row_len: usize,
+    scratch: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(&mut S, usize, &mut [U]) + Sync,
+) -> Vec<U> {
     if row_len == 0 {
-        return;
+        return std::iter::repeat_with(U::default).take(len).collect();
     }
-    if out.len() >= PAR_THRESHOLD {
+    let mut out = Vec::with_capacity(len);
+    let run = |s: &mut S, (r, chunk): (usize, &mut [MaybeUninit<U>])| {
+        for x in chunk.iter_mut() {
+            x.write(U::default());
+        }
+        // SAFETY: every element of the chunk was written just above.
+        fill(s, r, unsafe {
+            &mut *(chunk as *mut [MaybeUninit<U>] as *mut [U])
+        });
+    };
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len >= PAR_THRESHOLD {
         let min_rows = (4096 / row_len).max(1);
-        out.par_chunks_mut(row_len)
+        spare
+            .par_chunks_mut(row_len)
             .with_min_len(min_rows)
             .enumerate()
-            .for_each(|(r, c)| fill(r, c));
+            .for_each_init(scratch, run);
     } else {
-        out.chunks_mut(row_len)
+        let mut s = scratch();
+        spare
+            .chunks_mut(row_len)
             .enumerate()
-            .for_each(|(r, c)| fill(r, c));
+            .for_each(|rc| run(&mut s, rc));
     }
+    // SAFETY: the chunks cover the first `len` elements, and each was written (a panic in
+    // `fill` leaves the length at zero).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// The contiguous elements of a float view: borrowed when already contiguous, else copied.

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::cpu::{contiguous_slice, float_op, for_each_row, lane_sums, simd};
+use crate::cpu::{contiguous_slice, float_op, lane_sums, simd, zeroed_rows};
 use crate::layout::PAR_THRESHOLD;
 use crate::ops::norm::{RowNorm, SoftmaxKind};
 use crate::{Element, Error, Float, Result, Tensor};
@@ -94,8 +94,7 @@ fn undo_dim_last(out: crate::CpuStorage, moved: &Tensor, undo: &[usize]) -> Resu
 pub(crate) fn softmax(kind: SoftmaxKind, x: &Tensor, undo: &[usize], len: usize) -> Result<Tensor> {
     let out = float_op!(kind.name(), x.cpu_storage(), |v: T| {
         let x = contiguous_slice(v, x.layout());
-        let mut out = vec![T::ZERO; x.len()];
-        for_each_row(&mut out, len, |r, o| {
+        let out = zeroed_rows(x.len(), len, |r, o| {
             kind.forward_row(&x[r * len..(r + 1) * len], o)
         });
         T::into_storage(out)
@@ -116,8 +115,7 @@ pub(crate) fn softmax_backward(
     let op = kind.backward_name();
     let out = float_op!(op, y.cpu_storage(), |v: T| {
         let (y, g) = (contiguous_slice(v, y.layout()), elems::<T>(op, g)?);
-        let mut out = vec![T::ZERO; y.len()];
-        for_each_row(&mut out, len, |r, o| {
+        let out = zeroed_rows(y.len(), len, |r, o| {
             let row = r * len..(r + 1) * len;
             kind.backward_row(&y[row.clone()], &g[row], o)
         });
@@ -174,8 +172,7 @@ impl RowNorm {
             })
             .collect();
         let (w, b) = (self.or_filled(w, T::ONE), self.or_filled(b, T::ZERO));
-        let mut y = vec![T::ZERO; x.len()];
-        for_each_row(&mut y, len, |r, out| {
+        let y = zeroed_rows(x.len(), len, |r, out| {
             // In f64: a mean rounded to f32 would cost digits when it is large against the spread.
             let (mean, rstd) = stats[r];
             let (x, params) = (&x[r * len..(r + 1) * len], self.row_params(r));

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::cpu::{contiguous_slice, float_op, for_each_row};
+use crate::cpu::{contiguous_slice, float_op, zeroed_rows};
 use crate::ops::pool::{nchw, Pool};
 use crate::{Element, Float, Result, Tensor};
 
@@ -71,8 +71,7 @@ pub(crate) fn upsample_nearest2d(x: &Tensor, scale_h: usize, scale_w: usize) -> 
     let (ho, wo) = (h * scale_h, w * scale_w);
     let out = float_op!(OP, x.cpu_storage(), |v: T| {
         let x = contiguous_slice(v, x.layout());
-        let mut out = vec![T::ZERO; n * c * ho * wo];
-        for_each_row(&mut out, wo, |r, row| {
+        let out = zeroed_rows(n * c * ho * wo, wo, |r, row| {
             let src = &x[(r / ho * h + r % ho / scale_h) * w..][..w];
             for (ox, o) in row.iter_mut().enumerate() {
                 *o = src[ox / scale_w];
@@ -96,9 +95,8 @@ pub(crate) fn upsample_nearest2d_backward(
     let (h, w) = (ho / scale_h, wo / scale_w);
     let out = float_op!(OP, g.cpu_storage(), |v: T| {
         let g = contiguous_slice(v, g.layout());
-        let mut out = vec![T::ZERO; n * c * h * w];
         // Input row r (plane r / h, row r % h) was copied to output rows r·scale_h onwards.
-        for_each_row(&mut out, w, |r, row| {
+        let out = zeroed_rows(n * c * h * w, w, |r, row| {
             for src in g[r * scale_h * wo..][..scale_h * wo].chunks_exact(wo) {
                 for (o, block) in row.iter_mut().zip(src.chunks_exact(scale_w)) {
                     *o += block.iter().copied().sum::<T>();
@@ -121,9 +119,8 @@ pub(crate) fn avg_pool2d(
     let [n, c, h, w] = nchw(op, x.shape())?;
     let out = float_op!(op, x.cpu_storage(), |v: T| {
         let x = contiguous_slice(v, x.layout());
-        let mut out = vec![T::ZERO; n * c * pool.ho * pool.wo];
         let scale: T = pool.scale();
-        for_each_row(&mut out, pool.ho * pool.wo, |plane, o| {
+        let out = zeroed_rows(n * c * pool.ho * pool.wo, pool.ho * pool.wo, |plane, o| {
             let x = &x[plane * h * w..][..h * w];
             pool.for_each_window(|oy, ox, rows, cols| {
                 let count = rows.len() * cols.len();
@@ -148,8 +145,7 @@ pub(crate) fn max_pool2d(x: &Tensor, pool: &Pool) -> Result<Tensor> {
     let [n, c, h, w] = nchw(OP, x.shape())?;
     let out = float_op!(OP, x.cpu_storage(), |v: T| {
         let x = contiguous_slice(v, x.layout());
-        let mut out = vec![T::ZERO; n * c * pool.ho * pool.wo];
-        for_each_row(&mut out, pool.ho * pool.wo, |plane, o| {
+        let out = zeroed_rows(n * c * pool.ho * pool.wo, pool.ho * pool.wo, |plane, o| {
             let x = &x[plane * h * w..][..h * w];
             pool.for_each_window(|oy, ox, rows, cols| {
                 o[oy * pool.wo + ox] = rows
@@ -180,8 +176,7 @@ pub(crate) fn resize_bilinear2d(x: &Tensor, out_h: usize, out_w: usize) -> Resul
             .iter()
             .map(|t| (t.i0, t.i1, T::from_f64(t.w0), T::from_f64(t.w1)))
             .collect();
-        let mut out = vec![T::ZERO; n * c * out_h * out_w];
-        for_each_row(&mut out, out_w, |r, row| {
+        let out = zeroed_rows(n * c * out_h * out_w, out_w, |r, row| {
             let (plane, oy) = (r / out_h, r % out_h);
             let t = ty[oy];
             let (wy0, wy1) = (T::from_f64(t.w0), T::from_f64(t.w1));
@@ -206,9 +201,8 @@ pub(crate) fn avg_pool2d_backward(
     let [n, c, h, w] = nchw(OP, input_shape)?;
     let out = float_op!(OP, g.cpu_storage(), |v: T| {
         let g = contiguous_slice(v, g.layout());
-        let mut dx = vec![T::ZERO; n * c * h * w];
         let scale: T = pool.scale();
-        for_each_row(&mut dx, h * w, |plane, d| {
+        let dx = zeroed_rows(n * c * h * w, h * w, |plane, d| {
             let g = &g[plane * pool.ho * pool.wo..][..pool.ho * pool.wo];
             pool.for_each_window(|oy, ox, rows, cols| {
                 let share = g[oy * pool.wo + ox] * scale;

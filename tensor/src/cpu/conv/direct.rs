@@ -22,10 +22,9 @@
 //! A strided convolution's input gradient splits the input pixels by their residue modulo the
 //! stride: the pixels of one residue are reached by the same kernel taps.
 
-use rayon::prelude::*;
-
 use super::parallel_sum;
 use crate::cpu::isa::{copy_floats, isa, with_vector, Isa, Vector, VectorKernel};
+use crate::cpu::zeroed_rows_with;
 use crate::ops::conv::Geometry;
 
 /// Panels have their channel count rounded up to this (the widest vector), so that a block may
@@ -154,17 +153,14 @@ impl Plan {
         write: impl Fn(&[f32], &Class, &mut [f32]) + Sync,
     ) -> Vec<f32> {
         let in_len = self.source.channels * self.source.h * self.source.w;
-        let mut out = vec![0.0f32; input.len() / in_len * out_len];
-        out.par_chunks_mut(out_len)
-            .enumerate()
-            .for_each_init(Vec::new, |src, (i, out)| {
-                self.source
-                    .fill(level, &input[i * in_len..(i + 1) * in_len], src);
-                for class in &self.classes {
-                    write(src, class, out);
-                }
-            });
-        out
+        let images = input.len() / in_len;
+        zeroed_rows_with(images * out_len, out_len, Vec::new, |src, i, out| {
+            self.source
+                .fill(level, &input[i * in_len..(i + 1) * in_len], src);
+            for class in &self.classes {
+                write(src, class, out);
+            }
+        })
     }
 
     /// The forward pass: rows are output pixels, terms `(ci, ky, kx)`, panel the weights `w`.
