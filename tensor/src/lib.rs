@@ -35,7 +35,7 @@ pub mod safetensors;
 mod storage;
 mod tensor;
 
-pub use cpu::on_cpu_workers;
+pub use cpu::{keep_freed_memory, on_cpu_workers};
 pub use cuda::CudaStorage;
 pub use device::Device;
 pub use dtype::{DType, Element, Float};

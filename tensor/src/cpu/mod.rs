@@ -10,6 +10,8 @@ pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod isa;
 pub(crate) mod matmul;
+mod memory;
+pub use memory::keep_freed_memory;
 pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod pool;
@@ -85,7 +87,8 @@ pub(crate) use float_op2;
 /// Code that runs many ops in a row (a training step, a sampling loop) is faster there: each
 /// parallel loop then splits its work with the other workers directly, where from another
 /// thread it is a hand-off (a futex wake and sleep) and the idle workers spin for the cores
-/// against the caller between loops.
+/// against the caller between loops. A program that trains should also call
+/// [`keep_freed_memory`] at the start.
 ///
 /// ```
 /// let x = tensor::Tensor::from_vec(vec![1f32, 2., 3.], &[3]).unwrap();
