@@ -138,6 +138,11 @@ pub(crate) trait Vector: Copy {
     unsafe fn load_first(p: *const f32, n: usize) -> Self;
     /// The first `n < LANES` lanes to `p` (only those are written).
     unsafe fn store_first(self, p: *mut f32, n: usize);
+    /// `self + other`, lane by lane.
+    unsafe fn add(self, other: Self) -> Self;
+    /// The `LANES × LANES` block at `from` (row `r` at `from + r · stride`) transposed into
+    /// `to`, contiguous: `to[c · LANES + r] = from[r · stride + c]`.
+    unsafe fn transpose(from: *const f32, stride: usize, to: *mut f32);
 }
 
 /// Copies `n` floats from `from` to `to` (not overlapping) in whole vectors and a masked tail,
@@ -217,6 +222,52 @@ mod x86 {
         unsafe fn store_first(self, p: *mut f32, n: usize) {
             unsafe { _mm512_mask_storeu_ps(p, mask_512(n), self.0) }
         }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn add(self, other: Self) -> Self {
+            F32x16(_mm512_add_ps(self.0, other.0))
+        }
+        /// Four rounds of shuffles: pairs of rows interleaved by 32 then 64 bits, which leaves
+        /// in lane `k` of `u[4i + q]` column `4k + q` of rows `4i..4i + 4`; then the 128-bit
+        /// lanes gathered across `u[q]`, `u[4 + q]`, `u[8 + q]`, `u[12 + q]`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn transpose(from: *const f32, stride: usize, to: *mut f32) {
+            let r: [__m512; 16] =
+                std::array::from_fn(|i| unsafe { _mm512_loadu_ps(from.add(i * stride)) });
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let (g, q) = (i / 4 * 4, i % 4);
+                let (a, b) = (t[g + q / 2], t[g + 2 + q / 2]);
+                if q % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for q in 0..4 {
+                let a = _mm512_shuffle_f32x4::<0x88>(u[q], u[4 + q]);
+                let b = _mm512_shuffle_f32x4::<0xDD>(u[q], u[4 + q]);
+                let c = _mm512_shuffle_f32x4::<0x88>(u[8 + q], u[12 + q]);
+                let d = _mm512_shuffle_f32x4::<0xDD>(u[8 + q], u[12 + q]);
+                let out = [
+                    _mm512_shuffle_f32x4::<0x88>(a, c),
+                    _mm512_shuffle_f32x4::<0x88>(b, d),
+                    _mm512_shuffle_f32x4::<0xDD>(a, c),
+                    _mm512_shuffle_f32x4::<0xDD>(b, d),
+                ];
+                for (k, v) in out.into_iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(to.add((4 * k + q) * 16), v) };
+                }
+            }
+        }
     }
 
     /// The AVX-512 mask of lanes `0..n` (`n < 16`).
@@ -266,6 +317,44 @@ mod x86 {
         unsafe fn store_first(self, p: *mut f32, n: usize) {
             unsafe { _mm256_maskstore_ps(p, mask_256(n), self.0) }
         }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn add(self, other: Self) -> Self {
+            F32x8(_mm256_add_ps(self.0, other.0))
+        }
+        /// Pairs of rows interleaved by 32 then 64 bits, which leaves in half `h` of `u[4i + q]`
+        /// column `4h + q` of rows `4i..4i + 4`; then the halves of `u[q]` and `u[4 + q]` joined.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn transpose(from: *const f32, stride: usize, to: *mut f32) {
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(from.add(i * stride)) });
+            let t: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m256; 8] = std::array::from_fn(|i| {
+                let (g, q) = (i / 4 * 4, i % 4);
+                let (a, b) = (t[g + q / 2], t[g + 2 + q / 2]);
+                if q % 2 == 0 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for q in 0..4 {
+                let low = _mm256_permute2f128_ps::<0x20>(u[q], u[4 + q]);
+                let high = _mm256_permute2f128_ps::<0x31>(u[q], u[4 + q]);
+                unsafe {
+                    _mm256_storeu_ps(to.add(q * 8), low);
+                    _mm256_storeu_ps(to.add((4 + q) * 8), high);
+                }
+            }
+        }
     }
 
     /// The AVX2 mask of lanes `0..n` (`n < 8`): all ones in the lanes below `n`.
@@ -294,6 +383,52 @@ mod tests {
             assert!(self.to.len() >= self.from.len());
             // SAFETY: both hold `from.len()` floats; `with_vector` checked the CPU.
             unsafe { copy_floats::<V>(self.from.as_ptr(), self.to.as_mut_ptr(), self.from.len()) }
+        }
+    }
+
+    /// Transposes a block of distinct values with [`Vector::transpose`].
+    struct TransposeKernel<'a> {
+        from: &'a [f32],
+        stride: usize,
+        to: &'a mut [f32],
+    }
+
+    impl VectorKernel for TransposeKernel<'_> {
+        type Output = usize;
+        #[inline(always)]
+        fn run<V: Vector>(self) -> usize {
+            assert!(self.from.len() >= (V::LANES - 1) * self.stride + V::LANES);
+            assert!(self.to.len() >= V::LANES * V::LANES);
+            // SAFETY: sizes checked above; `with_vector` checked the CPU.
+            unsafe { V::transpose(self.from.as_ptr(), self.stride, self.to.as_mut_ptr()) };
+            V::LANES
+        }
+    }
+
+    #[test]
+    fn transpose_transposes() {
+        let stride = 19;
+        let from: Vec<f32> = (0..16 * stride).map(|i| i as f32).collect();
+        for level in vector_levels() {
+            let mut to = vec![-1.0; 256];
+            let lanes = with_vector(
+                level,
+                TransposeKernel {
+                    from: &from,
+                    stride,
+                    to: &mut to,
+                },
+            )
+            .expect("a vector level");
+            for c in 0..lanes {
+                for r in 0..lanes {
+                    assert_eq!(
+                        to[c * lanes + r],
+                        from[r * stride + c],
+                        "{level:?}: ({c}, {r})"
+                    );
+                }
+            }
         }
     }
 
