@@ -68,8 +68,7 @@ impl Source {
             src,
             dst,
         };
-        with_vector(level, fill)
-            .expect("conv2d: the direct kernels need AVX2 (checked by applies)");
+        run(level, fill);
     }
 }
 
@@ -639,7 +638,7 @@ pub(super) fn backward_weight(level: Isa, g: &Geometry, dy: &[f32], x: &[f32]) -
             cols,
             out: dyt,
         };
-        with_vector(level, pixel_rows).expect("conv2d: the direct kernels need AVX2");
+        run(level, pixel_rows);
         run(
             level,
             Product {
@@ -724,9 +723,10 @@ impl VectorKernel for PixelRows<'_> {
     }
 }
 
-/// Runs `p` with the vectors of `level` ([`applies`] checked that the CPU has some).
-fn run(level: Isa, p: Product<'_>) {
-    with_vector(level, p).expect("conv2d: the direct kernels need AVX2 (checked by applies)");
+/// Runs `kernel` (a product, a fill, a panel) with the vectors of `level` ([`applies`] checked
+/// that the CPU has some).
+fn run<K: VectorKernel>(level: Isa, kernel: K) -> K::Output {
+    with_vector(level, kernel).expect("conv2d: the direct kernels need AVX2 (checked by applies)")
 }
 
 #[cfg(test)]
